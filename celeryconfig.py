@@ -1,0 +1,31 @@
+"""Celery settings for the `timers` workers. The broker URL comes from the environment
+(`CELERY_BROKER_URL`, else `REDIS_URL`) through `timers.config`; everything else is here."""
+
+import os
+
+# Acknowledge a message only after its callback was delivered and recorded, and give it back to
+# the broker if the worker process dies mid-delivery: a callback is delivered at least once.
+task_acks_late = True
+task_reject_on_worker_lost = True
+# Callbacks are short and I/O-bound: take one message at a time per process so a slow receiver
+# does not hold other timers' messages hostage.
+worker_prefetch_multiplier = 1
+worker_concurrency = int(os.environ.get("CELERY_WORKER_CONCURRENCY", "4"))
+
+# Our own queue, so the workers never pick up another application's tasks on a shared broker.
+task_default_queue = "timers"
+task_serializer = "json"
+accept_content = ["json"]
+task_ignore_result = True
+
+# Events for Flower.
+worker_send_task_events = True
+task_send_sent_event = True
+
+# Fail fast at start when the broker is unreachable; keep retrying if it goes away later.
+broker_connection_retry_on_startup = False
+broker_connection_retry = True
+broker_connection_max_retries = None
+broker_transport_options = {"visibility_timeout": 3600}
+
+worker_hijack_root_logger = True

@@ -1,0 +1,61 @@
+"""Finding PostgreSQL and Redis for the tests: the configured ones, else the local services on
+their standard ports, else embedded ones started for this test session."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import redis
+from sqlalchemy.engine import make_url
+
+from timers.embedded import port_is_open, start_postgres, start_redis
+
+
+@dataclass
+class Services:
+    postgres_url: str  # an admin connection: tests create and drop databases through it
+    redis_url: str
+    embedded: list[Any] = field(default_factory=list)
+
+    def database_url(self, name: str) -> str:
+        return make_url(self.postgres_url).set(database=name).render_as_string(hide_password=False)
+
+    def stop(self) -> None:
+        for server in self.embedded:
+            server.stop()
+
+
+def _postgres_reachable(url: str) -> bool:
+    try:
+        psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(False),
+                         connect_timeout=2).close()
+        return True
+    except psycopg2.Error:
+        return False
+
+
+def find_services(scratch: Path) -> Services:
+    embedded: list[Any] = []
+    pg_url = os.environ.get("DATABASE_URL")
+    if not pg_url:
+        local = "postgresql://postgres@127.0.0.1:5432/postgres"
+        if port_is_open("127.0.0.1", 5432) and _postgres_reachable(local):
+            pg_url = local
+        else:
+            pg = start_postgres(scratch / "pg")
+            embedded.append(pg)
+            pg_url = pg.url
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        if port_is_open("127.0.0.1", 6379):
+            redis_url = "redis://127.0.0.1:6379/9"  # a database of its own on a shared server
+        else:
+            rd = start_redis(scratch / "redis")
+            embedded.append(rd)
+            redis_url = rd.url
+    redis.Redis.from_url(redis_url).ping()
+    return Services(postgres_url=pg_url, redis_url=redis_url, embedded=embedded)

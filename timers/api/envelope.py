@@ -1,0 +1,89 @@
+"""The response envelope `{"code", "message", "data"}` and the handlers that put every error in it."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class Code(enum.IntEnum):
+    OK = 0
+    INTERNAL = 1
+    VALIDATION = 2
+    NOT_FOUND = 3
+    UNAUTHORIZED = 4
+
+
+_HTTP_STATUS = {
+    Code.OK: 200,
+    Code.INTERNAL: 500,
+    Code.VALIDATION: 400,
+    Code.NOT_FOUND: 404,
+    Code.UNAUTHORIZED: 401,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, code: Code, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def envelope(data: Any = None, *, code: Code = Code.OK, message: str = "ok", status: int | None = None) -> JSONResponse:
+    body = {"code": int(code), "message": message, "data": jsonable_encoder(data)}
+    return JSONResponse(body, status_code=status or _HTTP_STATUS[code])
+
+
+def describe_validation_error(errors: Any) -> str:
+    """One line naming each bad field: `execute_at: Input should have timezone info`."""
+    parts = []
+    for error in errors:
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        if error.get("type") == "json_invalid":
+            parts.append(f"body: malformed JSON ({error.get('ctx', {}).get('error', 'parse error')})")
+            continue
+        field = ".".join(loc) or "body"
+        msg = str(error.get("msg", "invalid"))
+        parts.append(f"{field}: {msg}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return envelope(exc.data, code=exc.code, message=exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return envelope(None, code=Code.VALIDATION, message=describe_validation_error(exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        code = {
+            401: Code.UNAUTHORIZED,
+            403: Code.UNAUTHORIZED,
+            404: Code.NOT_FOUND,
+        }.get(exc.status_code, Code.VALIDATION if exc.status_code < 500 else Code.INTERNAL)
+        return envelope(None, code=code, message=str(exc.detail), status=exc.status_code)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        log.error("database error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return envelope(None, code=Code.INTERNAL, message="database unavailable, try again later")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return envelope(None, code=Code.INTERNAL, message="internal error")

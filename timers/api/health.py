@@ -1,0 +1,28 @@
+"""`GET /health`: is the API up and can it reach the database?"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+
+from timers import __version__
+from timers.api.deps import Store
+from timers.api.envelope import Code, envelope
+from timers.api.schemas import Envelope
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Envelope, summary="Liveness and database reachability")
+def health(store: Store) -> JSONResponse:
+    try:
+        store.ping()
+    except DBAPIError as exc:
+        log.warning("health check: database unreachable: %s", exc.orig)
+        data = {"status": "degraded", "database": "unreachable", "version": __version__}
+        return envelope(data, code=Code.INTERNAL, message="database unreachable")
+    return envelope({"status": "up", "database": "connected", "version": __version__})

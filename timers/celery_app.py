@@ -1,0 +1,33 @@
+"""The Celery app. `create_celery_app(settings)` builds one; `celery -A timers.celery_app` gets one
+built from the environment when it looks up `app` (never at import time)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from celery import Celery
+
+from timers.config import Settings, load_settings
+from timers.tasks import TASK_NAME, WorkerResources, register_tasks
+
+__all__ = ["TASK_NAME", "create_celery_app"]
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    app = Celery("timers", set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.broker_url = settings.require_broker_url()
+    register_tasks(app, WorkerResources(settings))
+    return app
+
+
+@functools.cache
+def _app_from_env() -> Celery:
+    return create_celery_app(load_settings())
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("app", "celery"):
+        return _app_from_env()
+    raise AttributeError(name)

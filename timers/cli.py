@@ -1,0 +1,83 @@
+"""The `timers` command: `timers api`, `timers migrate`, `timers scheduler`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from timers.config import ConfigError, Settings, load_settings
+from timers.logs import configure_logging
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
+    from timers.migrations import downgrade, upgrade
+
+    url = settings.require_database_url()
+    try:
+        if args.downgrade:
+            downgrade(url, args.downgrade)
+        else:
+            upgrade(url, args.revision)
+    except DBAPIError as exc:
+        print(f"timers migrate: cannot migrate: {str(exc.orig).strip()}", file=sys.stderr)
+        return 1
+    print("timers migrate: database is at", args.downgrade or args.revision)
+    return 0
+
+
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from timers.api import create_app
+
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port or settings.port,
+                log_level=settings.log_level.lower())
+    return 0
+
+
+def _scheduler(settings: Settings, args: argparse.Namespace) -> int:
+    from timers.scheduler import main as scheduler_main
+
+    return scheduler_main([])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="timers",
+        description="Durable one-shot timers. Configuration comes from the environment and .env "
+        "(DATABASE_URL, REDIS_URL, API_KEY, PORT, TIMERS_*; see README).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    migrate = commands.add_parser("migrate", help="apply the database migrations (Alembic)")
+    migrate.add_argument("revision", nargs="?", default="head", help="target revision (head)")
+    migrate.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION instead")
+    migrate.set_defaults(run=_migrate)
+
+    api = commands.add_parser("api", help="serve the REST API with uvicorn")
+    api.add_argument("--host", default="0.0.0.0", help="address to bind (0.0.0.0)")
+    api.add_argument("--port", type=int, help="port (default: PORT, else 8080)")
+    api.set_defaults(run=_api)
+
+    scheduler = commands.add_parser("scheduler", help="run the scheduler (python -m timers.scheduler)")
+    scheduler.set_defaults(run=_scheduler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        return int(args.run(settings, args))
+    except ConfigError as exc:
+        print(f"timers {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

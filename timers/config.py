@@ -1,0 +1,99 @@
+"""Settings, read from the environment (and a `.env` file) by `load_settings()`.
+
+Nothing here runs at import time: every entry point calls `load_settings()` and passes the result
+down, so tests build their own settings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+DEFAULT_PORT = 8080
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    celery_broker_url: str | None = None
+    api_key: str | None = None
+    port: int = DEFAULT_PORT
+    home: Path = Path(".timers")
+    load_interval: float = 30.0
+    execute_interval: float = 1.0
+    lookahead: float = 60.0
+    recovery_window: float = 300.0
+    callback_timeout: float = 30.0
+    log_level: str = "INFO"
+
+    @property
+    def broker_url(self) -> str | None:
+        """The Celery broker: `CELERY_BROKER_URL` if set, else `REDIS_URL`."""
+        return self.celery_broker_url or self.redis_url
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigError("DATABASE_URL is not set (e.g. postgresql://user:pass@host:5432/timers)")
+        return self.database_url
+
+    def require_broker_url(self) -> str:
+        if not self.broker_url:
+            raise ConfigError("REDIS_URL (or CELERY_BROKER_URL) is not set (e.g. redis://localhost:6379/0)")
+        return self.broker_url
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "zero or more" if allow_zero else "more than zero"
+        raise ConfigError(f"{name} must be {bound} seconds, got {raw!r}")
+    return value
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """Build settings from a mapping of environment variables; raise ConfigError on bad values."""
+    port_raw = env.get("PORT") or str(DEFAULT_PORT)
+    try:
+        port = int(port_raw)
+    except ValueError:
+        raise ConfigError(f"PORT must be an integer, got {port_raw!r}") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"PORT must be between 1 and 65535, got {port}")
+    return Settings(
+        database_url=env.get("DATABASE_URL") or None,
+        redis_url=env.get("REDIS_URL") or None,
+        celery_broker_url=env.get("CELERY_BROKER_URL") or None,
+        api_key=env.get("API_KEY") or None,
+        port=port,
+        home=Path(env.get("TIMERS_HOME") or ".timers"),
+        load_interval=_seconds(env, "TIMERS_LOAD_INTERVAL", 30.0),
+        execute_interval=_seconds(env, "TIMERS_EXECUTE_INTERVAL", 1.0),
+        lookahead=_seconds(env, "TIMERS_LOOKAHEAD", 60.0, allow_zero=True),
+        recovery_window=_seconds(env, "TIMERS_RECOVERY_WINDOW", 300.0, allow_zero=True),
+        callback_timeout=_seconds(env, "TIMERS_CALLBACK_TIMEOUT", 30.0),
+        log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+    )
+
+
+def load_settings(env_file: str | os.PathLike[str] = ".env") -> Settings:
+    """Settings from the process environment, with values from `env_file` where the environment has none."""
+    merged: dict[str, str] = {}
+    if Path(env_file).is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(os.environ)
+    return settings_from_env(merged)

@@ -1,0 +1,392 @@
+"""The scheduler process: a memory loader and an execution loop sharing one in-memory cache.
+
+    python -m timers.scheduler
+
+Two threads, not asyncio: the work is blocking database and broker I/O through libraries that are
+synchronous (psycopg2, kombu), each loop does one thing at a time, and a thread per loop keeps them
+independent (a slow load never delays a tick) with nothing to bridge. The cache's lock is held only
+to copy or swap a dict, never across I/O.
+
+- MemoryLoader, every `load_interval`: the pending timers due in
+  [now - recovery_window, now + lookahead] replace the whole cache.
+- ExecutionLoop, every `execute_interval` at a fixed rate: the cached timers that are due are claimed
+  in PostgreSQL with one conditional statement, removed from the cache, and only the claimed ones are
+  enqueued as Celery tasks. A timer that could not be enqueued is released back to `pending`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+from timers.config import Settings
+from timers.models import Timer
+from timers.store import TimerStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# -- pure decisions ----------------------------------------------------------------------------
+
+
+def near_term_window(
+    now: datetime, recovery_window: float, lookahead: float
+) -> tuple[datetime, datetime]:
+    """The `execute_at` range the loader keeps in memory: [now - recovery_window, now + lookahead]."""
+    return now - timedelta(seconds=recovery_window), now + timedelta(seconds=lookahead)
+
+
+def due_timers(timers: Iterable[Timer], now: datetime) -> list[Timer]:
+    """The timers with `execute_at <= now`, earliest first."""
+    return sorted((t for t in timers if t.execute_at <= now), key=lambda t: (t.execute_at, t.id))
+
+
+def next_deadline(start: float, interval: float, now: float) -> float:
+    """The first point of the grid start + k*interval strictly after `now`.
+
+    Ticks stay on the grid however long each one takes (no drift); a tick that overran whole
+    intervals skips the grid points it missed instead of firing a burst.
+    """
+    return start + (math.floor((now - start) / interval) + 1) * interval
+
+
+# -- the cache ---------------------------------------------------------------------------------
+
+
+class TimerCache:
+    """The near-term timers by id. Thread-safe; the lock is held only to read or swap the dict."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._timers: dict[uuid.UUID, Timer] = {}
+
+    def replace(self, timers: Iterable[Timer]) -> None:
+        fresh = {t.id: t for t in timers}
+        with self._lock:
+            self._timers = fresh
+
+    def due(self, now: datetime) -> list[Timer]:
+        with self._lock:
+            snapshot = list(self._timers.values())
+        return due_timers(snapshot, now)
+
+    def remove(self, timer_ids: Iterable[uuid.UUID]) -> None:
+        with self._lock:
+            for timer_id in timer_ids:
+                self._timers.pop(timer_id, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._timers)
+
+    def __contains__(self, timer_id: object) -> bool:
+        with self._lock:
+            return timer_id in self._timers
+
+
+# -- the loops ---------------------------------------------------------------------------------
+
+
+def run_every(
+    interval: float,
+    action: Callable[[], Any],
+    stop: threading.Event,
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+    wait: Callable[[float], bool] | None = None,
+) -> None:
+    """Call `action` now and then at start + k*interval until `stop` is set.
+
+    `action` must not raise (each loop catches its own errors). `wait(seconds)` returns True when it
+    was interrupted by a stop; tests pass a fake one together with a fake `monotonic`.
+    """
+    wait = wait or stop.wait
+    start = monotonic()
+    while not stop.is_set():
+        action()
+        if wait(max(0.0, next_deadline(start, interval, monotonic()) - monotonic())):
+            return
+
+
+class Enqueuer(Protocol):
+    def enqueue(self, timers: Sequence[Timer]) -> list[uuid.UUID]:
+        """Send one callback task per timer; return the ids that could not be sent."""
+        ...
+
+
+class MemoryLoader:
+    def __init__(
+        self,
+        store: TimerStore,
+        cache: TimerCache,
+        *,
+        recovery_window: float,
+        lookahead: float,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.recovery_window = recovery_window
+        self.lookahead = lookahead
+        self.clock = clock
+
+    def load(self) -> int | None:
+        """Replace the cache with the near-term pending timers; None if the database failed."""
+        start, end = near_term_window(self.clock(), self.recovery_window, self.lookahead)
+        try:
+            timers = self.store.load_near_term(start, end)
+        except Exception:
+            log.warning("memory loader: loading near-term timers failed; retrying next period",
+                        exc_info=True)
+            return None
+        self.cache.replace(timers)
+        log.info("Loaded %d timers into cache", len(timers))
+        return len(timers)
+
+
+class ExecutionLoop:
+    def __init__(
+        self,
+        store: TimerStore,
+        cache: TimerCache,
+        enqueuer: Enqueuer,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.enqueuer = enqueuer
+        self.clock = clock
+
+    def tick(self) -> int:
+        """Claim and enqueue the cached timers that are due; return how many were enqueued."""
+        due = self.cache.due(self.clock())
+        if not due:
+            return 0
+        log.info("Executing %d due timers", len(due))
+        ids = [t.id for t in due]
+        try:
+            claimed = self.store.claim_due(ids)
+        except Exception:
+            # Left in the cache: the next tick tries them again.
+            log.warning("execution loop: claiming %d timers failed; retrying next tick", len(ids),
+                        exc_info=True)
+            return 0
+        # Whatever was not claimed was canceled, postponed or claimed elsewhere: drop it too.
+        self.cache.remove(ids)
+        if not claimed:
+            return 0
+        try:
+            failed = set(self.enqueuer.enqueue(claimed))
+        except Exception:
+            log.exception("execution loop: enqueueing %d timers failed", len(claimed))
+            failed = {t.id for t in claimed}
+        for timer in claimed:
+            if timer.id not in failed:
+                log.info("Spawned callback for timer %s", timer.id, extra={"timer_id": str(timer.id)})
+        if failed:
+            self._release(failed)
+        return len(claimed) - len(failed)
+
+    def _release(self, timer_ids: set[uuid.UUID]) -> None:
+        try:
+            released = self.store.release(timer_ids)
+            log.warning("released %d timers that could not be enqueued; they will be retried",
+                        released)
+        except Exception:
+            log.exception("could not release %d unenqueued timers", len(timer_ids))
+
+
+class CeleryEnqueuer:
+    """Sends `timers.execute_callback` tasks over one producer connection."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def enqueue(self, timers: Sequence[Timer]) -> list[uuid.UUID]:
+        from timers.tasks import TASK_NAME
+
+        failed: list[uuid.UUID] = []
+        with self.app.producer_or_acquire() as producer:
+            for index, timer in enumerate(timers):
+                try:
+                    self.app.send_task(
+                        TASK_NAME,
+                        args=[str(timer.id)],
+                        producer=producer,
+                        retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+                    )
+                except Exception:
+                    log.exception("enqueueing timer %s failed", timer.id,
+                                  extra={"timer_id": str(timer.id)})
+                    # The broker is gone: don't wait out a retry policy for each remaining timer.
+                    failed.extend(t.id for t in timers[index:])
+                    break
+        return failed
+
+
+class Scheduler:
+    """Runs the loader and the execution loop on two threads until `stop()`."""
+
+    def __init__(
+        self,
+        loader: MemoryLoader,
+        execution: ExecutionLoop,
+        *,
+        load_interval: float,
+        execute_interval: float,
+    ) -> None:
+        self.loader = loader
+        self.execution = execution
+        self.load_interval = load_interval
+        self.execute_interval = execute_interval
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        # The first load happens now, before the first tick, not one load interval later.
+        self.loader.load()
+        loops = (
+            ("memory-loader", self.load_interval, self.loader.load, True),
+            ("execution-loop", self.execute_interval, self._safe_tick, False),
+        )
+        for name, interval, action, skip_first in loops:
+            thread = threading.Thread(
+                target=self._run, args=(interval, action, skip_first), name=name, daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _run(self, interval: float, action: Callable[[], Any], skip_first: bool) -> None:
+        if skip_first and self._stop.wait(interval):
+            return
+        run_every(interval, action, self._stop)
+
+    def _safe_tick(self) -> None:
+        try:
+            self.execution.tick()
+        except Exception:
+            log.exception("execution loop: tick failed")
+
+    def request_stop(self) -> None:
+        """Ask both loops to stop after what they are doing; safe from a signal handler."""
+        self._stop.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop both loops; a tick in progress finishes its claim and enqueue first."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stop.wait(timeout)
+
+
+def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
+    """A scheduler wired to PostgreSQL and the Celery broker from `settings`, and its cleanup."""
+    from timers.celery_app import create_celery_app
+    from timers.store import database_engine
+
+    engine = database_engine(settings.require_database_url())
+    store = TimerStore(engine)
+    app = create_celery_app(settings)
+    cache = TimerCache()
+    loader = MemoryLoader(
+        store, cache, recovery_window=settings.recovery_window, lookahead=settings.lookahead
+    )
+    execution = ExecutionLoop(store, cache, CeleryEnqueuer(app))
+    scheduler = Scheduler(
+        loader,
+        execution,
+        load_interval=settings.load_interval,
+        execute_interval=settings.execute_interval,
+    )
+
+    def close() -> None:
+        app.pool.force_close_all()
+        engine.dispose()
+
+    return scheduler, close
+
+
+def check_services(settings: Settings) -> str | None:
+    """A one-line reason if PostgreSQL or the broker can't be reached, else None."""
+    from timers.celery_app import create_celery_app
+    from timers.store import database_engine
+
+    engine = database_engine(settings.require_database_url())
+    try:
+        TimerStore(engine).ping()
+    except Exception as exc:
+        reason = getattr(exc, "orig", exc)
+        return f"cannot reach PostgreSQL at {engine.url.render_as_string()}: {str(reason).strip()}"
+    finally:
+        engine.dispose()
+    app = create_celery_app(settings)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=5)
+    except Exception as exc:
+        return f"cannot reach the Celery broker at {settings.broker_url}: {exc}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m timers.scheduler",
+        description="Run the timers scheduler: load near-term timers into memory and enqueue each "
+        "as a Celery task when it is due. Configured by the environment (see README).",
+    )
+    parser.parse_args(argv)
+    from timers.config import ConfigError, load_settings
+    from timers.logs import configure_logging
+
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        problem = check_services(settings)
+    except ConfigError as exc:
+        print(f"timers scheduler: {exc}", file=sys.stderr)
+        return 2
+    if problem:
+        print(f"timers scheduler: {problem}", file=sys.stderr)
+        return 1
+    scheduler, close = build_scheduler(settings)
+
+    def on_signal(signum: int, _: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        scheduler.request_stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    log.info(
+        "scheduler started (load every %gs, tick every %gs, lookahead %gs, recovery window %gs)",
+        settings.load_interval, settings.execute_interval, settings.lookahead,
+        settings.recovery_window,
+    )
+    scheduler.start()
+    while not scheduler.wait(1.0):
+        pass
+    scheduler.stop()
+    close()
+    log.info("scheduler stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

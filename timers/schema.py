@@ -1,0 +1,49 @@
+"""The database schema as SQLAlchemy Core metadata; migrations must produce exactly this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData()
+
+STATUSES = ("pending", "executing", "completed", "failed", "canceled")
+
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("execute_at", DateTime(timezone=True), nullable=False),
+    Column("executed_at", DateTime(timezone=True), nullable=True),
+    Column("callback_type", Text, nullable=False),
+    Column("callback_config", JSONB, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("last_error", Text, nullable=True),
+    Column("metadata", JSONB, nullable=True),
+    # How many times the scheduler has claimed this timer, and when it last did.
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint(
+        "status IN ('pending', 'executing', 'completed', 'failed', 'canceled')",
+        name="ck_timers_status",
+    ),
+    Index(
+        "ix_timers_pending_execute_at",
+        "execute_at",
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("ix_timers_status_created_at", "status", "created_at"),
+)

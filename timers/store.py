@@ -1,0 +1,259 @@
+"""Every query and transaction on the `timers` table. Nothing else in the package writes SQL.
+
+Each public method is one transaction. Docstrings say exactly which rows a statement touches.
+Times that several hosts compare (is a timer due?) come from the database's `now()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, any_, bindparam, create_engine, func, select, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.engine import make_url
+
+from timers.models import Timer, TimerStatus, uuid7
+from timers.schema import timers
+
+log = logging.getLogger(__name__)
+
+SORT_COLUMNS = ("created_at", "execute_at")
+SORT_ORDERS = ("asc", "desc")
+MAX_ERROR_LENGTH = 500
+
+
+class TimerNotFound(LookupError):
+    def __init__(self, timer_id: uuid.UUID) -> None:
+        super().__init__(f"timer {timer_id} not found")
+        self.timer_id = timer_id
+
+
+class TimerNotPending(ValueError):
+    """The timer exists but is no longer `pending`, so it can't be changed or canceled."""
+
+    def __init__(self, timer_id: uuid.UUID, status: TimerStatus) -> None:
+        super().__init__(f"timer {timer_id} is {status.value}; only pending timers can be changed")
+        self.timer_id = timer_id
+        self.status = status
+
+
+@dataclass(frozen=True)
+class NewTimer:
+    execute_at: datetime
+    callback_type: str
+    callback_config: Mapping[str, Any]
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class TimerPage:
+    timers: list[Timer]
+    total: int
+
+
+def database_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine on psycopg2 for a user's `postgresql://` URL (SQLAlchemy 2.1 would pick psycopg 3)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg2")
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("connect_args", {"connect_timeout": 5})
+    return create_engine(parsed, **kwargs)
+
+
+def _id_array(timer_ids: Iterable[uuid.UUID]) -> Any:
+    return bindparam("ids", value=list(timer_ids), type_=ARRAY(UUID(as_uuid=True)))
+
+
+class TimerStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- API ---------------------------------------------------------------------------------
+
+    def create(self, new: NewTimer) -> Timer:
+        """Insert one `pending` timer with a fresh UUIDv7 id."""
+        stmt = (
+            timers.insert()
+            .values(
+                id=uuid7(),
+                execute_at=new.execute_at,
+                callback_type=new.callback_type,
+                callback_config=dict(new.callback_config),
+                metadata=None if new.metadata is None else dict(new.metadata),
+                status=TimerStatus.PENDING.value,
+            )
+            .returning(*timers.c)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).mappings().one()
+        return Timer.from_row(row)
+
+    def get(self, timer_id: uuid.UUID) -> Timer:
+        """Read the timer with this id; raise TimerNotFound."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(timers).where(timers.c.id == timer_id)).mappings().first()
+        if row is None:
+            raise TimerNotFound(timer_id)
+        return Timer.from_row(row)
+
+    def list(
+        self,
+        *,
+        status: TimerStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        sort: str = "created_at",
+        order: str = "desc",
+    ) -> TimerPage:
+        """A page of timers (optionally of one status) and the total count matching the filter."""
+        if sort not in SORT_COLUMNS or order not in SORT_ORDERS:
+            raise ValueError(f"bad sort {sort!r} / order {order!r}")
+        column = timers.c[sort]
+        ordering = column.asc() if order == "asc" else column.desc()
+        tiebreak = timers.c.id.asc() if order == "asc" else timers.c.id.desc()
+        query = select(timers)
+        count = select(func.count()).select_from(timers)
+        if status is not None:
+            query = query.where(timers.c.status == status.value)
+            count = count.where(timers.c.status == status.value)
+        query = query.order_by(ordering, tiebreak).limit(limit).offset(offset)
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).mappings().all()
+            total = conn.execute(count).scalar_one()
+        return TimerPage(timers=[Timer.from_row(r) for r in rows], total=total)
+
+    def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
+        """Apply `changes` to this timer only if it is still `pending`.
+
+        Raises TimerNotFound, or TimerNotPending with the status it has.
+        """
+        allowed = {"execute_at", "callback_type", "callback_config", "metadata"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)}")
+        stmt = (
+            timers.update()
+            .where(timers.c.id == timer_id, timers.c.status == TimerStatus.PENDING.value)
+            .values(**changes)
+            .returning(*timers.c)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                self._raise_missing_or_not_pending(conn, timer_id)
+        return Timer.from_row(row)
+
+    def cancel(self, timer_id: uuid.UUID) -> Timer:
+        """Flip this timer from `pending` to `canceled`; raise TimerNotFound or TimerNotPending."""
+        stmt = (
+            timers.update()
+            .where(timers.c.id == timer_id, timers.c.status == TimerStatus.PENDING.value)
+            .values(status=TimerStatus.CANCELED.value)
+            .returning(*timers.c)
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                self._raise_missing_or_not_pending(conn, timer_id)
+        return Timer.from_row(row)
+
+    @staticmethod
+    def _raise_missing_or_not_pending(conn: Any, timer_id: uuid.UUID) -> None:
+        status = conn.execute(select(timers.c.status).where(timers.c.id == timer_id)).scalar()
+        if status is None:
+            raise TimerNotFound(timer_id)
+        raise TimerNotPending(timer_id, TimerStatus(status))
+
+    def ping(self) -> None:
+        """Run `SELECT 1`; raises if the database can't be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # -- scheduler ---------------------------------------------------------------------------
+
+    def load_near_term(self, start: datetime, end: datetime) -> list[Timer]:
+        """The `pending` timers with `start <= execute_at <= end` (served by the partial index)."""
+        query = (
+            select(timers)
+            .where(
+                timers.c.status == TimerStatus.PENDING.value,
+                timers.c.execute_at >= start,
+                timers.c.execute_at <= end,
+            )
+            .order_by(timers.c.execute_at)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Timer.from_row(r) for r in rows]
+
+    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
+        """Flip to `executing` those of `timer_ids` that are still `pending` and due by the database's
+        clock, in one statement; return exactly the rows it flipped.
+
+        A timer canceled, postponed or claimed by another scheduler since it was cached is not
+        touched, so only the returned timers may be enqueued.
+        """
+        if not timer_ids:
+            return []
+        stmt = (
+            timers.update()
+            .where(
+                timers.c.id == any_(_id_array(timer_ids)),
+                timers.c.status == TimerStatus.PENDING.value,
+                timers.c.execute_at <= func.now(),
+            )
+            .values(
+                status=TimerStatus.EXECUTING.value,
+                claimed_at=func.now(),
+                attempts=timers.c.attempts + 1,
+            )
+            .returning(*timers.c)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [Timer.from_row(r) for r in rows]
+
+    def release(self, timer_ids: Iterable[uuid.UUID]) -> int:
+        """Put claimed timers that could not be enqueued back to `pending`.
+
+        Touches only rows of `timer_ids` that are `executing` and not yet finished.
+        """
+        ids = list(timer_ids)
+        if not ids:
+            return 0
+        stmt = (
+            timers.update()
+            .where(
+                timers.c.id == any_(_id_array(ids)),
+                timers.c.status == TimerStatus.EXECUTING.value,
+            )
+            .values(status=TimerStatus.PENDING.value, claimed_at=None)
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    # -- worker ------------------------------------------------------------------------------
+
+    def finish(self, timer_id: uuid.UUID, error: str | None) -> bool:
+        """Record the outcome of a delivery: `completed` when `error` is None, else `failed` with
+        `last_error`; `executed_at` is set either way.
+
+        Touches the row only while it is `executing`; returns False if it was not (a redelivered
+        message for a finished timer changes nothing).
+        """
+        status = TimerStatus.COMPLETED if error is None else TimerStatus.FAILED
+        if error is not None and len(error) > MAX_ERROR_LENGTH:
+            error = error[: MAX_ERROR_LENGTH - 1] + "…"
+        stmt = (
+            timers.update()
+            .where(timers.c.id == timer_id, timers.c.status == TimerStatus.EXECUTING.value)
+            .values(status=status.value, last_error=error, executed_at=func.now())
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount == 1
