@@ -213,31 +213,43 @@ class ExecutionLoop:
 
 
 class CeleryEnqueuer:
-    """Sends `timers.execute_callback` tasks over one producer connection."""
+    """Sends `timers.execute_callback` tasks over one broker connection of its own, kept open
+    between ticks and opened again after a failure."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self._connection: Any = None
 
     def enqueue(self, timers: Sequence[Timer]) -> list[uuid.UUID]:
         from timers.tasks import TASK_NAME
 
         failed: list[uuid.UUID] = []
-        with self.app.producer_or_acquire() as producer:
-            for index, timer in enumerate(timers):
-                try:
-                    self.app.send_task(
-                        TASK_NAME,
-                        args=[str(timer.id)],
-                        producer=producer,
-                        retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
-                    )
-                except Exception:
-                    log.exception("enqueueing timer %s failed", timer.id,
-                                  extra={"timer_id": str(timer.id)})
-                    # The broker is gone: don't wait out a retry policy for each remaining timer.
-                    failed.extend(t.id for t in timers[index:])
-                    break
+        for index, timer in enumerate(timers):
+            try:
+                if self._connection is None:
+                    self._connection = self.app.connection_for_write()
+                self.app.send_task(
+                    TASK_NAME,
+                    args=[str(timer.id)],
+                    connection=self._connection,
+                    retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+                )
+            except Exception:
+                log.exception("enqueueing timer %s failed", timer.id,
+                              extra={"timer_id": str(timer.id)})
+                self.close()
+                # The broker is gone: don't wait out a retry policy for each remaining timer.
+                failed.extend(t.id for t in timers[index:])
+                break
         return failed
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            except Exception:
+                log.debug("closing the broker connection failed", exc_info=True)
+            self._connection = None
 
 
 class Scheduler:
@@ -309,7 +321,8 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
     loader = MemoryLoader(
         store, cache, recovery_window=settings.recovery_window, lookahead=settings.lookahead
     )
-    execution = ExecutionLoop(store, cache, CeleryEnqueuer(app))
+    enqueuer = CeleryEnqueuer(app)
+    execution = ExecutionLoop(store, cache, enqueuer)
     scheduler = Scheduler(
         loader,
         execution,
@@ -318,7 +331,7 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
     )
 
     def close() -> None:
-        app.pool.force_close_all()
+        enqueuer.close()
         engine.dispose()
 
     return scheduler, close

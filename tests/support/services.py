@@ -24,6 +24,11 @@ class Services:
     def database_url(self, name: str) -> str:
         return make_url(self.postgres_url).set(database=name).render_as_string(hide_password=False)
 
+    def redis_database(self, index: int) -> str:
+        """The same Redis server, another numbered database (so suites don't share queues)."""
+        base = self.redis_url.rsplit("/", 1)[0] if self.redis_url.count("/") > 2 else self.redis_url
+        return f"{base}/{index}"
+
     def stop(self) -> None:
         for server in self.embedded:
             server.stop()

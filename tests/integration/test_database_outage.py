@@ -1,0 +1,57 @@
+"""The API while its database refuses connections: 500s in the envelope, then back to normal."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from tests.conftest import API_KEY, admin_execute
+from tests.support.services import Services
+from timers.api import create_app
+from timers.config import Settings
+from timers.store import TimerStore
+
+
+def set_database_reachable(services: Services, database_url: str, reachable: bool) -> None:
+    """Make PostgreSQL refuse (or accept again) every connection to this database.
+
+    A real outage for the app: its pooled connections are killed and new ones are refused.
+    """
+    name = make_url(database_url).database
+    admin_execute(services, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(reachable).lower()}')
+    if not reachable:
+        admin_execute(
+            services,
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
+        )
+
+
+def test_database_down_gives_degraded_health_and_500s_then_recovers(
+    services: Services, settings: Settings, store: TimerStore, database_url: str
+) -> None:
+    app = create_app(settings, store=store)
+    body = {
+        "execute_at": (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat(),
+        "callback_type": "http",
+        "callback_config": {"url": "http://127.0.0.1:9/hook"},
+    }
+    with TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": API_KEY}) as client:
+        assert client.post("/timers", json=body).status_code == 201
+        set_database_reachable(services, database_url, False)
+        try:
+            health = client.get("/health")
+            assert health.status_code == 500
+            assert health.json()["data"]["status"] == "degraded"
+            for response in (client.get("/timers"), client.post("/timers", json=body)):
+                assert response.status_code == 500
+                assert response.json()["code"] == 1
+                assert "Traceback" not in response.text
+                assert "psycopg2" not in response.text
+        finally:
+            set_database_reachable(services, database_url, True)
+        assert client.get("/health").json()["data"]["status"] == "up"
+        listing = client.get("/timers")
+        assert listing.status_code == 200
+        assert listing.json()["data"]["total"] == 1

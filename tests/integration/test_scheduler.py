@@ -1,0 +1,335 @@
+"""The seed's acceptance criteria against real PostgreSQL and a real Redis broker.
+
+The loops run in-process with an injected clock; their Celery messages land in a real Redis queue
+that these tests read back (no worker consumes this database).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy import text
+
+from tests.support.services import Services
+from timers.celery_app import create_celery_app
+from timers.config import Settings
+from timers.models import Timer, TimerStatus
+from timers.scheduler import (
+    CeleryEnqueuer,
+    ExecutionLoop,
+    MemoryLoader,
+    Scheduler,
+    TimerCache,
+)
+from timers.store import NewTimer, TimerStore, database_engine
+
+QUEUE = "timers"
+
+
+@pytest.fixture
+def broker_url(services: Services) -> Iterator[str]:
+    url = services.redis_database(10)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+@pytest.fixture
+def celery_app(settings: Settings, broker_url: str) -> Iterator[Celery]:
+    app = create_celery_app(Settings(database_url=settings.database_url, redis_url=broker_url))
+    yield app
+    app.close()
+
+
+def queued_timer_ids(broker_url: str) -> list[str]:
+    """The timer ids of the `timers.execute_callback` messages waiting in the broker."""
+    ids = []
+    for raw in redis.Redis.from_url(broker_url).lrange(QUEUE, 0, -1):
+        message = json.loads(raw)
+        assert message["headers"]["task"] == "timers.execute_callback"
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        ids.append(args[0])
+    return ids
+
+
+def add_timer(store: TimerStore, at: datetime, **kw: Any) -> Timer:
+    return store.create(
+        NewTimer(
+            execute_at=at,
+            callback_type="http",
+            callback_config={"type": "http", "url": "http://127.0.0.1:9/hook", "payload": kw},
+        )
+    )
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def loader_for(store: TimerStore, cache: TimerCache, clock: Any = now) -> MemoryLoader:
+    return MemoryLoader(store, cache, recovery_window=300, lookahead=60, clock=clock)
+
+
+def test_start_scheduler_spawns_two_independent_loops(
+    store: TimerStore, celery_app: Celery, broker_url: str
+) -> None:
+    """A load that hangs does not hold up the execution loop."""
+    cache = TimerCache()
+    load_started, release_load = threading.Event(), threading.Event()
+
+    class StuckLoader(MemoryLoader):
+        # The first load (at start) is real; later ones hang until released.
+        calls = 0
+
+        def load(self) -> int | None:
+            self.calls += 1
+            if self.calls > 1:
+                load_started.set()
+                release_load.wait(10)
+            return super().load()
+
+    timer = add_timer(store, now() - timedelta(seconds=1))
+    loader = StuckLoader(store, cache, recovery_window=300, lookahead=60)
+    execution = ExecutionLoop(store, cache, CeleryEnqueuer(celery_app))
+    scheduler = Scheduler(loader, execution, load_interval=0.05, execute_interval=0.05)
+    scheduler.start()
+    try:
+        assert {t.name for t in threading.enumerate()} >= {"memory-loader", "execution-loop"}
+        assert load_started.wait(5)
+        deadline = time.monotonic() + 5
+        while store.get(timer.id).status is TimerStatus.PENDING and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert store.get(timer.id).status is TimerStatus.EXECUTING
+    finally:
+        release_load.set()
+        scheduler.stop()
+    assert queued_timer_ids(broker_url) == [str(timer.id)]
+
+
+def test_memory_loader_replaces_entire_cache(store: TimerStore) -> None:
+    cache = TimerCache()
+    stale = add_timer(store, now() + timedelta(seconds=10))
+    loader = loader_for(store, cache)
+    loader.load()
+    assert stale.id in cache
+    store.cancel(stale.id)
+    fresh = add_timer(store, now() + timedelta(seconds=20))
+    assert loader.load() == 1
+    assert stale.id not in cache and fresh.id in cache and len(cache) == 1
+
+
+def test_memory_loader_loads_timers_in_window_now_minus_5_minutes_to_now_plus_1_minute(
+    store: TimerStore,
+) -> None:
+    base = now()
+    # The injected clock is pinned; the database holds timers on both sides of each edge.
+    inside = [
+        add_timer(store, base - timedelta(seconds=299)),
+        add_timer(store, base),
+        add_timer(store, base + timedelta(seconds=59)),
+        add_timer(store, base + timedelta(seconds=60)),
+    ]
+    outside = [
+        add_timer(store, base - timedelta(seconds=301)),
+        add_timer(store, base + timedelta(seconds=61)),
+    ]
+    canceled = add_timer(store, base + timedelta(seconds=5))
+    store.cancel(canceled.id)
+    cache = TimerCache()
+    assert loader_for(store, cache, clock=lambda: base).load() == len(inside)
+    assert all(t.id in cache for t in inside)
+    assert not any(t.id in cache for t in [*outside, canceled])
+
+
+def test_execution_task_only_processes_timers_where_execute_at_is_due(
+    store: TimerStore, celery_app: Celery, broker_url: str
+) -> None:
+    due = add_timer(store, now() - timedelta(seconds=2))
+    later = add_timer(store, now() + timedelta(seconds=30))
+    cache = TimerCache()
+    loader_for(store, cache).load()
+    assert ExecutionLoop(store, cache, CeleryEnqueuer(celery_app)).tick() == 1
+    assert store.get(due.id).status is TimerStatus.EXECUTING
+    assert store.get(later.id).status is TimerStatus.PENDING
+    assert later.id in cache
+    assert queued_timer_ids(broker_url) == [str(due.id)]
+
+
+def test_timers_are_removed_from_cache_immediately_after_spawning(
+    store: TimerStore, celery_app: Celery
+) -> None:
+    due = add_timer(store, now() - timedelta(seconds=1))
+    cache = TimerCache()
+    loader_for(store, cache).load()
+    ExecutionLoop(store, cache, CeleryEnqueuer(celery_app)).tick()
+    assert due.id not in cache
+    assert store.get(due.id).attempts == 1
+
+
+def test_each_callback_executes_in_its_own_task(
+    store: TimerStore, celery_app: Celery, broker_url: str
+) -> None:
+    timers = [add_timer(store, now() - timedelta(milliseconds=i)) for i in range(25)]
+    cache = TimerCache()
+    loader_for(store, cache).load()
+    assert ExecutionLoop(store, cache, CeleryEnqueuer(celery_app)).tick() == 25
+    assert sorted(queued_timer_ids(broker_url)) == sorted(str(t.id) for t in timers)
+
+
+def test_safe_claim_skips_canceled_postponed_and_already_claimed_timers(
+    store: TimerStore, celery_app: Celery, broker_url: str
+) -> None:
+    fire = add_timer(store, now() - timedelta(seconds=1))
+    canceled = add_timer(store, now() - timedelta(seconds=1))
+    postponed = add_timer(store, now() - timedelta(seconds=1))
+    cache = TimerCache()
+    loader_for(store, cache).load()
+    # After caching: one canceled, one moved into the future.
+    store.cancel(canceled.id)
+    store.update_pending(postponed.id, {"execute_at": now() + timedelta(seconds=30)})
+    loop = ExecutionLoop(store, cache, CeleryEnqueuer(celery_app))
+    assert loop.tick() == 1
+    # A stale reload puts the claimed timer back in the cache: it must not fire twice.
+    cache.replace([store.get(fire.id)])
+    assert loop.tick() == 0
+    assert queued_timer_ids(broker_url) == [str(fire.id)]
+    assert store.get(canceled.id).status is TimerStatus.CANCELED
+    assert store.get(postponed.id).status is TimerStatus.PENDING
+
+
+def test_two_claims_of_the_same_timers_never_both_win(store: TimerStore) -> None:
+    timers = [add_timer(store, now() - timedelta(seconds=1)) for _ in range(200)]
+    ids = [t.id for t in timers]
+    results: list[list[Timer]] = []
+    other = TimerStore(database_engine(str(store.engine.url.render_as_string(False))))
+
+    def claim(s: TimerStore) -> None:
+        results.append(s.claim_due(ids))
+
+    threads = [threading.Thread(target=claim, args=(s,)) for s in (store, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    other.engine.dispose()
+    claimed = [t.id for batch in results for t in batch]
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_errors_in_one_timer_dont_affect_other_timers(
+    store: TimerStore, celery_app: Celery, broker_url: str
+) -> None:
+    """The broker refuses one timer's message: that one goes back to pending, the others fire."""
+    timers = [add_timer(store, now() - timedelta(seconds=1)) for _ in range(3)]
+    refused = timers[1].id
+
+    class RefusingEnqueuer(CeleryEnqueuer):
+        # A stand-in for a broker that refuses one message; the others go to real Redis.
+        def enqueue(self, batch: Sequence[Timer]) -> list[uuid.UUID]:
+            return [refused, *super().enqueue([t for t in batch if t.id != refused])]
+
+    cache = TimerCache()
+    loader_for(store, cache).load()
+    assert ExecutionLoop(store, cache, RefusingEnqueuer(celery_app)).tick() == 2
+    assert store.get(refused).status is TimerStatus.PENDING
+    assert sorted(queued_timer_ids(broker_url)) == sorted(
+        str(t.id) for t in timers if t.id != refused
+    )
+    # The released timer fires on a later tick once it is loaded again.
+    loader_for(store, cache).load()
+    assert ExecutionLoop(store, cache, CeleryEnqueuer(celery_app)).tick() == 1
+    assert store.get(refused).attempts == 2
+
+
+def test_database_error_in_a_tick_keeps_the_loop_and_the_timers(
+    store: TimerStore, celery_app: Celery, broker_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    timer = add_timer(store, now() - timedelta(seconds=1))
+    cache = TimerCache()
+    loader_for(store, cache).load()
+    unreachable = TimerStore(database_engine("postgresql://postgres@127.0.0.1:1/none"))
+    with caplog.at_level(logging.WARNING, logger="timers.scheduler"):
+        assert ExecutionLoop(unreachable, cache, CeleryEnqueuer(celery_app)).tick() == 0
+        assert MemoryLoader(unreachable, cache, recovery_window=300, lookahead=60).load() is None
+    assert "claiming 1 timers failed" in caplog.text
+    assert "loading near-term timers failed" in caplog.text
+    assert timer.id in cache  # kept for the next tick, and the loader left the cache alone
+    assert ExecutionLoop(store, cache, CeleryEnqueuer(celery_app)).tick() == 1
+    assert queued_timer_ids(broker_url) == [str(timer.id)]
+
+
+def test_broker_down_releases_claimed_timers(store: TimerStore, settings: Settings) -> None:
+    timer = add_timer(store, now() - timedelta(seconds=1))
+    app = create_celery_app(Settings(redis_url="redis://127.0.0.1:1/0"))
+    cache = TimerCache()
+    loader_for(store, cache).load()
+    assert ExecutionLoop(store, cache, CeleryEnqueuer(app)).tick() == 0
+    assert store.get(timer.id).status is TimerStatus.PENDING
+
+
+def test_both_tasks_log_their_activity(
+    store: TimerStore, celery_app: Celery, caplog: pytest.LogCaptureFixture
+) -> None:
+    timers = [add_timer(store, now() - timedelta(seconds=1)) for _ in range(2)]
+    add_timer(store, now() + timedelta(seconds=30))
+    cache = TimerCache()
+    with caplog.at_level(logging.INFO, logger="timers.scheduler"):
+        loader_for(store, cache).load()
+        ExecutionLoop(store, cache, CeleryEnqueuer(celery_app)).tick()
+    assert "Loaded 3 timers into cache" in caplog.messages
+    assert "Executing 2 due timers" in caplog.messages
+    for t in timers:
+        assert f"Spawned callback for timer {t.id}" in caplog.messages
+
+
+class LockWatchingStore(TimerStore):
+    """The real store, recording whether the cache lock was held during each I/O call."""
+
+    def __init__(self, store: TimerStore, cache: TimerCache) -> None:
+        super().__init__(store.engine)
+        self.cache = cache
+        self.held_during_io: list[bool] = []
+
+    def load_near_term(self, start: datetime, end: datetime) -> list[Timer]:
+        self.held_during_io.append(self.cache._lock.locked())
+        return super().load_near_term(start, end)
+
+    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
+        self.held_during_io.append(self.cache._lock.locked())
+        return super().claim_due(timer_ids)
+
+
+def test_read_locks_released_before_spawning_and_write_lock_held_briefly(
+    store: TimerStore, celery_app: Celery
+) -> None:
+    add_timer(store, now() - timedelta(seconds=1))
+    cache = TimerCache()
+    watching = LockWatchingStore(store, cache)
+
+    class LockWatchingEnqueuer(CeleryEnqueuer):
+        def enqueue(self, batch: Sequence[Timer]) -> list[uuid.UUID]:
+            watching.held_during_io.append(cache._lock.locked())
+            return super().enqueue(batch)
+
+    loader_for(watching, cache).load()
+    ExecutionLoop(watching, cache, LockWatchingEnqueuer(celery_app)).tick()
+    assert watching.held_during_io == [False, False, False]
+
+
+def test_updated_at_is_kept_right_by_every_update(store: TimerStore) -> None:
+    timer = add_timer(store, now() + timedelta(seconds=1))
+    with store.engine.begin() as conn:
+        conn.execute(text("UPDATE timers SET metadata = '{}' WHERE id = :i"), {"i": timer.id})
+    assert store.get(timer.id).updated_at > timer.updated_at

@@ -1,0 +1,72 @@
+"""The real commands as subprocesses (worker, scheduler), with their output kept for failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+class Process:
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(prefix=f"timers-{name}-", suffix=".log", delete=False)
+        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.popen = subprocess.Popen(
+            list(argv), cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return True
+            if self.popen.poll() is not None:
+                return text in self.output()
+            time.sleep(0.1)
+        return False
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM the process, then its whole group with SIGKILL if it lingers."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)  # children left behind, if any
+        except ProcessLookupError:
+            pass
+        return self.popen.returncode
+
+
+def worker(env: Mapping[str, str], concurrency: int = 4, pool: str = "prefork") -> Process:
+    return Process(
+        "worker",
+        [str(BIN / "celery"), "-A", "timers.celery_app", "worker", "--loglevel=INFO",
+         f"--concurrency={concurrency}", f"--pool={pool}", "--without-gossip",
+         "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
+        env,
+    )
+
+
+def scheduler(env: Mapping[str, str], name: str = "scheduler") -> Process:
+    return Process(name, [sys.executable, "-m", "timers.scheduler"], env)
