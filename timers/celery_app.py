@@ -6,9 +6,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from timers.config import Settings, load_settings
+from timers.store import TimerStore, database_engine, describe_database_error
 from timers.tasks import TASK_NAME, WorkerResources, register_tasks
 
 __all__ = ["TASK_NAME", "create_celery_app"]
@@ -19,6 +20,21 @@ def create_celery_app(settings: Settings) -> Celery:
     app.config_from_object("celeryconfig")
     app.conf.broker_url = settings.require_broker_url()
     register_tasks(app, WorkerResources(settings))
+
+    def check_database(sender: Any, **_: Any) -> None:
+        # A worker that can't reach PostgreSQL would fail every task: refuse to start instead.
+        if getattr(sender, "app", None) is not app:
+            return
+        engine = database_engine(settings.require_database_url())
+        try:
+            TimerStore(engine).ping()
+        except Exception as exc:
+            reason = describe_database_error(exc)
+            raise SystemExit(f"timers worker: cannot reach PostgreSQL: {reason}") from None
+        finally:
+            engine.dispose()
+
+    signals.worker_init.connect(check_database, weak=False)
     return app
 
 

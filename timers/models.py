@@ -14,12 +14,12 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 
-class TimerStatus(str, enum.Enum):
+class TimerStatus(enum.StrEnum):
     PENDING = "pending"
     EXECUTING = "executing"
     COMPLETED = "completed"
@@ -79,7 +79,12 @@ class HttpCallback:
         return cls(url=url, headers=dict(headers), payload=config.get("payload"))
 
     def to_config(self) -> dict[str, Any]:
-        return {"type": "http", "url": self.url, "headers": dict(self.headers), "payload": self.payload}
+        return {
+            "type": "http",
+            "url": self.url,
+            "headers": dict(self.headers),
+            "payload": self.payload,
+        }
 
 
 def _check_url(url: str, field_name: str) -> None:
@@ -100,7 +105,7 @@ def require_aware(value: datetime, name: str) -> datetime:
     """Return `value` in UTC; raise ValueError if it is naive."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware (include an offset such as Z or +00:00)")
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,7 @@ class Timer:
         object.__setattr__(self, "status", TimerStatus(self.status))
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Timer:
+    def from_row(cls, row: Mapping[Any, Any]) -> Timer:
         return cls(
             id=row["id"],
             execute_at=row["execute_at"],

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from timers.config import Settings
@@ -36,9 +36,12 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+# Timers claimed by one statement; a stop request waits for at most one batch to be enqueued.
+CLAIM_BATCH_SIZE = 500
+
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # -- pure decisions ----------------------------------------------------------------------------
@@ -151,8 +154,10 @@ class MemoryLoader:
         try:
             timers = self.store.load_near_term(start, end)
         except Exception:
-            log.warning("memory loader: loading near-term timers failed; retrying next period",
-                        exc_info=True)
+            log.warning(
+                "memory loader: loading near-term timers failed; retrying next period",
+                exc_info=True,
+            )
             return None
         self.cache.replace(timers)
         log.info("Loaded %d timers into cache", len(timers))
@@ -167,25 +172,43 @@ class ExecutionLoop:
         enqueuer: Enqueuer,
         *,
         clock: Clock = utc_now,
+        batch_size: int = CLAIM_BATCH_SIZE,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.cache = cache
         self.enqueuer = enqueuer
         self.clock = clock
+        self.batch_size = batch_size
+        self.stopping = stopping
 
     def tick(self) -> int:
-        """Claim and enqueue the cached timers that are due; return how many were enqueued."""
+        """Claim and enqueue the cached timers that are due; return how many were enqueued.
+
+        Large backlogs go in batches, and a stop request is honoured between batches: what is
+        claimed is always enqueued (or released) before the tick returns.
+        """
         due = self.cache.due(self.clock())
         if not due:
             return 0
         log.info("Executing %d due timers", len(due))
-        ids = [t.id for t in due]
+        enqueued = 0
+        for start in range(0, len(due), self.batch_size):
+            if start and self.stopping():
+                break
+            enqueued += self._fire([t.id for t in due[start : start + self.batch_size]])
+        return enqueued
+
+    def _fire(self, ids: list[uuid.UUID]) -> int:
         try:
             claimed = self.store.claim_due(ids)
         except Exception:
             # Left in the cache: the next tick tries them again.
-            log.warning("execution loop: claiming %d timers failed; retrying next tick", len(ids),
-                        exc_info=True)
+            log.warning(
+                "execution loop: claiming %d timers failed; retrying next tick",
+                len(ids),
+                exc_info=True,
+            )
             return 0
         # Whatever was not claimed was canceled, postponed or claimed elsewhere: drop it too.
         self.cache.remove(ids)
@@ -198,7 +221,9 @@ class ExecutionLoop:
             failed = {t.id for t in claimed}
         for timer in claimed:
             if timer.id not in failed:
-                log.info("Spawned callback for timer %s", timer.id, extra={"timer_id": str(timer.id)})
+                log.info(
+                    "Spawned callback for timer %s", timer.id, extra={"timer_id": str(timer.id)}
+                )
         if failed:
             self._release(failed)
         return len(claimed) - len(failed)
@@ -206,8 +231,9 @@ class ExecutionLoop:
     def _release(self, timer_ids: set[uuid.UUID]) -> None:
         try:
             released = self.store.release(timer_ids)
-            log.warning("released %d timers that could not be enqueued; they will be retried",
-                        released)
+            log.warning(
+                "released %d timers that could not be enqueued; they will be retried", released
+            )
         except Exception:
             log.exception("could not release %d unenqueued timers", len(timer_ids))
 
@@ -235,8 +261,9 @@ class CeleryEnqueuer:
                     retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
                 )
             except Exception:
-                log.exception("enqueueing timer %s failed", timer.id,
-                              extra={"timer_id": str(timer.id)})
+                log.exception(
+                    "enqueueing timer %s failed", timer.id, extra={"timer_id": str(timer.id)}
+                )
                 self.close()
                 # The broker is gone: don't wait out a retry policy for each remaining timer.
                 failed.extend(t.id for t in timers[index:])
@@ -262,12 +289,13 @@ class Scheduler:
         *,
         load_interval: float,
         execute_interval: float,
+        stop: threading.Event | None = None,
     ) -> None:
         self.loader = loader
         self.execution = execution
         self.load_interval = load_interval
         self.execute_interval = execute_interval
-        self._stop = threading.Event()
+        self._stop = stop or threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -322,12 +350,14 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
         store, cache, recovery_window=settings.recovery_window, lookahead=settings.lookahead
     )
     enqueuer = CeleryEnqueuer(app)
-    execution = ExecutionLoop(store, cache, enqueuer)
+    stopping = threading.Event()
+    execution = ExecutionLoop(store, cache, enqueuer, stopping=stopping.is_set)
     scheduler = Scheduler(
         loader,
         execution,
         load_interval=settings.load_interval,
         execute_interval=settings.execute_interval,
+        stop=stopping,
     )
 
     def close() -> None:
@@ -339,15 +369,17 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
 
 def check_services(settings: Settings) -> str | None:
     """A one-line reason if PostgreSQL or the broker can't be reached, else None."""
+    from sqlalchemy.engine import make_url
+
     from timers.celery_app import create_celery_app
-    from timers.store import database_engine
+    from timers.store import database_engine, describe_database_error
 
     engine = database_engine(settings.require_database_url())
     try:
         TimerStore(engine).ping()
     except Exception as exc:
-        reason = getattr(exc, "orig", exc)
-        return f"cannot reach PostgreSQL at {engine.url.render_as_string()}: {str(reason).strip()}"
+        where = make_url(settings.require_database_url()).render_as_string(hide_password=True)
+        return f"cannot reach PostgreSQL at {where}: {describe_database_error(exc)}"
     finally:
         engine.dispose()
     app = create_celery_app(settings)
@@ -389,7 +421,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     log.info(
         "scheduler started (load every %gs, tick every %gs, lookahead %gs, recovery window %gs)",
-        settings.load_interval, settings.execute_interval, settings.lookahead,
+        settings.load_interval,
+        settings.execute_interval,
+        settings.lookahead,
         settings.recovery_window,
     )
     scheduler.start()

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Engine, any_, bindparam, create_engine, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
@@ -70,6 +70,13 @@ def _id_array(timer_ids: Iterable[uuid.UUID]) -> Any:
     return bindparam("ids", value=list(timer_ids), type_=ARRAY(UUID(as_uuid=True)))
 
 
+def describe_database_error(exc: BaseException) -> str:
+    """The driver's message for a database error, on one line."""
+    reason = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
+    return " ".join(lines) or type(reason).__name__
+
+
 class TimerStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -102,7 +109,7 @@ class TimerStore:
             raise TimerNotFound(timer_id)
         return Timer.from_row(row)
 
-    def list(
+    def page(
         self,
         *,
         status: TimerStatus | None = None,
@@ -164,7 +171,7 @@ class TimerStore:
         return Timer.from_row(row)
 
     @staticmethod
-    def _raise_missing_or_not_pending(conn: Any, timer_id: uuid.UUID) -> None:
+    def _raise_missing_or_not_pending(conn: Any, timer_id: uuid.UUID) -> NoReturn:
         status = conn.execute(select(timers.c.status).where(timers.c.id == timer_id)).scalar()
         if status is None:
             raise TimerNotFound(timer_id)

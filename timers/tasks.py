@@ -98,7 +98,10 @@ def _finish(store: TimerStore, timer_id: uuid.UUID, error: str | None) -> None:
                 raise
             log.warning(
                 "recording outcome of timer %s failed (%s); retrying in %ss",
-                timer_id, exc.orig, delay, extra={"timer_id": str(timer_id)},
+                timer_id,
+                exc.orig,
+                delay,
+                extra={"timer_id": str(timer_id)},
             )
             time.sleep(delay)
 

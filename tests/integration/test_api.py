@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ HOOK = "https://receiver.example/hook"
 
 
 def future(seconds: float = 3600) -> str:
-    return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat()
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
 
 
 def timer_body(**overrides: Any) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def client(settings: Settings, store: TimerStore) -> Iterator[TestClient]:
 
 
 def count_rows(store: TimerStore) -> int:
-    return store.list(limit=200).total
+    return store.page(limit=200).total
 
 
 def create(client: TestClient, **overrides: Any) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def create(client: TestClient, **overrides: Any) -> dict[str, Any]:
 
 
 def test_create_returns_201_and_a_summary(client: TestClient, store: TimerStore) -> None:
-    at = datetime.now(timezone.utc) + timedelta(minutes=5)
+    at = datetime.now(UTC) + timedelta(minutes=5)
     response = client.post("/timers", json=timer_body(execute_at=at.isoformat()))
     assert response.status_code == 201
     body = response.json()
@@ -78,7 +78,7 @@ def test_create_converts_offsets_to_utc(client: TestClient) -> None:
     data = create(client, execute_at="2099-06-01T16:03:07.250+02:00")
     full = client.get(f"/timers/{data['id']}").json()["data"]
     assert datetime.fromisoformat(full["execute_at"]) == datetime(
-        2099, 6, 1, 14, 3, 7, 250000, tzinfo=timezone.utc
+        2099, 6, 1, 14, 3, 7, 250000, tzinfo=UTC
     )
 
 
@@ -121,7 +121,7 @@ def test_list_filters_sorts_and_pages(client: TestClient, store: TimerStore) -> 
 def test_update_changes_a_pending_timer(client: TestClient, store: TimerStore) -> None:
     created = create(client)
     before = store.get(uuid.UUID(created["id"]))
-    new_at = datetime.now(timezone.utc) + timedelta(hours=2)
+    new_at = datetime.now(UTC) + timedelta(hours=2)
     response = client.put(
         f"/timers/{created['id']}",
         json={"execute_at": new_at.isoformat(), "metadata": {"tenant": "other"}},
@@ -193,24 +193,43 @@ BAD_CREATES = [
     ("javascript url", {"callback_config": {"url": "javascript:alert(1)"}}, "callback_config.url"),
     ("no host", {"callback_config": {"url": "http:///path"}}, "callback_config.url"),
     ("missing url", {"callback_config": {"payload": 1}}, "callback_config.url"),
-    ("header with space", {"callback_config": {"url": HOOK, "headers": {"X Bad": "v"}}},
-     "callback_config.headers"),
-    ("header with colon", {"callback_config": {"url": HOOK, "headers": {"X:Bad": "v"}}},
-     "callback_config.headers"),
-    ("header with newline", {"callback_config": {"url": HOOK, "headers": {"X\nBad": "v"}}},
-     "callback_config.headers"),
-    ("header value not a string", {"callback_config": {"url": HOOK, "headers": {"X-N": 5}}},
-     "callback_config.headers.X-N"),
-    ("header value with newline",
-     {"callback_config": {"url": HOOK, "headers": {"X-N": "a\r\nInjected: 1"}}},
-     "callback_config.headers.X-N"),
-    ("headers not an object", {"callback_config": {"url": HOOK, "headers": ["a"]}},
-     "callback_config.headers"),
+    (
+        "header with space",
+        {"callback_config": {"url": HOOK, "headers": {"X Bad": "v"}}},
+        "callback_config.headers",
+    ),
+    (
+        "header with colon",
+        {"callback_config": {"url": HOOK, "headers": {"X:Bad": "v"}}},
+        "callback_config.headers",
+    ),
+    (
+        "header with newline",
+        {"callback_config": {"url": HOOK, "headers": {"X\nBad": "v"}}},
+        "callback_config.headers",
+    ),
+    (
+        "header value not a string",
+        {"callback_config": {"url": HOOK, "headers": {"X-N": 5}}},
+        "callback_config.headers.X-N",
+    ),
+    (
+        "header value with newline",
+        {"callback_config": {"url": HOOK, "headers": {"X-N": "a\r\nInjected: 1"}}},
+        "callback_config.headers.X-N",
+    ),
+    (
+        "headers not an object",
+        {"callback_config": {"url": HOOK, "headers": ["a"]}},
+        "callback_config.headers",
+    ),
     ("unknown field", {"execute_when": "now"}, "execute_when"),
 ]
 
 
-@pytest.mark.parametrize(("case", "overrides", "field"), BAD_CREATES, ids=[c[0] for c in BAD_CREATES])
+@pytest.mark.parametrize(
+    ("case", "overrides", "field"), BAD_CREATES, ids=[c[0] for c in BAD_CREATES]
+)
 def test_create_rejects_bad_input(
     client: TestClient, store: TimerStore, case: str, overrides: dict[str, Any], field: str
 ) -> None:
@@ -236,7 +255,9 @@ def test_create_rejects_a_chunked_body_over_64_kib(client: TestClient, store: Ti
         for i in range(0, len(raw), 8192):
             yield raw[i : i + 8192]
 
-    response = client.post("/timers", content=chunks(), headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/timers", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert_rejected(response, "body")
     assert count_rows(store) == 0
 
@@ -266,7 +287,9 @@ def test_create_rejects_malformed_json(client: TestClient, store: TimerStore) ->
         ({"limit": "ten"}, "limit"),
     ],
 )
-def test_list_rejects_bad_parameters(client: TestClient, params: dict[str, Any], field: str) -> None:
+def test_list_rejects_bad_parameters(
+    client: TestClient, params: dict[str, Any], field: str
+) -> None:
     assert_rejected(client.get("/timers", params=params), field)
 
 
@@ -352,4 +375,6 @@ def force_status(store: TimerStore, timer_id: uuid.UUID, status: str) -> None:
     from sqlalchemy import text
 
     with store.engine.begin() as conn:
-        conn.execute(text("UPDATE timers SET status = :s WHERE id = :i"), {"s": status, "i": timer_id})
+        conn.execute(
+            text("UPDATE timers SET status = :s WHERE id = :i"), {"s": status, "i": timer_id}
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
@@ -33,7 +33,7 @@ def test_database_down_gives_degraded_health_and_500s_then_recovers(
 ) -> None:
     app = create_app(settings, store=store)
     body = {
-        "execute_at": (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat(),
+        "execute_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
         "callback_type": "http",
         "callback_config": {"url": "http://127.0.0.1:9/hook"},
     }

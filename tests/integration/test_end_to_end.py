@@ -7,7 +7,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -36,7 +36,9 @@ def e2e_settings(services: Services, template_database: str) -> Iterator[Setting
     broker = services.redis_database(9)
     redis.Redis.from_url(broker).flushdb()
     yield Settings(
-        database_url=services.database_url(name), redis_url=broker, api_key=API_KEY,
+        database_url=services.database_url(name),
+        redis_url=broker,
+        api_key=API_KEY,
         callback_timeout=CALLBACK_TIMEOUT,
     )
     redis.Redis.from_url(broker).flushdb()
@@ -105,7 +107,7 @@ def client(e2e_settings: Settings, e2e_store: TimerStore) -> Iterator[TestClient
 
 
 def create_timer(client: TestClient, url: str, in_seconds: float, **config: Any) -> uuid.UUID:
-    at = datetime.now(timezone.utc) + timedelta(seconds=in_seconds)
+    at = datetime.now(UTC) + timedelta(seconds=in_seconds)
     response = client.post(
         "/timers",
         json={
@@ -201,7 +203,7 @@ def test_postponed_after_caching_is_called_at_the_new_time_not_the_old(
 ) -> None:
     timer_id = create_timer(client, receiver.url(), 2)
     time.sleep(1.2)  # cached with the old time
-    new_at = datetime.now(timezone.utc) + timedelta(seconds=4)
+    new_at = datetime.now(UTC) + timedelta(seconds=4)
     response = client.put(f"/timers/{timer_id}", json={"execute_at": new_at.isoformat()})
     assert response.status_code == 200
     assert wait_for_status(e2e_store, timer_id, 15) is TimerStatus.COMPLETED
@@ -228,7 +230,10 @@ def test_invalid_stored_config_fails_that_timer_only(
 
 @pytest.mark.usefixtures("running")
 def test_redelivered_task_for_a_completed_timer_does_nothing(
-    client: TestClient, receiver: Receiver, e2e_store: TimerStore, e2e_settings: Settings,
+    client: TestClient,
+    receiver: Receiver,
+    e2e_store: TimerStore,
+    e2e_settings: Settings,
     worker: processes.Process,
 ) -> None:
     timer_id = create_timer(client, receiver.url(), 0.5)
@@ -253,7 +258,7 @@ def test_two_scheduler_processes_call_each_of_1000_timers_exactly_once(
     env: dict[str, str], receiver: Receiver, e2e_store: TimerStore
 ) -> None:
     count = 1000
-    start = datetime.now(timezone.utc) + timedelta(seconds=2)
+    start = datetime.now(UTC) + timedelta(seconds=2)
     ids = set()
     for i in range(count):
         timer = e2e_store.create(
@@ -269,10 +274,10 @@ def test_two_scheduler_processes_call_each_of_1000_timers_exactly_once(
         assert second.wait_for_output("scheduler started", 30), second.output()
 
         def all_done() -> bool:
-            page = e2e_store.list(status=TimerStatus.COMPLETED, limit=1)
+            page = e2e_store.page(status=TimerStatus.COMPLETED, limit=1)
             return page.total == count
 
-        assert wait_until(all_done, 90, interval=0.5), e2e_store.list(limit=1).total
+        assert wait_until(all_done, 90, interval=0.5), e2e_store.page(limit=1).total
         time.sleep(1)
     finally:
         second.stop()

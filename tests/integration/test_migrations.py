@@ -30,10 +30,16 @@ def test_upgrade_head_gives_exactly_the_models_schema(empty_database_url: str) -
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
             indexes = {ix["name"]: ix for ix in inspect(conn).get_indexes("timers")}
-            trigger = conn.execute(
-                text("SELECT tgname FROM pg_trigger WHERE tgrelid = 'timers'::regclass "
-                     "AND NOT tgisinternal")
-            ).scalars().all()
+            trigger = (
+                conn.execute(
+                    text(
+                        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'timers'::regclass "
+                        "AND NOT tgisinternal"
+                    )
+                )
+                .scalars()
+                .all()
+            )
     finally:
         engine.dispose()
     assert diff == []

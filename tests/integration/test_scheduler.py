@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -75,7 +75,7 @@ def add_timer(store: TimerStore, at: datetime, **kw: Any) -> Timer:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def loader_for(store: TimerStore, cache: TimerCache, clock: Any = now) -> MemoryLoader:
@@ -333,3 +333,24 @@ def test_updated_at_is_kept_right_by_every_update(store: TimerStore) -> None:
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE timers SET metadata = '{}' WHERE id = :i"), {"i": timer.id})
     assert store.get(timer.id).updated_at > timer.updated_at
+
+
+def test_a_stop_request_ends_a_large_tick_between_batches(
+    store: TimerStore, celery_app: Celery, broker_url: str
+) -> None:
+    for _ in range(12):
+        add_timer(store, now() - timedelta(seconds=1))
+    cache = TimerCache()
+    loader_for(store, cache).load()
+    batches = []
+
+    def stopping() -> bool:
+        batches.append(1)
+        return True  # asked to stop as soon as the first batch is out
+
+    loop = ExecutionLoop(store, cache, CeleryEnqueuer(celery_app), batch_size=5, stopping=stopping)
+    assert loop.tick() == 5
+    assert len(queued_timer_ids(broker_url)) == 5
+    assert store.page(status=TimerStatus.EXECUTING).total == 5
+    assert store.page(status=TimerStatus.PENDING).total == 7
+    assert len(cache) == 7  # the rest stays cached for the next scheduler

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,10 +19,16 @@ BIN = Path(sys.executable).parent
 class Process:
     def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
         self.name = name
-        self.log = tempfile.NamedTemporaryFile(prefix=f"timers-{name}-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - open for the process's lifetime
+            prefix=f"timers-{name}-", suffix=".log", delete=False
+        )
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.popen = subprocess.Popen(
-            list(argv), cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT,
+            list(argv),
+            cwd=ROOT,
+            env=full_env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -51,19 +58,27 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(5)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)  # children left behind, if any
-        except ProcessLookupError:
-            pass
         return self.popen.returncode
 
 
 def worker(env: Mapping[str, str], concurrency: int = 4, pool: str = "prefork") -> Process:
     return Process(
         "worker",
-        [str(BIN / "celery"), "-A", "timers.celery_app", "worker", "--loglevel=INFO",
-         f"--concurrency={concurrency}", f"--pool={pool}", "--without-gossip",
-         "--without-mingle", "-n", f"test-{os.getpid()}@%h"],
+        [
+            str(BIN / "celery"),
+            "-A",
+            "timers.celery_app",
+            "worker",
+            "--loglevel=INFO",
+            f"--concurrency={concurrency}",
+            f"--pool={pool}",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"test-{os.getpid()}@%h",
+        ],
         env,
     )
 

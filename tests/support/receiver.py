@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -44,8 +44,7 @@ class Receiver:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw.decode(errors="replace")
-                arrival = Arrival(self.path, dict(self.headers.items()), body,
-                                  datetime.now(timezone.utc))
+                arrival = Arrival(self.path, dict(self.headers.items()), body, datetime.now(UTC))
                 with receiver._lock:
                     receiver.arrivals.append(arrival)
                 if self.path.startswith("/hang"):

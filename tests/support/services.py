@@ -36,8 +36,9 @@ class Services:
 
 def _postgres_reachable(url: str) -> bool:
     try:
-        psycopg2.connect(make_url(url).set(drivername="postgresql").render_as_string(False),
-                         connect_timeout=2).close()
+        psycopg2.connect(
+            make_url(url).set(drivername="postgresql").render_as_string(False), connect_timeout=2
+        ).close()
         return True
     except psycopg2.Error:
         return False

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from timers.models import Timer, TimerStatus
 from timers.scheduler import TimerCache, due_timers, near_term_window, next_deadline, run_every
 
-T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def make_timer(offset: float) -> Timer:
@@ -39,6 +39,7 @@ class FakeTime:
             assert seconds >= 0
             self.now += seconds
             return len(self.calls) >= stop_after
+
         return wait
 
 
@@ -51,8 +52,9 @@ def run_with_fake_clock(interval: float, work: list[float], ticks: int) -> list[
         fake.calls.append(fake.now - start)
         fake.now += work[(len(fake.calls) - 1) % len(work)]
 
-    run_every(interval, action, threading.Event(), monotonic=fake.monotonic,
-              wait=fake.waiter(ticks))
+    run_every(
+        interval, action, threading.Event(), monotonic=fake.monotonic, wait=fake.waiter(ticks)
+    )
     return fake.calls
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -18,7 +18,7 @@ from timers.api.body_limit import BodyLimit
 from timers.api.deps import require_api_key
 from timers.api.envelope import install_handlers
 from timers.config import ConfigError, Settings, load_settings
-from timers.store import TimerStore, database_engine
+from timers.store import TimerStore, database_engine, describe_database_error
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def create_app(
@@ -37,7 +37,9 @@ def create_app(
 ) -> FastAPI:
     """The API app. It owns the store's engine (and disposes it at shutdown) unless one is given."""
     if not settings.api_key:
-        raise ConfigError("API_KEY is not set: every route but /health needs an X-API-Key to compare")
+        raise ConfigError(
+            "API_KEY is not set: every route but /health needs an X-API-Key to compare"
+        )
     owned = store is None
     timer_store = store or TimerStore(database_engine(settings.require_database_url()))
 
@@ -46,7 +48,9 @@ def create_app(
         try:
             timer_store.ping()
         except DBAPIError as exc:
-            raise SystemExit(f"timers api: cannot reach PostgreSQL: {exc.orig}".strip()) from None
+            raise SystemExit(
+                f"timers api: cannot reach PostgreSQL: {describe_database_error(exc)}"
+            ) from None
         yield
         if owned:
             timer_store.engine.dispose()

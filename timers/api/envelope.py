@@ -41,7 +41,9 @@ class ApiError(Exception):
         self.data = data
 
 
-def envelope(data: Any = None, *, code: Code = Code.OK, message: str = "ok", status: int | None = None) -> JSONResponse:
+def envelope(
+    data: Any = None, *, code: Code = Code.OK, message: str = "ok", status: int | None = None
+) -> JSONResponse:
     body = {"code": int(code), "message": message, "data": jsonable_encoder(data)}
     return JSONResponse(body, status_code=status or _HTTP_STATUS[code])
 
@@ -52,7 +54,9 @@ def describe_validation_error(errors: Any) -> str:
     for error in errors:
         loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
         if error.get("type") == "json_invalid":
-            parts.append(f"body: malformed JSON ({error.get('ctx', {}).get('error', 'parse error')})")
+            parts.append(
+                f"body: malformed JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+            )
             continue
         field = ".".join(loc) or "body"
         msg = str(error.get("msg", "invalid"))

@@ -92,10 +92,13 @@ def list_timers(
     sort: Literal["created_at", "execute_at"] = "created_at",
     order: Literal["asc", "desc"] = "desc",
 ) -> JSONResponse:
-    page = store.list(status=status, limit=limit, offset=offset, sort=sort, order=order)
+    page = store.page(status=status, limit=limit, offset=offset, sort=sort, order=order)
     return envelope(
         TimerList(
-            timers=[TimerOut.of(t) for t in page.timers], total=page.total, limit=limit, offset=offset
+            timers=[TimerOut.of(t) for t in page.timers],
+            total=page.total,
+            limit=limit,
+            offset=offset,
         )
     )
 

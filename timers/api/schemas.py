@@ -53,7 +53,10 @@ class TimerSummary(BaseModel):
     @classmethod
     def of(cls, timer: Timer) -> TimerSummary:
         return cls(
-            id=timer.id, status=timer.status, execute_at=timer.execute_at, created_at=timer.created_at
+            id=timer.id,
+            status=timer.status,
+            execute_at=timer.execute_at,
+            created_at=timer.created_at,
         )
 
 

@@ -19,10 +19,12 @@ def upgrade() -> None:
     op.create_table(
         "timers",
         sa.Column("id", postgresql.UUID(as_uuid=True), primary_key=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.func.now()),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.func.now()),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
         sa.Column("execute_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("executed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("callback_type", sa.Text(), nullable=False),
@@ -38,7 +40,9 @@ def upgrade() -> None:
         ),
     )
     op.create_index(
-        "ix_timers_pending_execute_at", "timers", ["execute_at"],
+        "ix_timers_pending_execute_at",
+        "timers",
+        ["execute_at"],
         postgresql_where=sa.text("status = 'pending'"),
     )
     op.create_index("ix_timers_status_created_at", "timers", ["status", "created_at"])

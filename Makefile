@@ -1,0 +1,41 @@
+# Everything runs from a local virtualenv that these targets create and keep up to date.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install test test-unit lint format run bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(INSTALLED)
+
+## Run the whole test suite (uses DATABASE_URL/REDIS_URL, else local services, else embedded ones).
+test: $(INSTALLED)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Only the fast tests that need no service.
+test-unit: $(INSTALLED)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check timers tests celeryconfig.py
+	$(BIN)/ruff format --check timers tests celeryconfig.py
+	$(BIN)/mypy timers
+
+format: $(INSTALLED)
+	$(BIN)/ruff check --fix timers tests celeryconfig.py
+	$(BIN)/ruff format timers tests celeryconfig.py
+
+## The whole stack on this machine (embedded PostgreSQL and Redis unless configured).
+run: $(INSTALLED)
+	$(BIN)/timers dev
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
