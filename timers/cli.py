@@ -1,8 +1,9 @@
-"""The `timers` command: `timers api`, `timers migrate`, `timers scheduler`."""
+"""The `timers` command: api, migrate, scheduler, dev, demo, receiver."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -47,6 +48,38 @@ def _scheduler(settings: Settings, args: argparse.Namespace) -> int:
     return scheduler_main([])
 
 
+def _dev(settings: Settings, args: argparse.Namespace) -> int:
+    from timers.dev import run
+
+    return run(settings)
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    import requests
+
+    from timers.demo import run_demo
+    from timers.dev import api_key_for
+
+    url = (args.url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    try:
+        return run_demo(url, args.api_key or api_key_for(settings), count=args.count)
+    except requests.ConnectionError:
+        print(
+            f"timers demo: cannot reach the API at {url}: start it with `make run`", file=sys.stderr
+        )
+        return 1
+
+
+def _receiver(settings: Settings, args: argparse.Namespace) -> int:
+    from timers.receiver import CallbackReceiver, log_arrival
+
+    receiver = CallbackReceiver(args.host, args.port, on_arrival=log_arrival)
+    print(f"timers receiver: listening on http://{args.host}:{receiver.port}/", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        receiver.server.serve_forever()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="timers",
@@ -69,6 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
         "scheduler", help="run the scheduler (python -m timers.scheduler)"
     )
     scheduler.set_defaults(run=_scheduler)
+
+    dev = commands.add_parser(
+        "dev",
+        help="run the whole stack here: embedded PostgreSQL and Redis (unless DATABASE_URL / "
+        "REDIS_URL are set), migrations, API, scheduler, worker and Flower",
+    )
+    dev.set_defaults(run=_dev)
+
+    demo = commands.add_parser(
+        "demo", help="against a running stack: schedule 20 timers over 10 s and watch them arrive"
+    )
+    demo.add_argument("--url", help="API base URL (default http://127.0.0.1:PORT)")
+    demo.add_argument("--api-key", help="API key (default API_KEY, else the one timers dev made)")
+    demo.add_argument("--count", type=int, default=20, help="how many timers (20)")
+    demo.set_defaults(run=_demo)
+
+    receiver = commands.add_parser(
+        "receiver", help="a callback receiver that logs every POST it gets (for trying timers out)"
+    )
+    receiver.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    receiver.add_argument("--port", type=int, default=8081, help="port (8081)")
+    receiver.set_defaults(run=_receiver)
     return parser
 
 

@@ -34,6 +34,9 @@ class Settings:
     recovery_window: float = 300.0
     callback_timeout: float = 30.0
     log_level: str = "INFO"
+    # React to changes at once (LISTEN/NOTIFY) and wake at each timer's due time; off leaves the
+    # seed design's polling alone (loads every load_interval, ticks every execute_interval).
+    listen: bool = True
 
     @property
     def broker_url(self) -> str | None:
@@ -71,6 +74,17 @@ def _seconds(
     return value
 
 
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be on or off (1/0, true/false), got {raw!r}")
+
+
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Build settings from a mapping of environment variables; raise ConfigError on bad values."""
     port_raw = env.get("PORT") or str(DEFAULT_PORT)
@@ -93,6 +107,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         recovery_window=_seconds(env, "TIMERS_RECOVERY_WINDOW", 300.0, allow_zero=True),
         callback_timeout=_seconds(env, "TIMERS_CALLBACK_TIMEOUT", 30.0),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+        listen=_flag(env, "TIMERS_LISTEN", True),
     )
 
 

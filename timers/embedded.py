@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,10 @@ class EmbeddedRedis:
 def start_postgres(data_dir: Path) -> EmbeddedPostgres:
     """Start (or reuse) a PostgreSQL server whose data lives in `data_dir`, on a Unix socket there."""
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back.
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError as exc:
         raise EmbeddedError(
             "embedded PostgreSQL needs pgserver: pip install 'timers[embedded]', "

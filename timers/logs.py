@@ -12,3 +12,5 @@ def configure_logging(level: str = "INFO") -> None:
     )
     # Alembic announces each of its plugins at INFO; keep its migration lines only.
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # The embedded PostgreSQL's wrapper narrates every command it runs.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)

@@ -121,9 +121,10 @@ class Timer:
     last_error: str | None = None
     metadata: Mapping[str, Any] | None = None
     attempts: int = 0
+    claimed_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        for name in ("execute_at", "created_at", "updated_at", "executed_at"):
+        for name in ("execute_at", "created_at", "updated_at", "executed_at", "claimed_at"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, require_aware(value, name))
@@ -143,6 +144,7 @@ class Timer:
             last_error=row.get("last_error"),
             metadata=row.get("metadata"),
             attempts=row.get("attempts", 0),
+            claimed_at=row.get("claimed_at"),
         )
 
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from timers.config import Settings
 from timers.models import Timer
-from timers.store import TimerStore
+from timers.store import Change, TimerStore
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +72,63 @@ def next_deadline(start: float, interval: float, now: float) -> float:
 
 
 class TimerCache:
-    """The near-term timers by id. Thread-safe; the lock is held only to read or swap the dict."""
+    """The near-term timers by id. Thread-safe; the lock is held only to read or swap the dict.
+
+    A reload replaces everything with a snapshot read from the database; changes made to the cache
+    while that snapshot was being read (by the change listener or the execution loop) are newer,
+    so they are applied again on top of it.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._timers: dict[uuid.UUID, Timer] = {}
+        self._since_snapshot: dict[uuid.UUID, Timer | None] | None = None
+
+    def begin_snapshot(self) -> None:
+        """Call before reading the snapshot that `replace` will install."""
+        with self._lock:
+            self._since_snapshot = {}
 
     def replace(self, timers: Iterable[Timer]) -> None:
         fresh = {t.id: t for t in timers}
         with self._lock:
+            for timer_id, timer in (self._since_snapshot or {}).items():
+                if timer is None:
+                    fresh.pop(timer_id, None)
+                else:
+                    fresh[timer_id] = timer
+            self._since_snapshot = None
             self._timers = fresh
+
+    def abandon_snapshot(self) -> None:
+        """The snapshot could not be read: stop recording changes for it."""
+        with self._lock:
+            self._since_snapshot = None
+
+    def upsert(self, timers: Iterable[Timer]) -> None:
+        with self._lock:
+            for timer in timers:
+                self._timers[timer.id] = timer
+                if self._since_snapshot is not None:
+                    self._since_snapshot[timer.id] = timer
+
+    def remove(self, timer_ids: Iterable[uuid.UUID]) -> None:
+        with self._lock:
+            for timer_id in timer_ids:
+                self._timers.pop(timer_id, None)
+                if self._since_snapshot is not None:
+                    self._since_snapshot[timer_id] = None
 
     def due(self, now: datetime) -> list[Timer]:
         with self._lock:
             snapshot = list(self._timers.values())
         return due_timers(snapshot, now)
 
-    def remove(self, timer_ids: Iterable[uuid.UUID]) -> None:
+    def earliest(self) -> datetime | None:
+        """The earliest `execute_at` in the cache."""
         with self._lock:
-            for timer_id in timer_ids:
-                self._timers.pop(timer_id, None)
+            snapshot = list(self._timers.values())
+        return min((t.execute_at for t in snapshot), default=None)
 
     def __len__(self) -> int:
         with self._lock:
@@ -148,12 +185,17 @@ class MemoryLoader:
         self.lookahead = lookahead
         self.clock = clock
 
+    def window(self) -> tuple[datetime, datetime]:
+        return near_term_window(self.clock(), self.recovery_window, self.lookahead)
+
     def load(self) -> int | None:
         """Replace the cache with the near-term pending timers; None if the database failed."""
-        start, end = near_term_window(self.clock(), self.recovery_window, self.lookahead)
+        start, end = self.window()
+        self.cache.begin_snapshot()
         try:
             timers = self.store.load_near_term(start, end)
         except Exception:
+            self.cache.abandon_snapshot()
             log.warning(
                 "memory loader: loading near-term timers failed; retrying next period",
                 exc_info=True,
@@ -174,7 +216,9 @@ class ExecutionLoop:
         clock: Clock = utc_now,
         batch_size: int = CLAIM_BATCH_SIZE,
         stopping: Callable[[], bool] = lambda: False,
+        lookahead: float = 60.0,
     ) -> None:
+        self.lookahead = lookahead
         self.store = store
         self.cache = cache
         self.enqueuer = enqueuer
@@ -210,8 +254,9 @@ class ExecutionLoop:
                 exc_info=True,
             )
             return 0
-        # Whatever was not claimed was canceled, postponed or claimed elsewhere: drop it too.
         self.cache.remove(ids)
+        if len(claimed) < len(ids):
+            self._refresh_unclaimed(set(ids) - {t.id for t in claimed})
         if not claimed:
             return 0
         try:
@@ -227,6 +272,17 @@ class ExecutionLoop:
         if failed:
             self._release(failed)
         return len(claimed) - len(failed)
+
+    def _refresh_unclaimed(self, timer_ids: set[uuid.UUID]) -> None:
+        # Canceled or claimed elsewhere: gone for good. Postponed, or not yet due by the database's
+        # clock: still pending, so it goes back into the cache with its current execute_at.
+        try:
+            still_pending = self.store.pending_by_ids(timer_ids)
+        except Exception:
+            log.warning("re-reading %d unclaimed timers failed", len(timer_ids), exc_info=True)
+            return
+        horizon = self.clock() + timedelta(seconds=self.lookahead)
+        self.cache.upsert(t for t in still_pending if t.execute_at <= horizon)
 
     def _release(self, timer_ids: set[uuid.UUID]) -> None:
         try:
@@ -279,8 +335,73 @@ class CeleryEnqueuer:
             self._connection = None
 
 
+class ChangeListener:
+    """Keeps the cache right between loads: PostgreSQL notifies every timer that became pending,
+    changed while pending, or was canceled (LISTEN/NOTIFY, from the writing transaction), and the
+    listener re-reads those rows, updates the cache and wakes the execution loop.
+
+    Notifications can be lost (a dropped connection); the loader's periodic reload stays the safety
+    net, and a reconnect triggers a reload at once.
+    """
+
+    def __init__(
+        self,
+        store: TimerStore,
+        cache: TimerCache,
+        loader: MemoryLoader,
+        wake: threading.Event,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.loader = loader
+        self.wake = wake
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        start, end = self.loader.window()
+        outside = {c.timer_id for c in changes if c.execute_at > end}
+        inside = {c.timer_id for c in changes} - outside
+        self.cache.remove(outside)
+        if inside:
+            pending = [t for t in self.store.pending_by_ids(inside) if start <= t.execute_at <= end]
+            self.cache.remove(inside - {t.id for t in pending})
+            self.cache.upsert(pending)
+        self.wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        feed = self.store.changes()
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                try:
+                    if not feed.is_open:
+                        feed.open()
+                        self.loader.load()  # whatever changed while we weren't listening
+                        self.wake.set()
+                        backoff = 0.5
+                    changes = feed.wait(0.5)
+                    if changes:
+                        self.apply(changes)
+                except Exception:
+                    log.warning(
+                        "change listener: %s; reconnecting in %.1fs",
+                        "connection lost",
+                        backoff,
+                        exc_info=True,
+                    )
+                    feed.close()
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            feed.close()
+
+
 class Scheduler:
-    """Runs the loader and the execution loop on two threads until `stop()`."""
+    """Runs the loader, the execution loop and (optionally) the change listener on their own
+    threads until `stop()`.
+
+    The execution loop ticks on its fixed grid; with wake-ups on, it also wakes at the earliest
+    cached `execute_at` and whenever the listener changed the cache.
+    """
 
     def __init__(
         self,
@@ -290,32 +411,55 @@ class Scheduler:
         load_interval: float,
         execute_interval: float,
         stop: threading.Event | None = None,
+        listener: ChangeListener | None = None,
+        wake: threading.Event | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loader = loader
         self.execution = execution
+        self.listener = listener
         self.load_interval = load_interval
         self.execute_interval = execute_interval
         self._stop = stop or threading.Event()
+        self._wake = wake
+        self._monotonic = monotonic
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         # The first load happens now, before the first tick, not one load interval later.
         self.loader.load()
-        loops = (
-            ("memory-loader", self.load_interval, self.loader.load, True),
-            ("execution-loop", self.execute_interval, self._safe_tick, False),
-        )
-        for name, interval, action, skip_first in loops:
-            thread = threading.Thread(
-                target=self._run, args=(interval, action, skip_first), name=name, daemon=True
-            )
+        targets: list[tuple[str, Callable[[], None]]] = [
+            ("memory-loader", self._run_loader),
+            ("execution-loop", self._run_execution),
+        ]
+        if self.listener is not None:
+            listener = self.listener
+            targets.append(("change-listener", lambda: listener.run(self._stop)))
+        for name, target in targets:
+            thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def _run(self, interval: float, action: Callable[[], Any], skip_first: bool) -> None:
-        if skip_first and self._stop.wait(interval):
+    def _run_loader(self) -> None:
+        if not self._stop.wait(self.load_interval):
+            run_every(self.load_interval, self.loader.load, self._stop)
+
+    def _run_execution(self) -> None:
+        if self._wake is None:
+            run_every(self.execute_interval, self._safe_tick, self._stop)
             return
-        run_every(interval, action, self._stop)
+        start = self._monotonic()
+        while not self._stop.is_set():
+            self._wake.clear()
+            self._safe_tick()
+            deadline = next_deadline(start, self.execute_interval, self._monotonic())
+            earliest = self.execution.cache.earliest()
+            now = self.execution.clock()
+            # A timer still due after the tick could not be claimed: wait for the grid instead.
+            if earliest is not None and earliest > now:
+                until_due = (earliest - now).total_seconds()
+                deadline = min(deadline, self._monotonic() + until_due)
+            self._wake.wait(max(0.0, deadline - self._monotonic()))
 
     def _safe_tick(self) -> None:
         try:
@@ -324,12 +468,14 @@ class Scheduler:
             log.exception("execution loop: tick failed")
 
     def request_stop(self) -> None:
-        """Ask both loops to stop after what they are doing; safe from a signal handler."""
+        """Ask every loop to stop after what it is doing; safe from a signal handler."""
         self._stop.set()
+        if self._wake is not None:
+            self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop both loops; a tick in progress finishes its claim and enqueue first."""
-        self._stop.set()
+        """Stop every loop; a tick in progress finishes its claim and enqueue first."""
+        self.request_stop()
         for thread in self._threads:
             thread.join(timeout)
 
@@ -351,13 +497,19 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
     )
     enqueuer = CeleryEnqueuer(app)
     stopping = threading.Event()
-    execution = ExecutionLoop(store, cache, enqueuer, stopping=stopping.is_set)
+    execution = ExecutionLoop(
+        store, cache, enqueuer, stopping=stopping.is_set, lookahead=settings.lookahead
+    )
+    wake = threading.Event() if settings.listen else None
+    listener = ChangeListener(store, cache, loader, wake) if wake is not None else None
     scheduler = Scheduler(
         loader,
         execution,
         load_interval=settings.load_interval,
         execute_interval=settings.execute_interval,
         stop=stopping,
+        listener=listener,
+        wake=wake,
     )
 
     def close() -> None:
@@ -420,11 +572,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     log.info(
-        "scheduler started (load every %gs, tick every %gs, lookahead %gs, recovery window %gs)",
+        "scheduler started (load every %gs, tick every %gs, lookahead %gs, recovery window %gs, "
+        "change notifications %s)",
         settings.load_interval,
         settings.execute_interval,
         settings.lookahead,
         settings.recovery_window,
+        "on" if settings.listen else "off",
     )
     scheduler.start()
     while not scheduler.wait(1.0):

@@ -7,10 +7,11 @@ Times that several hosts compare (is a timer due?) come from the database's `now
 from __future__ import annotations
 
 import logging
+import select as io_select
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from sqlalchemy import Engine, any_, bindparam, create_engine, func, select, text
@@ -199,6 +200,22 @@ class TimerStore:
             rows = conn.execute(query).mappings().all()
         return [Timer.from_row(r) for r in rows]
 
+    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[Timer]:
+        """Those of `timer_ids` that are `pending` now (any `execute_at`)."""
+        ids = list(timer_ids)
+        if not ids:
+            return []
+        query = select(timers).where(
+            timers.c.id == any_(_id_array(ids)), timers.c.status == TimerStatus.PENDING.value
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Timer.from_row(r) for r in rows]
+
+    def changes(self) -> ChangeFeed:
+        """A feed of the timers that became pending, changed while pending, or were canceled."""
+        return ChangeFeed(self.engine)
+
     def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
         """Flip to `executing` those of `timer_ids` that are still `pending` and due by the database's
         clock, in one statement; return exactly the rows it flipped.
@@ -264,3 +281,63 @@ class TimerStore:
         )
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
+
+
+CHANGES_CHANNEL = "timers_changed"
+
+
+@dataclass(frozen=True)
+class Change:
+    timer_id: uuid.UUID
+    execute_at: datetime
+
+
+class ChangeFeed:
+    """`LISTEN timers_changed` on a connection of its own (filled by the migrations' trigger).
+
+    Notifications are a hint, not the truth: a reader reloads the rows they name, and after a lost
+    connection reloads everything, since notifications sent meanwhile are gone.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._connection: Any = None
+
+    def open(self) -> None:
+        self.close()
+        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        connection.execute(text(f"LISTEN {CHANGES_CHANNEL}"))
+        self._connection = connection
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection is not None
+
+    def wait(self, timeout: float) -> list[Change]:
+        """The changes that arrive within `timeout` seconds (empty if none); raises when the
+        connection is lost."""
+        dbapi = self._connection.connection.driver_connection
+        if not dbapi.notifies:
+            ready, _, _ = io_select.select([dbapi], [], [], timeout)
+            if ready:
+                dbapi.poll()
+        else:
+            dbapi.poll()
+        changes = []
+        while dbapi.notifies:
+            note = dbapi.notifies.pop(0)
+            raw_id, _, epoch = note.payload.partition(" ")
+            try:
+                at = datetime.fromtimestamp(float(epoch), tz=UTC)
+                changes.append(Change(uuid.UUID(raw_id), at))
+            except ValueError:
+                log.warning("ignoring malformed change notification %r", note.payload)
+        return changes
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except Exception:
+                log.debug("closing the change feed connection failed", exc_info=True)
+            self._connection = None

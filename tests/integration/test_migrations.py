@@ -46,7 +46,7 @@ def test_upgrade_head_gives_exactly_the_models_schema(empty_database_url: str) -
     pending_index = indexes["ix_timers_pending_execute_at"]
     assert pending_index["column_names"] == ["execute_at"]
     assert "status = 'pending'" in pending_index["dialect_options"]["postgresql_where"]
-    assert trigger == ["timers_touch_updated_at"]
+    assert sorted(trigger) == ["timers_notify_change", "timers_touch_updated_at"]
 
 
 def test_downgrade_removes_everything_and_upgrade_again_works(empty_database_url: str) -> None:
@@ -57,7 +57,7 @@ def test_downgrade_removes_everything_and_upgrade_again_works(empty_database_url
         with engine.connect() as conn:
             assert "timers" not in inspect(conn).get_table_names()
             functions = conn.execute(
-                text("SELECT count(*) FROM pg_proc WHERE proname = 'timers_touch_updated_at'")
+                text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'timers\\_%'")
             ).scalar_one()
             assert functions == 0
     finally:

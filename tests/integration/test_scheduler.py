@@ -27,6 +27,7 @@ from timers.config import Settings
 from timers.models import Timer, TimerStatus
 from timers.scheduler import (
     CeleryEnqueuer,
+    ChangeListener,
     ExecutionLoop,
     MemoryLoader,
     Scheduler,
@@ -354,3 +355,89 @@ def test_a_stop_request_ends_a_large_tick_between_batches(
     assert store.page(status=TimerStatus.EXECUTING).total == 5
     assert store.page(status=TimerStatus.PENDING).total == 7
     assert len(cache) == 7  # the rest stays cached for the next scheduler
+
+
+def running_scheduler(
+    store: TimerStore, celery_app: Celery, *, load_interval: float, listen: bool
+) -> Scheduler:
+    cache = TimerCache()
+    stop = threading.Event()
+    wake = threading.Event() if listen else None
+    loader = loader_for(store, cache)
+    execution = ExecutionLoop(store, cache, CeleryEnqueuer(celery_app), stopping=stop.is_set)
+    listener = ChangeListener(store, cache, loader, wake) if wake else None
+    scheduler = Scheduler(
+        loader,
+        execution,
+        load_interval=load_interval,
+        execute_interval=0.2,
+        stop=stop,
+        listener=listener,
+        wake=wake,
+    )
+    scheduler.start()
+    return scheduler
+
+
+def wait_status(
+    store: TimerStore, timer_id: uuid.UUID, status: TimerStatus, timeout: float
+) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if store.get(timer_id).status is status:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_timer_created_after_the_load_fires_without_waiting_for_the_next_load(
+    store: TimerStore, celery_app: Celery, broker_url: str
+) -> None:
+    scheduler = running_scheduler(store, celery_app, load_interval=3600, listen=True)
+    try:
+        time.sleep(0.3)  # listening; the only load has happened
+        timer = add_timer(store, now() + timedelta(seconds=1))
+        assert wait_status(store, timer.id, TimerStatus.EXECUTING, 10)
+        claimed = store.get(timer.id)
+        assert claimed.attempts == 1
+    finally:
+        scheduler.stop()
+    assert queued_timer_ids(broker_url) == [str(timer.id)]
+
+
+def test_postponed_and_canceled_timers_follow_their_notifications(
+    store: TimerStore, celery_app: Celery, broker_url: str
+) -> None:
+    soon = add_timer(store, now() + timedelta(seconds=1))
+    doomed = add_timer(store, now() + timedelta(seconds=1))
+    scheduler = running_scheduler(store, celery_app, load_interval=3600, listen=True)
+    try:
+        time.sleep(0.3)
+        new_at = now() + timedelta(seconds=2)
+        store.update_pending(soon.id, {"execute_at": new_at})
+        store.cancel(doomed.id)
+        assert wait_status(store, soon.id, TimerStatus.EXECUTING, 10)
+        claimed_at = store.get(soon.id).claimed_at
+        assert claimed_at is not None and claimed_at >= new_at
+        time.sleep(0.5)
+    finally:
+        scheduler.stop()
+    assert queued_timer_ids(broker_url) == [str(soon.id)]
+    assert store.get(doomed.id).status is TimerStatus.CANCELED
+
+
+def test_with_notifications_dropped_every_timer_still_fires_on_the_reload(
+    store: TimerStore, celery_app: Celery, broker_url: str
+) -> None:
+    # No notification is ever sent: only the periodic reload can find these timers.
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE timers DISABLE TRIGGER timers_notify_change"))
+    scheduler = running_scheduler(store, celery_app, load_interval=1, listen=True)
+    try:
+        time.sleep(0.3)
+        timers = [add_timer(store, now() + timedelta(seconds=0.5)) for _ in range(20)]
+        for timer in timers:
+            assert wait_status(store, timer.id, TimerStatus.EXECUTING, 10)
+    finally:
+        scheduler.stop()
+    assert sorted(queued_timer_ids(broker_url)) == sorted(str(t.id) for t in timers)

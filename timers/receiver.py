@@ -1,0 +1,116 @@
+"""A small HTTP callback receiver: records every POST it gets, for `timers dev`, `timers demo`
+and trying callbacks out.
+
+Paths choose the answer: `/status/<code>` answers that code, `/hang` never answers (until the
+receiver stops), anything else answers 200.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    path: str
+    headers: dict[str, str]
+    body: Any
+    at: datetime
+
+    @property
+    def timer_id(self) -> str:
+        return self.headers.get("X-Timer-Id", "")
+
+
+class CallbackReceiver:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_arrival: Callable[[Arrival], None] | None = None,
+    ) -> None:
+        self.arrivals: list[Arrival] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._on_arrival = on_arrival
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                at = datetime.now(UTC)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                receiver._record(Arrival(self.path, dict(self.headers.items()), body, at))
+                if self.path.startswith("/hang"):
+                    receiver._stopping.wait(3600)
+                    return
+                status = 200
+                if self.path.startswith("/status/"):
+                    status = int(self.path.rsplit("/", 1)[1])
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _record(self, arrival: Arrival) -> None:
+        with self._lock:
+            self.arrivals.append(arrival)
+        if self._on_arrival is not None:
+            self._on_arrival(arrival)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> CallbackReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def clear(self) -> None:
+        with self._lock:
+            self.arrivals.clear()
+
+    def for_timer(self, timer_id: object) -> list[Arrival]:
+        with self._lock:
+            return [a for a in self.arrivals if a.timer_id == str(timer_id)]
+
+    def count_by_timer(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self._lock:
+            for a in self.arrivals:
+                counts[a.timer_id] = counts.get(a.timer_id, 0) + 1
+        return counts
+
+
+def log_arrival(arrival: Arrival) -> None:
+    body = json.dumps(arrival.body)
+    if len(body) > 200:
+        body = body[:200] + "…"
+    log.info("callback for timer %s on %s: %s", arrival.timer_id, arrival.path, body)
