@@ -37,6 +37,9 @@ class Settings:
     # React to changes at once (LISTEN/NOTIFY) and wake at each timer's due time; off leaves the
     # seed design's polling alone (loads every load_interval, ticks every execute_interval).
     listen: bool = True
+    # Ports of the extra processes `timers dev` runs.
+    flower_port: int = 5555
+    receiver_port: int = 8081
 
     @property
     def broker_url(self) -> str | None:
@@ -74,6 +77,17 @@ def _seconds(
     return value
 
 
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name} must be between 1 and 65535, got {port}")
+    return port
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = (env.get(name) or "").strip().lower()
     if not raw:
@@ -87,19 +101,14 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Build settings from a mapping of environment variables; raise ConfigError on bad values."""
-    port_raw = env.get("PORT") or str(DEFAULT_PORT)
-    try:
-        port = int(port_raw)
-    except ValueError:
-        raise ConfigError(f"PORT must be an integer, got {port_raw!r}") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"PORT must be between 1 and 65535, got {port}")
     return Settings(
         database_url=env.get("DATABASE_URL") or None,
         redis_url=env.get("REDIS_URL") or None,
         celery_broker_url=env.get("CELERY_BROKER_URL") or None,
         api_key=env.get("API_KEY") or None,
-        port=port,
+        port=_port(env, "PORT", DEFAULT_PORT),
+        flower_port=_port(env, "TIMERS_FLOWER_PORT", 5555),
+        receiver_port=_port(env, "TIMERS_RECEIVER_PORT", 8081),
         home=Path(env.get("TIMERS_HOME") or ".timers"),
         load_interval=_seconds(env, "TIMERS_LOAD_INTERVAL", 30.0),
         execute_interval=_seconds(env, "TIMERS_EXECUTE_INTERVAL", 1.0),

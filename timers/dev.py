@@ -25,8 +25,6 @@ from typing import Any, TextIO
 from timers.config import Settings
 from timers.embedded import EmbeddedError, port_is_open, start_postgres, start_redis
 
-FLOWER_PORT = 5555
-RECEIVER_PORT = 8081
 STOP_GRACE = 10.0
 
 
@@ -77,13 +75,13 @@ class Stack:
         home.mkdir(parents=True, exist_ok=True)
         for port, what, variable in (
             (self.settings.port, "the API", "PORT"),
-            (FLOWER_PORT, "Flower", None),
-            (RECEIVER_PORT, "the demo receiver", None),
+            (self.settings.flower_port, "Flower", "TIMERS_FLOWER_PORT"),
+            (self.settings.receiver_port, "the callback receiver", "TIMERS_RECEIVER_PORT"),
         ):
             if port_is_open("127.0.0.1", port):
-                fix = f"or set {variable} to another port" if variable else "first"
                 raise DevError(
-                    f"port {port} for {what} is already in use: stop what holds it {fix}"
+                    f"port {port} for {what} is already in use: stop what holds it "
+                    f"or set {variable} to another port"
                 )
         database_url = self.settings.database_url
         if not database_url:
@@ -126,8 +124,20 @@ class Stack:
             "api": [python, "-m", "timers.cli", "api", "--host", "127.0.0.1"],
             "scheduler": [python, "-m", "timers.scheduler"],
             "worker": [*celery, "worker", "--loglevel=INFO", "--concurrency=2", "-n", "dev@%h"],
-            "flower": [*celery, "flower", "--address=127.0.0.1", f"--port={FLOWER_PORT}"],
-            "receiver": [python, "-m", "timers.cli", "receiver", "--port", str(RECEIVER_PORT)],
+            "flower": [
+                *celery,
+                "flower",
+                "--address=127.0.0.1",
+                f"--port={self.settings.flower_port}",
+            ],
+            "receiver": [
+                python,
+                "-m",
+                "timers.cli",
+                "receiver",
+                "--port",
+                str(self.settings.receiver_port),
+            ],
         }
         for name, argv in commands.items():
             self._spawn(name, argv, env)
@@ -222,12 +232,12 @@ def banner(settings: Settings, api_key: str) -> str:
 timers is up.
   API:      {api}   (docs: {api}/docs)
   API key:  {api_key}
-  Flower:   http://127.0.0.1:{FLOWER_PORT}
+  Flower:   http://127.0.0.1:{settings.flower_port}
 
 Create a timer that calls back in 10 seconds:
   curl -s -X POST {api}/timers -H 'X-API-Key: {api_key}' -H 'Content-Type: application/json' \\
     -d '{{"execute_at": "'{at}'", "callback_type": "http",
-         "callback_config": {{"type": "http", "url": "http://127.0.0.1:{RECEIVER_PORT}/hook", "payload": {{"hello": "world"}}}}}}'
+         "callback_config": {{"type": "http", "url": "http://127.0.0.1:{settings.receiver_port}/hook", "payload": {{"hello": "world"}}}}}}'
 
 The callback shows up in the log lines marked "receiver". Or watch 20 timers fire: timers demo        Stop everything: Ctrl-C
 """
