@@ -26,6 +26,6 @@ task_send_sent_event = True
 broker_connection_retry_on_startup = False
 broker_connection_retry = True
 broker_connection_max_retries = None
-broker_transport_options = {"visibility_timeout": 3600}
+# Redis's visibility timeout comes from TIMERS_REDELIVERY_TIMEOUT (see timers.celery_app).
 
 worker_hijack_root_logger = True

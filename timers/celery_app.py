@@ -19,6 +19,8 @@ def create_celery_app(settings: Settings) -> Celery:
     app = Celery("timers", set_as_current=False)
     app.config_from_object("celeryconfig")
     app.conf.broker_url = settings.require_broker_url()
+    # An unacknowledged message (its worker died) goes to another worker after this long (Redis).
+    app.conf.broker_transport_options = {"visibility_timeout": settings.redelivery_timeout}
     register_tasks(app, WorkerResources(settings))
 
     def check_database(sender: Any, **_: Any) -> None:

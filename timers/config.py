@@ -37,9 +37,24 @@ class Settings:
     # React to changes at once (LISTEN/NOTIFY) and wake at each timer's due time; off leaves the
     # seed design's polling alone (loads every load_interval, ticks every execute_interval).
     listen: bool = True
+    # Recovery: a claim whose message no worker picked up within enqueue_timeout is fired again;
+    # an unacknowledged message is handed to another worker after redelivery_timeout.
+    enqueue_timeout: float = 60.0
+    redelivery_timeout: float = 3600.0
+    misfire_policy: str = "fire"
     # Ports of the extra processes `timers dev` runs.
     flower_port: int = 5555
     receiver_port: int = 8081
+
+    @property
+    def delivery_lease(self) -> float:
+        """How long a started delivery belongs to its worker before another may take it over."""
+        return self.callback_timeout + 30.0
+
+    @property
+    def stale_delivery_after(self) -> float:
+        """A delivery started this long ago without an outcome lost its worker and its message."""
+        return self.redelivery_timeout + self.delivery_lease
 
     @property
     def broker_url(self) -> str | None:
@@ -88,6 +103,13 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return port
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or choices[0]).strip().lower()
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = (env.get(name) or "").strip().lower()
     if not raw:
@@ -117,6 +139,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         callback_timeout=_seconds(env, "TIMERS_CALLBACK_TIMEOUT", 30.0),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         listen=_flag(env, "TIMERS_LISTEN", True),
+        enqueue_timeout=_seconds(env, "TIMERS_ENQUEUE_TIMEOUT", 60.0),
+        redelivery_timeout=_seconds(env, "TIMERS_REDELIVERY_TIMEOUT", 3600.0),
+        misfire_policy=_choice(env, "TIMERS_MISFIRE_POLICY", ("fire", "skip")),
     )
 
 

@@ -122,9 +122,17 @@ class Timer:
     metadata: Mapping[str, Any] | None = None
     attempts: int = 0
     claimed_at: datetime | None = None
+    started_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        for name in ("execute_at", "created_at", "updated_at", "executed_at", "claimed_at"):
+        for name in (
+            "execute_at",
+            "created_at",
+            "updated_at",
+            "executed_at",
+            "claimed_at",
+            "started_at",
+        ):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, require_aware(value, name))
@@ -145,6 +153,7 @@ class Timer:
             metadata=row.get("metadata"),
             attempts=row.get("attempts", 0),
             claimed_at=row.get("claimed_at"),
+            started_at=row.get("started_at"),
         )
 
 

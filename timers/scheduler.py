@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
+# Timers overdue beyond the recovery window that one load takes in (misfire policy `fire`).
+OVERDUE_BATCH_SIZE = 10_000
+
 # Timers claimed by one statement; a stop request waits for at most one batch to be enqueued.
 CLAIM_BATCH_SIZE = 500
 
@@ -178,7 +181,9 @@ class MemoryLoader:
         recovery_window: float,
         lookahead: float,
         clock: Clock = utc_now,
+        fire_overdue: bool = False,
     ) -> None:
+        self.fire_overdue = fire_overdue
         self.store = store
         self.cache = cache
         self.recovery_window = recovery_window
@@ -194,6 +199,14 @@ class MemoryLoader:
         self.cache.begin_snapshot()
         try:
             timers = self.store.load_near_term(start, end)
+            if self.fire_overdue:
+                overdue = self.store.load_overdue(start, OVERDUE_BATCH_SIZE)
+                if overdue:
+                    log.warning(
+                        "%d timers are overdue by more than the recovery window; firing them late",
+                        len(overdue),
+                    )
+                timers = overdue + timers
         except Exception:
             self.cache.abandon_snapshot()
             log.warning(
@@ -204,6 +217,46 @@ class MemoryLoader:
         self.cache.replace(timers)
         log.info("Loaded %d timers into cache", len(timers))
         return len(timers)
+
+
+class Recovery:
+    """Finds timers that would otherwise stay `executing` or `pending` for ever, every load period:
+    claims whose message was lost go back to `pending` (to be fired again), and under the `skip`
+    misfire policy timers overdue beyond the recovery window are marked `failed` (`missed: …`)."""
+
+    def __init__(
+        self,
+        store: TimerStore,
+        *,
+        enqueue_timeout: float,
+        stale_delivery_after: float,
+        recovery_window: float,
+        misfire_policy: str,
+    ) -> None:
+        self.store = store
+        self.enqueue_timeout = enqueue_timeout
+        self.stale_delivery_after = stale_delivery_after
+        self.recovery_window = recovery_window
+        self.misfire_policy = misfire_policy
+
+    def run(self) -> None:
+        try:
+            recovered = self.store.recover_stale(self.enqueue_timeout, self.stale_delivery_after)
+            for timer in recovered:
+                log.warning(
+                    "Recovered timer %s (%s); it will fire again",
+                    timer.id,
+                    timer.last_error,
+                    extra={"timer_id": str(timer.id)},
+                )
+            if self.misfire_policy == "skip":
+                missed = self.store.fail_missed(self.recovery_window)
+                if missed:
+                    log.warning("Marked %d timers failed as missed (misfire policy skip)", missed)
+        except Exception:
+            log.warning(
+                "recovery: checking for stranded timers failed; retrying next period", exc_info=True
+            )
 
 
 class ExecutionLoop:
@@ -312,7 +365,7 @@ class CeleryEnqueuer:
                     self._connection = self.app.connection_for_write()
                 self.app.send_task(
                     TASK_NAME,
-                    args=[str(timer.id)],
+                    args=[str(timer.id), timer.attempts],
                     connection=self._connection,
                     retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
                 )
@@ -414,7 +467,9 @@ class Scheduler:
         listener: ChangeListener | None = None,
         wake: threading.Event | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        recovery: Recovery | None = None,
     ) -> None:
+        self.recovery = recovery
         self.loader = loader
         self.execution = execution
         self.listener = listener
@@ -427,7 +482,7 @@ class Scheduler:
 
     def start(self) -> None:
         # The first load happens now, before the first tick, not one load interval later.
-        self.loader.load()
+        self._recover_and_load()
         targets: list[tuple[str, Callable[[], None]]] = [
             ("memory-loader", self._run_loader),
             ("execution-loop", self._run_execution),
@@ -440,9 +495,14 @@ class Scheduler:
             thread.start()
             self._threads.append(thread)
 
+    def _recover_and_load(self) -> None:
+        if self.recovery is not None:
+            self.recovery.run()
+        self.loader.load()
+
     def _run_loader(self) -> None:
         if not self._stop.wait(self.load_interval):
-            run_every(self.load_interval, self.loader.load, self._stop)
+            run_every(self.load_interval, self._recover_and_load, self._stop)
 
     def _run_execution(self) -> None:
         if self._wake is None:
@@ -493,7 +553,18 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
     app = create_celery_app(settings)
     cache = TimerCache()
     loader = MemoryLoader(
-        store, cache, recovery_window=settings.recovery_window, lookahead=settings.lookahead
+        store,
+        cache,
+        recovery_window=settings.recovery_window,
+        lookahead=settings.lookahead,
+        fire_overdue=settings.misfire_policy == "fire",
+    )
+    recovery = Recovery(
+        store,
+        enqueue_timeout=settings.enqueue_timeout,
+        stale_delivery_after=settings.stale_delivery_after,
+        recovery_window=settings.recovery_window,
+        misfire_policy=settings.misfire_policy,
     )
     enqueuer = CeleryEnqueuer(app)
     stopping = threading.Event()
@@ -510,6 +581,7 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
         stop=stopping,
         listener=listener,
         wake=wake,
+        recovery=recovery,
     )
 
     def close() -> None:
@@ -573,12 +645,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     log.info(
         "scheduler started (load every %gs, tick every %gs, lookahead %gs, recovery window %gs, "
-        "change notifications %s)",
+        "change notifications %s, misfire policy %s)",
         settings.load_interval,
         settings.execute_interval,
         settings.lookahead,
         settings.recovery_window,
         "on" if settings.listen else "off",
+        settings.misfire_policy,
     )
     scheduler.start()
     while not scheduler.wait(1.0):

@@ -36,6 +36,8 @@ timers = Table(
     # How many times the scheduler has claimed this timer, and when it last did.
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("claimed_at", DateTime(timezone=True), nullable=True),
+    # When a worker last started delivering the callback (recovery tells lost from running by it).
+    Column("started_at", DateTime(timezone=True), nullable=True),
     CheckConstraint(
         "status IN ('pending', 'executing', 'completed', 'failed', 'canceled')",
         name="ck_timers_status",
@@ -46,4 +48,9 @@ timers = Table(
         postgresql_where=text("status = 'pending'"),
     ),
     Index("ix_timers_status_created_at", "status", "created_at"),
+    Index(
+        "ix_timers_executing_claimed_at",
+        "claimed_at",
+        postgresql_where=text("status = 'executing'"),
+    ),
 )

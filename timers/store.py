@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import Engine, any_, bindparam, create_engine, func, select, text
+from sqlalchemy import Engine, Float, any_, bindparam, case, create_engine, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.engine import make_url
 
@@ -67,6 +67,10 @@ def database_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(parsed, **kwargs)
 
 
+def _seconds(value: float) -> Any:
+    return func.make_interval(0, 0, 0, 0, 0, 0, bindparam(None, value, type_=Float()))
+
+
 def _id_array(timer_ids: Iterable[uuid.UUID]) -> Any:
     return bindparam("ids", value=list(timer_ids), type_=ARRAY(UUID(as_uuid=True)))
 
@@ -101,6 +105,12 @@ class TimerStore:
         with self.engine.begin() as conn:
             row = conn.execute(stmt).mappings().one()
         return Timer.from_row(row)
+
+    def find(self, timer_id: uuid.UUID) -> Timer | None:
+        """The timer with this id, or None."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(timers).where(timers.c.id == timer_id)).mappings().first()
+        return None if row is None else Timer.from_row(row)
 
     def get(self, timer_id: uuid.UUID) -> Timer:
         """Read the timer with this id; raise TimerNotFound."""
@@ -264,23 +274,116 @@ class TimerStore:
 
     # -- worker ------------------------------------------------------------------------------
 
-    def finish(self, timer_id: uuid.UUID, error: str | None) -> bool:
+    def begin_delivery(
+        self, timer_id: uuid.UUID, attempt: int | None, lease: float
+    ) -> Timer | None:
+        """Stamp `started_at` on this timer if it is `executing` under claim `attempt` (any claim
+        when None) and no other delivery of it started less than `lease` seconds ago.
+
+        Returns the timer when the caller may deliver it, else None (finished, canceled, claimed
+        again since, or being delivered elsewhere right now).
+        """
+        conditions = [
+            timers.c.id == timer_id,
+            timers.c.status == TimerStatus.EXECUTING.value,
+            (timers.c.started_at.is_(None)) | (timers.c.started_at < func.now() - _seconds(lease)),
+        ]
+        if attempt is not None:
+            conditions.append(timers.c.attempts == attempt)
+        stmt = timers.update().where(*conditions).values(started_at=func.now()).returning(*timers.c)
+        with self.engine.begin() as conn:
+            row = conn.execute(stmt).mappings().first()
+        return None if row is None else Timer.from_row(row)
+
+    def finish(self, timer_id: uuid.UUID, error: str | None, attempt: int | None = None) -> bool:
         """Record the outcome of a delivery: `completed` when `error` is None, else `failed` with
         `last_error`; `executed_at` is set either way.
 
-        Touches the row only while it is `executing`; returns False if it was not (a redelivered
-        message for a finished timer changes nothing).
+        Touches the row only while it is `executing` (under claim `attempt`, when given); returns
+        False if it was not (a redelivered message for a finished timer changes nothing).
         """
         status = TimerStatus.COMPLETED if error is None else TimerStatus.FAILED
         if error is not None and len(error) > MAX_ERROR_LENGTH:
             error = error[: MAX_ERROR_LENGTH - 1] + "…"
+        conditions = [timers.c.id == timer_id, timers.c.status == TimerStatus.EXECUTING.value]
+        if attempt is not None:
+            conditions.append(timers.c.attempts == attempt)
         stmt = (
             timers.update()
-            .where(timers.c.id == timer_id, timers.c.status == TimerStatus.EXECUTING.value)
+            .where(*conditions)
             .values(status=status.value, last_error=error, executed_at=func.now())
         )
         with self.engine.begin() as conn:
             return conn.execute(stmt).rowcount == 1
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def recover_stale(self, enqueue_timeout: float, stale_delivery_after: float) -> list[Timer]:
+        """Put back to `pending`, to be fired again, the `executing` timers that were claimed more
+        than `enqueue_timeout` seconds ago and never started by a worker (the scheduler died before
+        enqueueing, or the broker lost the message), and those whose delivery started more than
+        `stale_delivery_after` seconds ago without an outcome (worker and message both lost).
+
+        `last_error` says why; the next claim increments `attempts`, so a late copy of the old
+        message is ignored by the workers.
+        """
+        lost = timers.c.started_at.is_(None) & (
+            timers.c.claimed_at < func.now() - _seconds(enqueue_timeout)
+        )
+        abandoned = timers.c.started_at < func.now() - _seconds(stale_delivery_after)
+        reason = case(
+            (timers.c.started_at.is_(None), "recovered: claimed but never picked up by a worker"),
+            else_="recovered: delivery started but never finished",
+        )
+        stmt = (
+            timers.update()
+            .where(timers.c.status == TimerStatus.EXECUTING.value, lost | abandoned)
+            .values(
+                status=TimerStatus.PENDING.value,
+                claimed_at=None,
+                started_at=None,
+                last_error=reason,
+            )
+            .returning(*timers.c)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [Timer.from_row(r) for r in rows]
+
+    def fail_missed(self, recovery_window: float) -> int:
+        """Mark `failed` the `pending` timers due more than `recovery_window` seconds ago, with a
+        `last_error` starting `missed:` (the `skip` misfire policy)."""
+        stmt = (
+            timers.update()
+            .where(
+                timers.c.status == TimerStatus.PENDING.value,
+                timers.c.execute_at < func.now() - _seconds(recovery_window),
+            )
+            .values(
+                status=TimerStatus.FAILED.value,
+                last_error=func.concat(
+                    "missed: due at ",
+                    func.to_char(
+                        func.timezone("UTC", timers.c.execute_at), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'
+                    ),
+                    f", more than {recovery_window:g}s before a scheduler could fire it",
+                ),
+            )
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    def load_overdue(self, before: datetime, limit: int) -> list[Timer]:
+        """Up to `limit` `pending` timers due before `before`, oldest first (the `fire` policy)."""
+        query = (
+            select(timers)
+            .where(timers.c.status == TimerStatus.PENDING.value, timers.c.execute_at < before)
+            .order_by(timers.c.execute_at)
+            .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [Timer.from_row(r) for r in rows]
 
 
 CHANGES_CHANNEL = "timers_changed"

@@ -244,11 +244,18 @@ def test_redelivered_task_for_a_completed_timer_does_nothing(
         app.send_task(TASK_NAME, args=[str(timer_id)])
         app.send_task(TASK_NAME, args=["not-a-uuid"])
         app.send_task(TASK_NAME, args=[str(uuid.uuid4())])
+        app.send_task(TASK_NAME, args=[])  # not even the right arguments
+        app.send_task(TASK_NAME, args=[str(timer_id), "two"])
     finally:
         app.close()
     assert worker.wait_for_output(f"timer {timer_id} is completed; message ignored", 10)
     assert worker.wait_for_output("dropping message with malformed timer id", 10)
     assert worker.wait_for_output("dropping message for unknown timer", 10)
+    assert worker.wait_for_output("missing 1 required positional argument", 10)
+    assert worker.wait_for_output("(attempt 'two')", 10)
+    # The worker is still serving.
+    after = create_timer(client, receiver.url(), 0.5)
+    assert wait_for_status(e2e_store, after, 15) is TimerStatus.COMPLETED
     assert len(receiver.for_timer(timer_id)) == 1
     assert e2e_store.get(timer_id) == before
 
