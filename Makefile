@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-unit lint format run bench clean
+.PHONY: install test test-faults test-unit lint format run bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(INSTALLED)
 ## Run the whole test suite (uses DATABASE_URL/REDIS_URL, else local services, else embedded ones).
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The fault-injection suite: kills and restarts real processes and private servers (~7 min).
+test-faults: $(INSTALLED)
+	$(BIN)/python -m pytest -m faults tests/faults $(PYTEST_ARGS)
 
 ## Only the fast tests that need no service.
 test-unit: $(INSTALLED)

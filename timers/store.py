@@ -112,6 +112,27 @@ class TimerStore:
             row = conn.execute(select(timers).where(timers.c.id == timer_id)).mappings().first()
         return None if row is None else Timer.from_row(row)
 
+    def create_many(self, batch: Sequence[NewTimer]) -> list[Timer]:
+        """Insert `pending` timers with fresh UUIDv7 ids, all or none, in one statement."""
+        if not batch:
+            return []
+        rows = [
+            {
+                "id": uuid7(),
+                "execute_at": new.execute_at,
+                "callback_type": new.callback_type,
+                "callback_config": dict(new.callback_config),
+                "metadata": None if new.metadata is None else dict(new.metadata),
+                "status": TimerStatus.PENDING.value,
+            }
+            for new in batch
+        ]
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                timers.insert().returning(*timers.c, sort_by_parameter_order=True), rows
+            )
+            return [Timer.from_row(r) for r in result.mappings().all()]
+
     def get(self, timer_id: uuid.UUID) -> Timer:
         """Read the timer with this id; raise TimerNotFound."""
         with self.engine.begin() as conn:

@@ -378,3 +378,40 @@ def force_status(store: TimerStore, timer_id: uuid.UUID, status: str) -> None:
         conn.execute(
             text("UPDATE timers SET status = :s WHERE id = :i"), {"s": status, "i": timer_id}
         )
+
+
+# -- batch --------------------------------------------------------------------------------------
+
+
+def test_batch_creates_all_timers_in_order(client: TestClient, store: TimerStore) -> None:
+    bodies = [timer_body(metadata={"n": i}) for i in range(1000)]
+    response = client.post("/timers/batch", json={"timers": bodies})
+    assert response.status_code == 201, response.text[:500]
+    created = response.json()["data"]["timers"]
+    assert len(created) == 1000
+    assert [store.get(uuid.UUID(t["id"])).metadata for t in created[:3]] == [
+        {"n": 0},
+        {"n": 1},
+        {"n": 2},
+    ]
+    assert count_rows(store) == 1000
+
+
+def test_batch_is_all_or_nothing_and_names_the_bad_item(
+    client: TestClient, store: TimerStore
+) -> None:
+    bodies = [timer_body() for _ in range(10)]
+    bodies[7]["callback_config"] = {"url": "ftp://nope"}
+    assert_rejected(
+        client.post("/timers/batch", json={"timers": bodies}), "timers[7].callback_config.url"
+    )
+    bodies[7] = timer_body(execute_at="2099-01-01T00:00:00")
+    assert_rejected(client.post("/timers/batch", json={"timers": bodies}), "timers.7.execute_at")
+    assert count_rows(store) == 0
+
+
+@pytest.mark.parametrize("size", [0, 1001])
+def test_batch_size_is_bounded(client: TestClient, store: TimerStore, size: int) -> None:
+    response = client.post("/timers/batch", json={"timers": [timer_body()] * size})
+    assert_rejected(response, "timers")
+    assert count_rows(store) == 0

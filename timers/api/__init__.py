@@ -23,6 +23,7 @@ from timers.store import TimerStore, database_engine, describe_database_error
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
 
 
 def utc_now() -> datetime:
@@ -67,7 +68,9 @@ def create_app(
     install_handlers(app)
     app.include_router(health.router)
     app.include_router(routes.router, dependencies=[Depends(require_api_key)])
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={"/timers/batch": MAX_BATCH_BODY_BYTES}
+    )
     return app
 
 

@@ -11,7 +11,15 @@ from fastapi.responses import JSONResponse
 
 from timers.api.deps import Clock, Store
 from timers.api.envelope import ApiError, Code, envelope
-from timers.api.schemas import Envelope, TimerCreate, TimerList, TimerOut, TimerSummary, TimerUpdate
+from timers.api.schemas import (
+    Envelope,
+    TimerBatch,
+    TimerCreate,
+    TimerList,
+    TimerOut,
+    TimerSummary,
+    TimerUpdate,
+)
 from timers.models import CALLBACK_TYPES, HttpCallback, InvalidCallback, TimerStatus
 from timers.store import NewTimer, TimerNotFound, TimerNotPending
 
@@ -72,6 +80,33 @@ def create_timer(body: TimerCreate, store: Store, clock: Clock) -> JSONResponse:
         )
     )
     return envelope(TimerSummary.of(timer), message="created", status=201)
+
+
+@router.post(
+    "/batch", status_code=201, response_model=Envelope, summary="Create up to 1,000 timers"
+)
+def create_timers(body: TimerBatch, store: Store, clock: Clock) -> JSONResponse:
+    """All or nothing: one invalid timer rejects the whole batch, naming its index."""
+    now = clock()
+    batch = []
+    for index, item in enumerate(body.timers):
+        try:
+            _check_execute_at(item.execute_at, now)
+            config = _check_callback(item.callback_type, item.callback_config)
+        except ApiError as exc:
+            raise ApiError(exc.code, f"timers[{index}].{exc.message}") from None
+        batch.append(
+            NewTimer(
+                execute_at=item.execute_at,
+                callback_type=item.callback_type,
+                callback_config=config,
+                metadata=item.metadata,
+            )
+        )
+    created = store.create_many(batch)
+    return envelope(
+        {"timers": [TimerSummary.of(t) for t in created]}, message="created", status=201
+    )
 
 
 @router.get("/{timer_id}", response_model=Envelope, summary="Get a timer")

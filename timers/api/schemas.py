@@ -34,6 +34,14 @@ class TimerCreate(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
+MAX_BATCH = 1000
+
+
+class TimerBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    timers: list[TimerCreate] = Field(min_length=1, max_length=MAX_BATCH)
+
+
 class TimerUpdate(BaseModel):
     """Any subset of the create fields; `metadata: null` clears it."""
 
