@@ -39,6 +39,8 @@ class Settings:
     listen: bool = True
     # Recovery: a claim whose message no worker picked up within enqueue_timeout is fired again;
     # an unacknowledged message is handed to another worker after redelivery_timeout.
+    # Due timers claimed per UPDATE (1 = one statement per timer, as the seed design did).
+    claim_batch_size: int = 500
     enqueue_timeout: float = 60.0
     redelivery_timeout: float = 3600.0
     misfire_policy: str = "fire"
@@ -103,6 +105,17 @@ def _port(env: Mapping[str, str], name: str, default: int) -> int:
     return port
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name) or str(default)
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
     raw = (env.get(name) or choices[0]).strip().lower()
     if raw not in choices:
@@ -139,6 +152,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         callback_timeout=_seconds(env, "TIMERS_CALLBACK_TIMEOUT", 30.0),
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         listen=_flag(env, "TIMERS_LISTEN", True),
+        claim_batch_size=_count(env, "TIMERS_CLAIM_BATCH", 500),
         enqueue_timeout=_seconds(env, "TIMERS_ENQUEUE_TIMEOUT", 60.0),
         redelivery_timeout=_seconds(env, "TIMERS_REDELIVERY_TIMEOUT", 3600.0),
         misfire_policy=_choice(env, "TIMERS_MISFIRE_POLICY", ("fire", "skip")),

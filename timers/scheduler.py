@@ -569,7 +569,12 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
     enqueuer = CeleryEnqueuer(app)
     stopping = threading.Event()
     execution = ExecutionLoop(
-        store, cache, enqueuer, stopping=stopping.is_set, lookahead=settings.lookahead
+        store,
+        cache,
+        enqueuer,
+        stopping=stopping.is_set,
+        lookahead=settings.lookahead,
+        batch_size=settings.claim_batch_size,
     )
     wake = threading.Event() if settings.listen else None
     listener = ChangeListener(store, cache, loader, wake) if wake is not None else None
