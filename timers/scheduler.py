@@ -548,7 +548,8 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
     from timers.celery_app import create_celery_app
     from timers.store import database_engine
 
-    engine = database_engine(settings.require_database_url())
+    # No ping per checkout: the loops retry on error, and a dropped connection invalidates the pool.
+    engine = database_engine(settings.require_database_url(), pool_pre_ping=False)
     store = TimerStore(engine)
     app = create_celery_app(settings)
     cache = TimerCache()

@@ -1,6 +1,8 @@
 """Every query and transaction on the `timers` table. Nothing else in the package writes SQL.
 
-Each public method is one transaction. Docstrings say exactly which rows a statement touches.
+Each public method is one transaction: a method that runs a single statement runs it in autocommit
+(a statement is atomic on its own), one that runs several wraps them in BEGIN/COMMIT. Docstrings say
+exactly which rows a statement touches.
 Times that several hosts compare (is a timer due?) come from the database's `now()`.
 """
 
@@ -85,6 +87,12 @@ def describe_database_error(exc: BaseException) -> str:
 class TimerStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def _statement(self) -> Any:
+        """A connection for a method that runs one statement: the statement is its own
+        transaction (autocommit), which saves the BEGIN and COMMIT round trips."""
+        return self._autocommit.connect()
 
     # -- API ---------------------------------------------------------------------------------
 
@@ -102,13 +110,13 @@ class TimerStore:
             )
             .returning(*timers.c)
         )
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             row = conn.execute(stmt).mappings().one()
         return Timer.from_row(row)
 
     def find(self, timer_id: uuid.UUID) -> Timer | None:
         """The timer with this id, or None."""
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             row = conn.execute(select(timers).where(timers.c.id == timer_id)).mappings().first()
         return None if row is None else Timer.from_row(row)
 
@@ -135,7 +143,7 @@ class TimerStore:
 
     def get(self, timer_id: uuid.UUID) -> Timer:
         """Read the timer with this id; raise TimerNotFound."""
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             row = conn.execute(select(timers).where(timers.c.id == timer_id)).mappings().first()
         if row is None:
             raise TimerNotFound(timer_id)
@@ -211,7 +219,7 @@ class TimerStore:
 
     def ping(self) -> None:
         """Run `SELECT 1`; raises if the database can't be reached."""
-        with self.engine.connect() as conn:
+        with self._statement() as conn:
             conn.execute(text("SELECT 1"))
 
     # -- scheduler ---------------------------------------------------------------------------
@@ -227,7 +235,7 @@ class TimerStore:
             )
             .order_by(timers.c.execute_at)
         )
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             rows = conn.execute(query).mappings().all()
         return [Timer.from_row(r) for r in rows]
 
@@ -239,7 +247,7 @@ class TimerStore:
         query = select(timers).where(
             timers.c.id == any_(_id_array(ids)), timers.c.status == TimerStatus.PENDING.value
         )
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             rows = conn.execute(query).mappings().all()
         return [Timer.from_row(r) for r in rows]
 
@@ -270,7 +278,7 @@ class TimerStore:
             )
             .returning(*timers.c)
         )
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             rows = conn.execute(stmt).mappings().all()
         return [Timer.from_row(r) for r in rows]
 
@@ -290,7 +298,7 @@ class TimerStore:
             )
             .values(status=TimerStatus.PENDING.value, claimed_at=None)
         )
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             return conn.execute(stmt).rowcount
 
     # -- worker ------------------------------------------------------------------------------
@@ -312,7 +320,7 @@ class TimerStore:
         if attempt is not None:
             conditions.append(timers.c.attempts == attempt)
         stmt = timers.update().where(*conditions).values(started_at=func.now()).returning(*timers.c)
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             row = conn.execute(stmt).mappings().first()
         return None if row is None else Timer.from_row(row)
 
@@ -334,7 +342,7 @@ class TimerStore:
             .where(*conditions)
             .values(status=status.value, last_error=error, executed_at=func.now())
         )
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             return conn.execute(stmt).rowcount == 1
 
     # -- recovery ----------------------------------------------------------------------------
@@ -367,7 +375,7 @@ class TimerStore:
             )
             .returning(*timers.c)
         )
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             rows = conn.execute(stmt).mappings().all()
         return [Timer.from_row(r) for r in rows]
 
@@ -391,7 +399,7 @@ class TimerStore:
                 ),
             )
         )
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             return conn.execute(stmt).rowcount
 
     def load_overdue(self, before: datetime, limit: int) -> list[Timer]:
@@ -402,7 +410,7 @@ class TimerStore:
             .order_by(timers.c.execute_at)
             .limit(limit)
         )
-        with self.engine.begin() as conn:
+        with self._statement() as conn:
             rows = conn.execute(query).mappings().all()
         return [Timer.from_row(r) for r in rows]
 

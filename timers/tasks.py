@@ -39,7 +39,10 @@ class WorkerResources:
 
     def _ensure(self) -> None:
         if self._pid != os.getpid():
-            self._store = TimerStore(database_engine(self.settings.require_database_url()))
+            # No ping per checkout: a dropped connection fails the statement, the pool is
+            # invalidated, and the task's own retry opens a fresh one.
+            engine = database_engine(self.settings.require_database_url(), pool_pre_ping=False)
+            self._store = TimerStore(engine)
             self._session = new_session()
             self._pid = os.getpid()
 
