@@ -156,7 +156,13 @@ class Bench:
     def env(self, database_url: str, system: str) -> dict[str, str]:
         env = {"DATABASE_URL": database_url, "REDIS_URL": self.broker, "LOG_LEVEL": "WARNING"}
         if system == "seed":
-            env.update({"TIMERS_LISTEN": "off", "TIMERS_CLAIM_BATCH": "1"})
+            env.update(
+                {
+                    "TIMERS_LISTEN": "off",
+                    "TIMERS_CLAIM_BATCH": "1",
+                    "TIMERS_CALLBACKS_PER_TASK": "1",
+                }
+            )
         return env
 
     def start_worker(self, system: str, env: dict[str, str], tag: str) -> None:

@@ -348,34 +348,40 @@ class ExecutionLoop:
 
 
 class CeleryEnqueuer:
-    """Sends `timers.execute_callback` tasks over one broker connection of its own, kept open
-    between ticks and opened again after a failure."""
+    """Sends the callback tasks over one broker connection of its own, kept open between ticks and
+    opened again after a failure. Timers that came due together travel up to `per_task` in one
+    `timers.execute_callbacks` message (delivered concurrently by one worker); a lone timer goes as
+    `timers.execute_callback`."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, per_task: int = 1) -> None:
         self.app = app
+        self.per_task = per_task
         self._connection: Any = None
 
     def enqueue(self, timers: Sequence[Timer]) -> list[uuid.UUID]:
-        from timers.tasks import TASK_NAME
+        from timers.tasks import BATCH_TASK_NAME, TASK_NAME
 
         failed: list[uuid.UUID] = []
-        for index, timer in enumerate(timers):
+        for start in range(0, len(timers), self.per_task):
+            group = timers[start : start + self.per_task]
+            if len(group) == 1:
+                name, args = TASK_NAME, [str(group[0].id), group[0].attempts]
+            else:
+                name, args = BATCH_TASK_NAME, [[[str(t.id), t.attempts] for t in group]]
             try:
                 if self._connection is None:
                     self._connection = self.app.connection_for_write()
                 self.app.send_task(
-                    TASK_NAME,
-                    args=[str(timer.id), timer.attempts],
+                    name,
+                    args=args,
                     connection=self._connection,
                     retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
                 )
             except Exception:
-                log.exception(
-                    "enqueueing timer %s failed", timer.id, extra={"timer_id": str(timer.id)}
-                )
+                log.exception("enqueueing %d timers failed", len(group))
                 self.close()
                 # The broker is gone: don't wait out a retry policy for each remaining timer.
-                failed.extend(t.id for t in timers[index:])
+                failed.extend(t.id for t in timers[start:])
                 break
         return failed
 
@@ -567,7 +573,7 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
         recovery_window=settings.recovery_window,
         misfire_policy=settings.misfire_policy,
     )
-    enqueuer = CeleryEnqueuer(app)
+    enqueuer = CeleryEnqueuer(app, per_task=settings.callbacks_per_task)
     stopping = threading.Event()
     execution = ExecutionLoop(
         store,

@@ -16,7 +16,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from sqlalchemy import Engine, Float, any_, bindparam, case, create_engine, func, select, text
+from sqlalchemy import (
+    Engine,
+    Float,
+    Integer,
+    Text,
+    any_,
+    bindparam,
+    case,
+    column,
+    create_engine,
+    func,
+    select,
+    text,
+    values,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.engine import make_url
 
@@ -71,6 +85,12 @@ def database_engine(url: str, **kwargs: Any) -> Engine:
 
 def _seconds(value: float) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, bindparam(None, value, type_=Float()))
+
+
+def _claims_table(claims: Sequence[tuple[uuid.UUID, int]]) -> Any:
+    return values(
+        column("id", UUID(as_uuid=True)), column("attempt", Integer()), name="claim"
+    ).data(list(claims))
 
 
 def _id_array(timer_ids: Iterable[uuid.UUID]) -> Any:
@@ -323,6 +343,60 @@ class TimerStore:
         with self._statement() as conn:
             row = conn.execute(stmt).mappings().first()
         return None if row is None else Timer.from_row(row)
+
+    def begin_deliveries(
+        self, claims: Sequence[tuple[uuid.UUID, int]], lease: float
+    ) -> list[Timer]:
+        """`begin_delivery` for many (id, attempt) claims in one statement; returns the timers the
+        caller may deliver."""
+        if not claims:
+            return []
+        claimed = _claims_table([(tid, attempt) for tid, attempt in claims])
+        stmt = (
+            timers.update()
+            .where(
+                timers.c.id == claimed.c.id,
+                timers.c.attempts == claimed.c.attempt,
+                timers.c.status == TimerStatus.EXECUTING.value,
+                (timers.c.started_at.is_(None))
+                | (timers.c.started_at < func.now() - _seconds(lease)),
+            )
+            .values(started_at=func.now())
+            .returning(*timers.c)
+        )
+        with self._statement() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [Timer.from_row(r) for r in rows]
+
+    def finish_many(self, outcomes: Sequence[tuple[uuid.UUID, int, str | None]]) -> int:
+        """`finish` for many (id, attempt, error) outcomes in one statement; returns how many rows
+        it recorded (rows no longer `executing` under that claim are left alone)."""
+        if not outcomes:
+            return 0
+        rows = []
+        for tid, attempt, error in outcomes:
+            if error is not None and len(error) > MAX_ERROR_LENGTH:
+                error = error[: MAX_ERROR_LENGTH - 1] + "…"
+            status = TimerStatus.COMPLETED if error is None else TimerStatus.FAILED
+            rows.append((tid, attempt, status.value, error))
+        outcome = values(
+            column("id", UUID(as_uuid=True)),
+            column("attempt", Integer()),
+            column("status", Text()),
+            column("error", Text()),
+            name="outcome",
+        ).data(rows)
+        stmt = (
+            timers.update()
+            .where(
+                timers.c.id == outcome.c.id,
+                timers.c.attempts == outcome.c.attempt,
+                timers.c.status == TimerStatus.EXECUTING.value,
+            )
+            .values(status=outcome.c.status, last_error=outcome.c.error, executed_at=func.now())
+        )
+        with self._statement() as conn:
+            return int(conn.execute(stmt).rowcount)
 
     def finish(self, timer_id: uuid.UUID, error: str | None, attempt: int | None = None) -> bool:
         """Record the outcome of a delivery: `completed` when `error` is None, else `failed` with

@@ -294,3 +294,26 @@ def test_two_scheduler_processes_call_each_of_1000_timers_exactly_once(
     assert duplicates == {}
     # Both schedulers did part of the work.
     assert "Spawned callback for timer" in second.output()
+
+
+@pytest.mark.usefixtures("running")
+def test_timers_due_together_travel_in_one_task_and_each_gets_its_outcome(
+    receiver: Receiver, e2e_store: TimerStore, worker: processes.Process
+) -> None:
+    at = datetime.now(UTC) + timedelta(seconds=1.5)
+    urls = [receiver.url("/ok"), receiver.url("/status/500")] * 15
+    ids = [
+        e2e_store.create(
+            NewTimer(
+                execute_at=at,
+                callback_type="http",
+                callback_config={"type": "http", "url": url, "payload": {"i": i}},
+            )
+        ).id
+        for i, url in enumerate(urls)
+    ]
+    for timer_id, url in zip(ids, urls, strict=True):
+        expected = TimerStatus.COMPLETED if url.endswith("/ok") else TimerStatus.FAILED
+        assert wait_for_status(e2e_store, timer_id, 15) is expected
+        assert len(receiver.for_timer(timer_id)) == 1
+    assert worker.wait_for_output("delivered 10 callbacks", 5)

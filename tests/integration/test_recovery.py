@@ -113,3 +113,31 @@ def test_misfire_policy_fire_loads_timers_overdue_beyond_the_recovery_window(
     plain = TimerCache()
     MemoryLoader(store, plain, recovery_window=300, lookahead=60).load()
     assert missed.id not in plain
+
+
+def test_batched_start_and_finish_respect_claims_and_leases(store: TimerStore) -> None:
+    fresh, stale, busy, done = (add_timer(store, now() - timedelta(seconds=1)) for _ in range(4))
+    store.claim_due([fresh.id, stale.id, busy.id, done.id])
+    store.begin_delivery(busy.id, 1, lease=60)  # another worker is on it
+    store.begin_delivery(done.id, 1, lease=60)
+    store.finish(done.id, None, 1)
+    claims = [(fresh.id, 1), (stale.id, 7), (busy.id, 1), (done.id, 1)]
+    started = store.begin_deliveries(claims, lease=60)
+    assert [t.id for t in started] == [fresh.id]
+    outcomes = [(fresh.id, 1, None), (stale.id, 7, "HTTP 500"), (done.id, 1, "HTTP 500")]
+    assert store.finish_many(outcomes) == 1
+    assert store.get(fresh.id).status is TimerStatus.COMPLETED
+    assert store.get(stale.id).status is TimerStatus.EXECUTING
+    assert store.get(done.id).status is TimerStatus.COMPLETED  # a late copy changes nothing
+    assert store.get(done.id).last_error is None
+
+
+def test_finish_many_records_each_error(store: TimerStore) -> None:
+    a, b = (add_timer(store, now() - timedelta(seconds=1)) for _ in range(2))
+    store.claim_due([a.id, b.id])
+    store.begin_deliveries([(a.id, 1), (b.id, 1)], lease=60)
+    assert store.finish_many([(a.id, 1, "HTTP 503"), (b.id, 1, "timeout after 2s")]) == 2
+    assert store.get(a.id).last_error == "HTTP 503"
+    assert store.get(b.id).last_error == "timeout after 2s"
+    assert store.get(b.id).status is TimerStatus.FAILED
+    assert store.get(b.id).executed_at is not None
