@@ -29,17 +29,21 @@ test-unit: $(INSTALLED)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check timers tests celeryconfig.py
-	$(BIN)/ruff format --check timers tests celeryconfig.py
+	$(BIN)/ruff check timers tests bench celeryconfig.py
+	$(BIN)/ruff format --check timers tests bench celeryconfig.py
 	$(BIN)/mypy timers
 
 format: $(INSTALLED)
-	$(BIN)/ruff check --fix timers tests celeryconfig.py
-	$(BIN)/ruff format timers tests celeryconfig.py
+	$(BIN)/ruff check --fix timers tests bench celeryconfig.py
+	$(BIN)/ruff format timers tests bench celeryconfig.py
 
 ## The whole stack on this machine (embedded PostgreSQL and Redis unless configured).
 run: $(INSTALLED)
 	$(BIN)/timers dev
+
+## The benchmark: celery-eta vs seed vs timers on this machine (~12 min); raw numbers in bench/results.
+bench: $(INSTALLED)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

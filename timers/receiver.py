@@ -31,6 +31,11 @@ class Arrival:
         return self.headers.get("X-Timer-Id", "")
 
 
+class _Server(ThreadingHTTPServer):
+    # Workers deliver many callbacks at once; the default backlog of 5 would reset connections.
+    request_queue_size = 256
+
+
 class CallbackReceiver:
     def __init__(
         self,
@@ -70,7 +75,7 @@ class CallbackReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server = _Server((host, port), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

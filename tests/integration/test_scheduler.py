@@ -6,8 +6,6 @@ that these tests read back (no worker consumes this database).
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 import time
@@ -21,6 +19,7 @@ import redis
 from celery import Celery
 from sqlalchemy import text
 
+from tests.support.broker import queued_timer_ids
 from tests.support.services import Services
 from timers.celery_app import create_celery_app
 from timers.config import Settings
@@ -34,8 +33,6 @@ from timers.scheduler import (
     TimerCache,
 )
 from timers.store import NewTimer, TimerStore, database_engine
-
-QUEUE = "timers"
 
 
 @pytest.fixture
@@ -52,17 +49,6 @@ def celery_app(settings: Settings, broker_url: str) -> Iterator[Celery]:
     app = create_celery_app(Settings(database_url=settings.database_url, redis_url=broker_url))
     yield app
     app.close()
-
-
-def queued_timer_ids(broker_url: str) -> list[str]:
-    """The timer ids of the `timers.execute_callback` messages waiting in the broker."""
-    ids = []
-    for raw in redis.Redis.from_url(broker_url).lrange(QUEUE, 0, -1):
-        message = json.loads(raw)
-        assert message["headers"]["task"] == "timers.execute_callback"
-        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        ids.append(args[0])
-    return ids
 
 
 def add_timer(store: TimerStore, at: datetime, **kw: Any) -> Timer:
