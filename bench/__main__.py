@@ -394,22 +394,27 @@ def run_cell(bench: Bench, system: str, wl: Workload) -> Cell:
     return summarize(cell, due, arrivals)
 
 
-def idle_statements(bench: Bench, system: str, seconds: float) -> float:
-    """Transactions per minute on the scheduler's database while nothing is due."""
+def idle_statements(bench: Bench, system: str, seconds: float) -> tuple[float, float]:
+    """PostgreSQL transactions per minute on the scheduler's database while nothing is due, and on
+    a control database no client uses (autovacuum's visits and the like), measured side by side."""
     db_name = f"bench_{system.replace('-', '_')}_idle"
+    control_name = f"bench_{system.replace('-', '_')}_control"
     url = bench.database(db_name)
     store = TimerStore(database_engine(url))
+    control = TimerStore(database_engine(bench.database(control_name)))
     env = bench.env(url, system)
     try:
         bench.start_scheduler(env, f"{system}-idle")
         time.sleep(2)
-        before = xacts(store, db_name)
+        before = xacts(store, db_name), xacts(store, control_name)
         time.sleep(seconds)
-        after = xacts(store, db_name)
+        after = xacts(store, db_name), xacts(store, control_name)
     finally:
         bench.stop_all()
         store.engine.dispose()
-    return (after - before - 1) * 60 / seconds  # minus our own first read
+        control.engine.dispose()
+    per_min = 60 / seconds
+    return (after[0] - before[0]) * per_min, (after[1] - before[1]) * per_min
 
 
 def creation_rates(bench: Bench, seconds: float) -> dict[str, float]:
@@ -462,7 +467,7 @@ def creation_rates(bench: Bench, seconds: float) -> dict[str, float]:
     return {"post_timers_per_s": single, "post_batch_timers_per_s": batch}
 
 
-def table(cells: list[Cell], idle: dict[str, float], rates: dict[str, float]) -> str:
+def table(cells: list[Cell], idle: dict[str, tuple[float, float]], rates: dict[str, float]) -> str:
     header = (
         f"{'workload':<8} {'system':<11}{'timers':>7}{'once':>7}{'twice':>6}{'never':>6}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cb/s':>8}{'pg tx/min':>10}"
@@ -483,8 +488,11 @@ def table(cells: list[Cell], idle: dict[str, float], rates: dict[str, float]) ->
         for note in c.notes:
             lines.append(f"{'':<20}note: {note}")
     lines.append("")
-    for system, per_min in idle.items():
-        lines.append(f"idle minute, {system} scheduler: {per_min:.1f} PostgreSQL transactions/min")
+    for system, (per_min, control) in idle.items():
+        lines.append(
+            f"idle minute, {system} scheduler: {per_min - control:.1f} PostgreSQL transactions/min "
+            f"({per_min:.0f} on its database, {control:.0f} on an unused control database)"
+        )
     for name, value in rates.items():
         lines.append(f"{name}: {value:,.0f}")
     return "\n".join(lines)
@@ -518,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue  # the 1,000,000-row table is about our scheduler's loader
                 print(f"running {wl.name} / {system} …", file=sys.stderr, flush=True)
                 cells.append(run_cell(bench, system, wl))
-        idle = {}
+        idle: dict[str, tuple[float, float]] = {}
         for system in systems:
             if system != "celery-eta" and args.idle_seconds > 0:
                 print(f"idle minute / {system} …", file=sys.stderr, flush=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import select as io_select
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -74,11 +75,16 @@ class TimerPage:
 
 
 def database_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine on psycopg2 for a user's `postgresql://` URL (SQLAlchemy 2.1 would pick psycopg 3)."""
+    """An engine on psycopg2 for a user's `postgresql://` URL (SQLAlchemy 2.1 would pick psycopg 3).
+
+    Its connections are in autocommit: a single statement is its own transaction with no BEGIN and
+    COMMIT round trips; `TimerStore` opens an explicit transaction where it runs several.
+    """
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg2")
     kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("isolation_level", "AUTOCOMMIT")
     kwargs.setdefault("connect_args", {"connect_timeout": 5})
     return create_engine(parsed, **kwargs)
 
@@ -107,12 +113,25 @@ def describe_database_error(exc: BaseException) -> str:
 class TimerStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def _statement(self) -> Any:
-        """A connection for a method that runs one statement: the statement is its own
-        transaction (autocommit), which saves the BEGIN and COMMIT round trips."""
-        return self._autocommit.connect()
+        """A connection for a method that runs one statement: the engine's autocommit makes the
+        statement its own transaction."""
+        return self.engine.connect()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A connection inside BEGIN … COMMIT, for a method that runs several statements."""
+        with self.engine.connect() as conn:
+            # The dialect's own BEGIN: under autocommit, SQLAlchemy would not send one.
+            conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                with suppress(Exception):  # the connection may be gone: keep the first error
+                    conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
 
     # -- API ---------------------------------------------------------------------------------
 
@@ -155,7 +174,7 @@ class TimerStore:
             }
             for new in batch
         ]
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             result = conn.execute(
                 timers.insert().returning(*timers.c, sort_by_parameter_order=True), rows
             )
@@ -190,7 +209,7 @@ class TimerStore:
             query = query.where(timers.c.status == status.value)
             count = count.where(timers.c.status == status.value)
         query = query.order_by(ordering, tiebreak).limit(limit).offset(offset)
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             rows = conn.execute(query).mappings().all()
             total = conn.execute(count).scalar_one()
         return TimerPage(timers=[Timer.from_row(r) for r in rows], total=total)
@@ -210,7 +229,7 @@ class TimerStore:
             .values(**changes)
             .returning(*timers.c)
         )
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             row = conn.execute(stmt).mappings().first()
             if row is None:
                 self._raise_missing_or_not_pending(conn, timer_id)
@@ -224,7 +243,7 @@ class TimerStore:
             .values(status=TimerStatus.CANCELED.value)
             .returning(*timers.c)
         )
-        with self.engine.begin() as conn:
+        with self._transaction() as conn:
             row = conn.execute(stmt).mappings().first()
             if row is None:
                 self._raise_missing_or_not_pending(conn, timer_id)
@@ -244,17 +263,15 @@ class TimerStore:
 
     # -- scheduler ---------------------------------------------------------------------------
 
-    def load_near_term(self, start: datetime, end: datetime) -> list[Timer]:
-        """The `pending` timers with `start <= execute_at <= end` (served by the partial index)."""
-        query = (
-            select(timers)
-            .where(
-                timers.c.status == TimerStatus.PENDING.value,
-                timers.c.execute_at >= start,
-                timers.c.execute_at <= end,
-            )
-            .order_by(timers.c.execute_at)
-        )
+    def load_near_term(
+        self, start: datetime | None, end: datetime, limit: int = 100_000
+    ) -> list[Timer]:
+        """The `pending` timers with `start <= execute_at <= end` (no lower bound when `start` is
+        None), earliest first, at most `limit` of them; served by the partial index."""
+        conditions = [timers.c.status == TimerStatus.PENDING.value, timers.c.execute_at <= end]
+        if start is not None:
+            conditions.append(timers.c.execute_at >= start)
+        query = select(timers).where(*conditions).order_by(timers.c.execute_at).limit(limit)
         with self._statement() as conn:
             rows = conn.execute(query).mappings().all()
         return [Timer.from_row(r) for r in rows]
@@ -476,18 +493,6 @@ class TimerStore:
         with self._statement() as conn:
             return conn.execute(stmt).rowcount
 
-    def load_overdue(self, before: datetime, limit: int) -> list[Timer]:
-        """Up to `limit` `pending` timers due before `before`, oldest first (the `fire` policy)."""
-        query = (
-            select(timers)
-            .where(timers.c.status == TimerStatus.PENDING.value, timers.c.execute_at < before)
-            .order_by(timers.c.execute_at)
-            .limit(limit)
-        )
-        with self._statement() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [Timer.from_row(r) for r in rows]
-
 
 CHANGES_CHANNEL = "timers_changed"
 
@@ -511,7 +516,7 @@ class ChangeFeed:
 
     def open(self) -> None:
         self.close()
-        connection = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        connection = self.engine.connect()
         connection.execute(text(f"LISTEN {CHANGES_CHANNEL}"))
         self._connection = connection
 

@@ -344,7 +344,12 @@ def test_a_stop_request_ends_a_large_tick_between_batches(
 
 
 def running_scheduler(
-    store: TimerStore, celery_app: Celery, *, load_interval: float, listen: bool
+    store: TimerStore,
+    celery_app: Celery,
+    *,
+    load_interval: float,
+    listen: bool,
+    execute_interval: float = 0.2,
 ) -> Scheduler:
     cache = TimerCache()
     stop = threading.Event()
@@ -356,7 +361,7 @@ def running_scheduler(
         loader,
         execution,
         load_interval=load_interval,
-        execute_interval=0.2,
+        execute_interval=execute_interval,
         stop=stop,
         listener=listener,
         wake=wake,
@@ -424,6 +429,22 @@ def test_with_notifications_dropped_every_timer_still_fires_on_the_reload(
         timers = [add_timer(store, now() + timedelta(seconds=0.5)) for _ in range(20)]
         for timer in timers:
             assert wait_status(store, timer.id, TimerStatus.EXECUTING, 10)
+    finally:
+        scheduler.stop()
+    assert sorted(queued_timer_ids(broker_url)) == sorted(str(t.id) for t in timers)
+
+
+def test_timers_due_back_to_back_fire_on_wake_ups_not_on_the_tick(
+    store: TimerStore, celery_app: Celery, broker_url: str
+) -> None:
+    start = now() + timedelta(seconds=1)
+    # 200 timers 5 ms apart; the tick is an hour long, so only wake-ups can fire them.
+    timers = [add_timer(store, start + timedelta(milliseconds=5 * i)) for i in range(200)]
+    scheduler = running_scheduler(
+        store, celery_app, load_interval=3600, listen=True, execute_interval=3600
+    )
+    try:
+        assert wait_status(store, timers[-1].id, TimerStatus.EXECUTING, 10)
     finally:
         scheduler.stop()
     assert sorted(queued_timer_ids(broker_url)) == sorted(str(t.id) for t in timers)

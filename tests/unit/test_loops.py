@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from timers.models import Timer, TimerStatus
-from timers.scheduler import TimerCache, due_timers, near_term_window, next_deadline, run_every
+from timers.scheduler import TimerCache, near_term_window, next_deadline, run_every
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -105,7 +105,11 @@ def test_memory_loader_window_is_recovery_window_back_and_lookahead_ahead() -> N
 
 def test_execution_task_only_processes_timers_whose_execute_at_is_not_after_now() -> None:
     early, exact, late = make_timer(-5), make_timer(0), make_timer(0.001)
-    assert due_timers([late, exact, early], T0) == [early, exact]
+    cache = TimerCache()
+    cache.replace([late, exact, early])
+    assert cache.due(T0) == [early, exact]
+    assert cache.due(T0) == [early, exact]  # reading what is due leaves it cached
+    assert cache.earliest() == early.execute_at
 
 
 def test_cache_replace_swaps_the_whole_content() -> None:
@@ -146,3 +150,27 @@ def test_recovery_runs_at_most_once_per_enqueue_timeout() -> None:
     for t in range(0, 300, 30):  # the loader's 30 s period over 5 minutes
         recovery.run_if_due(1000.0 + t)
     assert len(runs) == 5
+
+
+def test_cache_follows_moved_and_removed_timers() -> None:
+    cache = TimerCache()
+    a, b = make_timer(-2), make_timer(-1)
+    cache.replace([a, b])
+    moved = Timer(**{**a.__dict__, "execute_at": T0 + timedelta(seconds=30)})
+    cache.upsert([moved])
+    assert cache.due(T0) == [b]
+    cache.remove([b.id])
+    assert cache.due(T0) == []
+    assert cache.earliest() == moved.execute_at
+    assert cache.due(T0 + timedelta(seconds=30)) == [moved]
+
+
+def test_a_snapshot_does_not_undo_newer_changes() -> None:
+    cache = TimerCache()
+    old = make_timer(5)
+    cache.begin_snapshot()
+    added = make_timer(1)
+    cache.upsert([added])  # arrives (by notification) while the snapshot is being read
+    cache.remove([old.id])
+    cache.replace([old])  # the snapshot, read before those changes
+    assert added.id in cache and old.id not in cache
