@@ -18,9 +18,10 @@ task_serializer = "json"
 accept_content = ["json"]
 task_ignore_result = True
 
-# Events for Flower.
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events cost three broker messages per task: off by default. Flower switches them on in the
+# workers it watches (its --enable_events, on by default), so its task views still fill in.
+worker_send_task_events = False
+task_send_sent_event = False
 
 # Fail fast at start when the broker is unreachable; keep retrying if it goes away later.
 broker_connection_retry_on_startup = False

@@ -1,37 +1,67 @@
-"""The callback receiver for the benchmark, in a process of its own so that it never competes with
-the driver for the GIL. It keeps the number of arrivals in `OUTPUT.count` (every 0.2 s) and on
-SIGTERM writes `{timer_id: [arrival unix times]}` to `OUTPUT`.
+"""The callback receiver for the benchmark: a minimal asyncio HTTP/1.1 server in a process of its
+own, so that the receiver is never what limits the systems under test. It answers 200 to every
+POST, keeps connections alive, records `X-Timer-Id` and the arrival time, keeps the number of
+arrivals in `OUTPUT.count` (every 0.2 s), and on SIGTERM writes `{timer_id: [unix times]}` to
+`OUTPUT`.
 
     python -m bench.receiver PORT OUTPUT.json
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
-from timers.receiver import CallbackReceiver
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
-def main() -> None:
+async def main() -> None:
     port, output = int(sys.argv[1]), Path(sys.argv[2])
     counter = output.with_suffix(".count")
-    receiver = CallbackReceiver(port=port)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    receiver.start()
-    print("ready", flush=True)
-    while not done.wait(0.2):
-        counter.write_text(str(len(receiver.arrivals)))
     arrivals: dict[str, list[float]] = {}
-    for arrival in receiver.arrivals:
-        arrivals.setdefault(arrival.timer_id, []).append(arrival.at.timestamp())
+    total = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal total
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                at = time.time()
+                length, timer_id = 0, ""
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    key = name.strip().lower()
+                    if key == b"content-length":
+                        length = int(value)
+                    elif key == b"x-timer-id":
+                        timer_id = value.strip().decode()
+                if length:
+                    await reader.readexactly(length)
+                arrivals.setdefault(timer_id, []).append(at)
+                total += 1
+                writer.write(RESPONSE)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=1024)
+    done = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, done.set)
+    print("ready", flush=True)
+    while not done.is_set():
+        counter.write_text(str(total))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), 0.2)
+    server.close()
     output.write_text(json.dumps(arrivals))
-    receiver.stop()
 
 
 if __name__ == "__main__":
-    main()
+    asyncio.run(main())

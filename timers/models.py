@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 
@@ -155,6 +155,13 @@ class Timer:
             claimed_at=row.get("claimed_at"),
             started_at=row.get("started_at"),
         )
+
+
+class DueTime(NamedTuple):
+    """All the scheduler's cache needs of a pending timer: which one, and when it is due."""
+
+    id: uuid.UUID
+    execute_at: datetime
 
 
 _uuid7_lock = threading.Lock()

@@ -30,16 +30,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from timers.config import Settings
-from timers.models import Timer
+from timers.models import DueTime, Timer
 from timers.store import Change, TimerStore
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+# The cache holds what the loader reads (DueTime) or full timers (from notifications and claims).
+Cached = DueTime | Timer
 
 # Timers coming due within this much of each other are claimed together: a few milliseconds of
 # lateness buys one statement and one message for many timers under load.
-MIN_WAKE_GAP = 0.005
+MIN_WAKE_GAP = 0.01
 
 # Timers claimed by one statement; a stop request waits for at most one batch to be enqueued.
 CLAIM_BATCH_SIZE = 500
@@ -83,10 +85,10 @@ class TimerCache:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._timers: dict[uuid.UUID, Timer] = {}
+        self._timers: dict[uuid.UUID, Cached] = {}
         # (execute_at, id); an entry whose timer was removed or moved is stale and skipped.
         self._heap: list[tuple[datetime, uuid.UUID]] = []
-        self._since_snapshot: dict[uuid.UUID, Timer | None] | None = None
+        self._since_snapshot: dict[uuid.UUID, Cached | None] | None = None
 
     def begin_snapshot(self) -> None:
         """Call before reading the snapshot that `replace` will install."""
@@ -98,7 +100,7 @@ class TimerCache:
         with self._lock:
             self._since_snapshot = None
 
-    def replace(self, timers: Iterable[Timer]) -> None:
+    def replace(self, timers: Iterable[Cached]) -> None:
         fresh = {t.id: t for t in timers}
         with self._lock:
             for timer_id, timer in (self._since_snapshot or {}).items():
@@ -111,7 +113,7 @@ class TimerCache:
             heapq.heapify(heap)
             self._timers, self._heap = fresh, heap
 
-    def upsert(self, timers: Iterable[Timer]) -> None:
+    def upsert(self, timers: Iterable[Cached]) -> None:
         with self._lock:
             for timer in timers:
                 self._timers[timer.id] = timer
@@ -126,13 +128,13 @@ class TimerCache:
                 if self._since_snapshot is not None:
                     self._since_snapshot[timer_id] = None
 
-    def _current(self, entry: tuple[datetime, uuid.UUID]) -> Timer | None:
+    def _current(self, entry: tuple[datetime, uuid.UUID]) -> Cached | None:
         timer = self._timers.get(entry[1])
         return timer if timer is not None and timer.execute_at == entry[0] else None
 
-    def due(self, now: datetime) -> list[Timer]:
+    def due(self, now: datetime) -> list[Cached]:
         """The cached timers with `execute_at <= now`, earliest first (they stay cached)."""
-        due: list[Timer] = []
+        due: list[Cached] = []
         with self._lock:
             seen: set[uuid.UUID] = set()
             kept = []

@@ -123,7 +123,7 @@ def execute_callback(resources: WorkerResources, timer_id: str, attempt: int | N
     _finish(store, tid, error, timer.attempts)
     if error is None:
         late = (timer.started_at or timer.execute_at) - timer.execute_at
-        log.info(
+        log.debug(
             "timer %s completed (%.0f ms after due)",
             tid,
             late.total_seconds() * 1000,
