@@ -42,7 +42,7 @@ class Settings:
     # Due timers claimed per UPDATE (1 = one statement per timer, as the seed design did).
     claim_batch_size: int = 500
     # Timers due together that travel in one Celery message and are delivered concurrently.
-    callbacks_per_task: int = 10
+    callbacks_per_task: int = 50
     enqueue_timeout: float = 60.0
     redelivery_timeout: float = 3600.0
     misfire_policy: str = "fire"
@@ -155,7 +155,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         listen=_flag(env, "TIMERS_LISTEN", True),
         claim_batch_size=_count(env, "TIMERS_CLAIM_BATCH", 500),
-        callbacks_per_task=_count(env, "TIMERS_CALLBACKS_PER_TASK", 10),
+        callbacks_per_task=_count(env, "TIMERS_CALLBACKS_PER_TASK", 50),
         enqueue_timeout=_seconds(env, "TIMERS_ENQUEUE_TIMEOUT", 60.0),
         redelivery_timeout=_seconds(env, "TIMERS_REDELIVERY_TIMEOUT", 3600.0),
         misfire_policy=_choice(env, "TIMERS_MISFIRE_POLICY", ("fire", "skip")),

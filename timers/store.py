@@ -89,6 +89,19 @@ def database_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(parsed, **kwargs)
 
 
+def near_term_query(start: datetime | None, end: datetime, limit: int) -> Any:
+    """The loader's query (see `TimerStore.load_near_term`)."""
+    conditions = [timers.c.status == TimerStatus.PENDING.value, timers.c.execute_at <= end]
+    if start is not None:
+        conditions.append(timers.c.execute_at >= start)
+    return (
+        select(timers.c.id, timers.c.execute_at)
+        .where(*conditions)
+        .order_by(timers.c.execute_at)
+        .limit(limit)
+    )
+
+
 def _seconds(value: float) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, bindparam(None, value, type_=Float()))
 
@@ -269,17 +282,9 @@ class TimerStore:
         """The id and `execute_at` of the `pending` timers with `start <= execute_at <= end` (no
         lower bound when `start` is None), earliest first, at most `limit` of them; served by the
         partial index. Only two columns: a large window loads fast."""
-        conditions = [timers.c.status == TimerStatus.PENDING.value, timers.c.execute_at <= end]
-        if start is not None:
-            conditions.append(timers.c.execute_at >= start)
-        query = (
-            select(timers.c.id, timers.c.execute_at)
-            .where(*conditions)
-            .order_by(timers.c.execute_at)
-            .limit(limit)
-        )
         with self._statement() as conn:
-            return [DueTime(row[0], row[1]) for row in conn.execute(query)]
+            rows = conn.execute(near_term_query(start, end, limit))
+            return [DueTime(row[0], row[1]) for row in rows]
 
     def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[Timer]:
         """Those of `timer_ids` that are `pending` now (any `execute_at`)."""

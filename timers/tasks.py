@@ -53,7 +53,7 @@ class WorkerResources:
             engine = database_engine(self.settings.require_database_url(), pool_pre_ping=False)
             self._store = TimerStore(engine)
             self._local = threading.local()
-            self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="delivery")
+            self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="delivery")
             self._pid = os.getpid()
 
     @property

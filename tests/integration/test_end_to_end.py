@@ -316,4 +316,4 @@ def test_timers_due_together_travel_in_one_task_and_each_gets_its_outcome(
         expected = TimerStatus.COMPLETED if url.endswith("/ok") else TimerStatus.FAILED
         assert wait_for_status(e2e_store, timer_id, 15) is expected
         assert len(receiver.for_timer(timer_id)) == 1
-    assert worker.wait_for_output("delivered 10 callbacks", 5)
+    assert worker.wait_for_output("delivered 30 callbacks", 5)  # all due together: one task
