@@ -236,24 +236,18 @@ class TimerStore:
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)}")
-        stmt = (
-            timers.update()
-            .where(timers.c.id == timer_id, timers.c.status == TimerStatus.PENDING.value)
-            .values(**changes)
-            .returning(*timers.c)
-        )
-        with self._transaction() as conn:
-            row = conn.execute(stmt).mappings().first()
-            if row is None:
-                self._raise_missing_or_not_pending(conn, timer_id)
-        return Timer.from_row(row)
+        return self._change_pending(timer_id, changes)
 
     def cancel(self, timer_id: uuid.UUID) -> Timer:
         """Flip this timer from `pending` to `canceled`; raise TimerNotFound or TimerNotPending."""
+        return self._change_pending(timer_id, {"status": TimerStatus.CANCELED.value})
+
+    def _change_pending(self, timer_id: uuid.UUID, values: Mapping[str, Any]) -> Timer:
+        """Set `values` on this timer if it is `pending` (one UPDATE); else say why not."""
         stmt = (
             timers.update()
             .where(timers.c.id == timer_id, timers.c.status == TimerStatus.PENDING.value)
-            .values(status=TimerStatus.CANCELED.value)
+            .values(**values)
             .returning(*timers.c)
         )
         with self._transaction() as conn:
