@@ -20,7 +20,7 @@ install: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## The fault-injection suite: kills and restarts real processes and private servers (~7 min).
+## The fault-injection suite: kills and restarts real processes and private servers (~6 min).
 test-faults: $(INSTALLED)
 	$(BIN)/python -m pytest -m faults tests/faults $(PYTEST_ARGS)
 
