@@ -6,11 +6,9 @@ import itertools
 import os
 from collections.abc import Iterator
 
-import psycopg2
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.support.services import Services, find_services
+from tests.support.services import Services, execute_autocommit, find_services
 from timers.config import Settings
 from timers.migrations import upgrade
 from timers.store import TimerStore, database_engine
@@ -20,14 +18,7 @@ _counter = itertools.count()
 
 
 def admin_execute(services: Services, sql: str) -> None:
-    dsn = make_url(services.postgres_url).set(drivername="postgresql").render_as_string(False)
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-    finally:
-        conn.close()
+    execute_autocommit(services.postgres_url, sql)
 
 
 def create_database(services: Services, template: str | None = None) -> str:

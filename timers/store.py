@@ -102,6 +102,11 @@ def near_term_query(start: datetime | None, end: datetime, limit: int) -> Any:
     )
 
 
+def _not_being_delivered(lease: float) -> Any:
+    """No delivery of the row started, or the last one started more than `lease` seconds ago."""
+    return timers.c.started_at.is_(None) | (timers.c.started_at < func.now() - _seconds(lease))
+
+
 def _seconds(value: float) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, bindparam(None, value, type_=Float()))
 
@@ -356,7 +361,7 @@ class TimerStore:
         conditions = [
             timers.c.id == timer_id,
             timers.c.status == TimerStatus.EXECUTING.value,
-            (timers.c.started_at.is_(None)) | (timers.c.started_at < func.now() - _seconds(lease)),
+            _not_being_delivered(lease),
         ]
         if attempt is not None:
             conditions.append(timers.c.attempts == attempt)
@@ -379,8 +384,7 @@ class TimerStore:
                 timers.c.id == claimed.c.id,
                 timers.c.attempts == claimed.c.attempt,
                 timers.c.status == TimerStatus.EXECUTING.value,
-                (timers.c.started_at.is_(None))
-                | (timers.c.started_at < func.now() - _seconds(lease)),
+                _not_being_delivered(lease),
             )
             .values(started_at=func.now())
             .returning(*timers.c)

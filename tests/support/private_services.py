@@ -14,9 +14,9 @@ import time
 import warnings
 from pathlib import Path
 
-import psycopg2
 import redis
 
+from tests.support.services import execute_autocommit
 from timers.embedded import free_port
 
 
@@ -72,13 +72,7 @@ class PrivatePostgres:
         )
 
     def execute(self, sql: str) -> None:
-        conn = psycopg2.connect(self.admin_url)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(sql)
-        finally:
-            conn.close()
+        execute_autocommit(self.admin_url, sql)
 
 
 class PrivateRedis:

@@ -34,6 +34,18 @@ class Services:
             server.stop()
 
 
+def execute_autocommit(url: str, sql: str) -> None:
+    """Run one statement outside a transaction (CREATE/DROP DATABASE need that)."""
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(False)
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
 def _postgres_reachable(url: str) -> bool:
     try:
         psycopg2.connect(
