@@ -7,10 +7,12 @@ import os
 # the broker if the worker process dies mid-delivery: a callback is delivered at least once.
 task_acks_late = True
 task_reject_on_worker_lost = True
-# Callbacks are short and I/O-bound: take one message at a time per process so a slow receiver
-# does not hold other timers' messages hostage.
+# A task only starts its deliveries and hands them to its process's delivery engine (see
+# timers.engine), so a pool slot is busy for milliseconds whatever the receivers do. Take one
+# message at a time per process; one pool process per CPU (Celery's default) spreads the HTTP work
+# over the cores. CELERY_WORKER_CONCURRENCY (or --concurrency) overrides it.
 worker_prefetch_multiplier = 1
-worker_concurrency = int(os.environ.get("CELERY_WORKER_CONCURRENCY", "4"))
+worker_concurrency = int(os.environ.get("CELERY_WORKER_CONCURRENCY") or os.cpu_count() or 1)
 
 # Our own queue, so the workers never pick up another application's tasks on a shared broker.
 task_default_queue = "timers"

@@ -10,9 +10,9 @@ from celery import Celery, signals
 
 from timers.config import Settings, load_settings
 from timers.store import TimerStore, database_engine, describe_database_error
-from timers.tasks import TASK_NAME, WorkerResources, register_tasks
+from timers.tasks import BATCH_TASK_NAME, WorkerResources, register_tasks
 
-__all__ = ["TASK_NAME", "create_celery_app"]
+__all__ = ["BATCH_TASK_NAME", "create_celery_app"]
 
 
 def create_celery_app(settings: Settings) -> Celery:
@@ -21,7 +21,8 @@ def create_celery_app(settings: Settings) -> Celery:
     app.conf.broker_url = settings.require_broker_url()
     # An unacknowledged message (its worker died) goes to another worker after this long (Redis).
     app.conf.broker_transport_options = {"visibility_timeout": settings.redelivery_timeout}
-    register_tasks(app, WorkerResources(settings))
+    resources = WorkerResources(settings)
+    register_tasks(app, resources)
 
     def check_database(sender: Any, **_: Any) -> None:
         # A worker that can't reach PostgreSQL would fail every task: refuse to start instead.
@@ -36,7 +37,14 @@ def create_celery_app(settings: Settings) -> Celery:
         finally:
             engine.dispose()
 
+    def drain(**_: Any) -> None:
+        # A pool process (or a solo/threads worker) that stops lets its running deliveries finish
+        # and records them, instead of leaving them to recovery.
+        resources.close()
+
     signals.worker_init.connect(check_database, weak=False)
+    signals.worker_process_shutdown.connect(drain, weak=False)
+    signals.worker_shutdown.connect(drain, weak=False)
     return app
 
 

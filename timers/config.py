@@ -37,28 +37,23 @@ class Settings:
     # React to changes at once (LISTEN/NOTIFY) and wake at each timer's due time; off leaves the
     # seed design's polling alone (loads every load_interval, ticks every execute_interval).
     listen: bool = True
-    # Recovery: a claim whose message no worker picked up within enqueue_timeout is fired again;
-    # an unacknowledged message is handed to another worker after redelivery_timeout.
     # Due timers claimed per UPDATE (1 = one statement per timer, as the seed design did).
     claim_batch_size: int = 500
     # Timers due together that travel in one Celery message and are delivered concurrently.
     callbacks_per_task: int = 50
-    enqueue_timeout: float = 60.0
+    # Recovery: a claim that no worker started within enqueue_timeout (while the callback queue is
+    # idle) is fired again, and so is a started delivery whose lease (delivery_lease, renewed while
+    # it runs) lapsed. Redis hands an unacknowledged message to another worker after
+    # redelivery_timeout (messages are acknowledged once their deliveries started).
+    enqueue_timeout: float = 15.0
+    delivery_lease: float = 15.0
     redelivery_timeout: float = 3600.0
     misfire_policy: str = "fire"
+    # Deliveries at once from one worker process to one receiver (scheme, host and port).
+    max_in_flight_per_host: int = 64
     # Ports of the extra processes `timers dev` runs.
     flower_port: int = 5555
     receiver_port: int = 8081
-
-    @property
-    def delivery_lease(self) -> float:
-        """How long a started delivery belongs to its worker before another may take it over."""
-        return self.callback_timeout + 30.0
-
-    @property
-    def stale_delivery_after(self) -> float:
-        """A delivery started this long ago without an outcome lost its worker and its message."""
-        return self.redelivery_timeout + self.delivery_lease
 
     @property
     def broker_url(self) -> str | None:
@@ -156,7 +151,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         listen=_flag(env, "TIMERS_LISTEN", True),
         claim_batch_size=_count(env, "TIMERS_CLAIM_BATCH", 500),
         callbacks_per_task=_count(env, "TIMERS_CALLBACKS_PER_TASK", 50),
-        enqueue_timeout=_seconds(env, "TIMERS_ENQUEUE_TIMEOUT", 60.0),
+        enqueue_timeout=_seconds(env, "TIMERS_ENQUEUE_TIMEOUT", 15.0),
+        delivery_lease=_seconds(env, "TIMERS_DELIVERY_LEASE", 15.0),
+        max_in_flight_per_host=_count(env, "TIMERS_MAX_IN_FLIGHT_PER_HOST", 64),
         redelivery_timeout=_seconds(env, "TIMERS_REDELIVERY_TIMEOUT", 3600.0),
         misfire_policy=_choice(env, "TIMERS_MISFIRE_POLICY", ("fire", "skip")),
     )

@@ -123,7 +123,7 @@ class Stack:
         commands = {
             "api": [python, "-m", "timers.cli", "api", "--host", "127.0.0.1"],
             "scheduler": [python, "-m", "timers.scheduler"],
-            "worker": [*celery, "worker", "--loglevel=INFO", "--concurrency=2", "-n", "dev@%h"],
+            "worker": [*celery, "worker", "--loglevel=INFO", "-n", "dev@%h"],
             "flower": [
                 *celery,
                 "flower",

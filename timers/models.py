@@ -40,6 +40,8 @@ CALLBACK_TYPES = ("http",)
 
 # RFC 9110 token characters: what a header field name may contain.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# What a header value can carry on the wire as it is: visible ASCII, spaces and tabs.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
 
 
 @dataclass(frozen=True)
@@ -66,15 +68,16 @@ class HttpCallback:
         if not isinstance(headers, Mapping):
             raise InvalidCallback(f"{field_prefix}.headers", "must be an object of strings")
         for name, value in headers.items():
-            if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
                 raise InvalidCallback(f"{field_prefix}.headers", f"invalid header name {name!r}")
             if not isinstance(value, str):
                 raise InvalidCallback(
                     f"{field_prefix}.headers.{name}", "header values must be strings"
                 )
-            if any(c in value for c in "\r\n\0"):
+            if not _HEADER_VALUE.fullmatch(value):
                 raise InvalidCallback(
-                    f"{field_prefix}.headers.{name}", "header values must not contain line breaks"
+                    f"{field_prefix}.headers.{name}",
+                    "header values may hold only visible ASCII characters, spaces and tabs",
                 )
         return cls(url=url, headers=dict(headers), payload=config.get("payload"))
 
@@ -123,6 +126,7 @@ class Timer:
     attempts: int = 0
     claimed_at: datetime | None = None
     started_at: datetime | None = None
+    leased_until: datetime | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -132,6 +136,7 @@ class Timer:
             "executed_at",
             "claimed_at",
             "started_at",
+            "leased_until",
         ):
             value = getattr(self, name)
             if value is not None:
@@ -154,6 +159,7 @@ class Timer:
             attempts=row.get("attempts", 0),
             claimed_at=row.get("claimed_at"),
             started_at=row.get("started_at"),
+            leased_until=row.get("leased_until"),
         )
 
 

@@ -2,7 +2,9 @@
 and trying callbacks out.
 
 Paths choose the answer: `/status/<code>` answers that code, `/hang` never answers (until the
-receiver stops), anything else answers 200.
+receiver stops), `/slow/<seconds>` answers 200 after that long, `/trickle` sends its answer one
+byte a second (never finishing), `/big/<bytes>` answers 200 with a body that long; anything else
+answers 200.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ class CallbackReceiver:
         on_arrival: Callable[[Arrival], None] | None = None,
     ) -> None:
         self.arrivals: list[Arrival] = []
+        # For `/big/<bytes>`: how much of the body each timer's connection took before it closed.
+        self.body_bytes_sent: dict[str, int] = {}
+        # The most requests it was answering at once.
+        self.max_concurrent = 0
+        self._active = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._on_arrival = on_arrival
@@ -53,6 +60,16 @@ class CallbackReceiver:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                with receiver._lock:
+                    receiver._active += 1
+                    receiver.max_concurrent = max(receiver.max_concurrent, receiver._active)
+                try:
+                    self._answer()
+                finally:
+                    with receiver._lock:
+                        receiver._active -= 1
+
+            def _answer(self) -> None:
                 at = datetime.now(UTC)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
@@ -64,6 +81,14 @@ class CallbackReceiver:
                 if self.path.startswith("/hang"):
                     receiver._stopping.wait(3600)
                     return
+                if self.path.startswith("/slow/"):
+                    receiver._stopping.wait(float(self.path.rsplit("/", 1)[1]))
+                if self.path.startswith("/trickle"):
+                    self._trickle()
+                    return
+                if self.path.startswith("/big/"):
+                    self._big(int(self.path.rsplit("/", 1)[1]))
+                    return
                 status = 200
                 if self.path.startswith("/status/"):
                     status = int(self.path.rsplit("/", 1)[1])
@@ -71,6 +96,32 @@ class CallbackReceiver:
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
+
+            def _trickle(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                try:
+                    while not receiver._stopping.wait(1.0):
+                        self.wfile.write(b".")
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the client gave up
+
+            def _big(self, size: int) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                chunk = b"x" * 65536
+                sent = 0
+                try:
+                    while sent < size:
+                        piece = chunk[: size - sent]
+                        self.wfile.write(piece)
+                        sent += len(piece)
+                except OSError:
+                    pass  # the client closed the connection before reading it all
+                receiver.body_bytes_sent[self.headers.get("X-Timer-Id", "")] = sent
 
             def log_message(self, *args: Any) -> None:
                 pass

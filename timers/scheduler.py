@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from timers.config import Settings
 from timers.models import DueTime, Timer
-from timers.store import Change, TimerStore
+from timers.store import Change, RecoveryRules, TimerStore
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +190,21 @@ def run_every(
 
 
 class Enqueuer(Protocol):
+    def ready(self) -> bool:
+        """Whether the broker can take messages now (after a refused enqueue, it is probed)."""
+        ...
+
     def enqueue(self, timers: Sequence[Timer]) -> list[uuid.UUID]:
-        """Send one callback task per timer; return the ids that could not be sent."""
+        """Send the callback tasks of these timers; return the ids that could not be sent (all
+        from the first refused message on)."""
         ...
 
 
 class MemoryLoader:
+    """Replaces the cache with the near-term pending timers, and in the same statement recovers
+    stranded ones (see `RecoveryRules`): a worker that died costs at most a lease plus a load
+    period, and an idle scheduler costs PostgreSQL one statement per load."""
+
     def __init__(
         self,
         store: TimerStore,
@@ -205,6 +214,7 @@ class MemoryLoader:
         lookahead: float,
         clock: Clock = utc_now,
         fire_overdue: bool = False,
+        recovery: Recovery | None = None,
     ) -> None:
         self.fire_overdue = fire_overdue
         self.store = store
@@ -212,18 +222,25 @@ class MemoryLoader:
         self.recovery_window = recovery_window
         self.lookahead = lookahead
         self.clock = clock
+        self.recovery = recovery
 
     def window(self) -> tuple[datetime, datetime]:
         return near_term_window(self.clock(), self.recovery_window, self.lookahead)
 
     def load(self) -> int | None:
         """Replace the cache with the near-term pending timers; None if the database failed."""
+        rules = None
+        if self.recovery is not None:
+            self.recovery.fail_missed(self.store)
+            rules = self.recovery.rules()
         start, end = self.window()
         self.cache.begin_snapshot()
         try:
             # Under the `fire` misfire policy, timers overdue beyond the recovery window are
-            # loaded too (oldest first) and fire late; under `skip`, Recovery fails them.
-            timers = self.store.load_near_term(None if self.fire_overdue else start, end)
+            # loaded too (oldest first) and fire late; under `skip`, they were failed just now.
+            near = self.store.load_near_term(
+                None if self.fire_overdue else start, end, recovery=rules
+            )
         except Exception:
             self.cache.abandon_snapshot()
             log.warning(
@@ -231,62 +248,62 @@ class MemoryLoader:
                 exc_info=True,
             )
             return None
-        overdue = sum(1 for t in timers if t.execute_at < start)
+        for timer in near.recovered:
+            log.warning(
+                "Recovered timer %s (%s); it will fire again",
+                timer.id,
+                timer.reason,
+                extra={"timer_id": str(timer.id)},
+            )
+        overdue = sum(1 for t in near.timers if t.execute_at < start)
         if overdue:
             log.warning(
                 "%d timers are overdue by more than the recovery window; firing them late", overdue
             )
-        self.cache.replace(timers)
-        log.info("Loaded %d timers into cache", len(timers))
-        return len(timers)
+        self.cache.replace(near.timers)
+        log.info("Loaded %d timers into cache", len(near.timers))
+        return len(near.timers)
 
 
 class Recovery:
-    """Finds timers that would otherwise stay `executing` or `pending` for ever, every load period:
-    claims whose message was lost go back to `pending` (to be fired again), and under the `skip`
-    misfire policy timers overdue beyond the recovery window are marked `failed` (`missed: …`)."""
+    """What the loader needs to recover stranded timers: the timeouts, and a look at the broker
+    (is the callback queue idle?) so that messages merely waiting in a long queue are not taken
+    for lost."""
 
     def __init__(
         self,
-        store: TimerStore,
         *,
         enqueue_timeout: float,
-        stale_delivery_after: float,
-        recovery_window: float,
-        misfire_policy: str,
+        lease: float,
+        queue_idle: Callable[[], bool],
+        misfire_policy: str = "fire",
+        recovery_window: float = 300.0,
     ) -> None:
-        self.store = store
         self.enqueue_timeout = enqueue_timeout
-        self.stale_delivery_after = stale_delivery_after
-        self.recovery_window = recovery_window
+        self.lease = lease
+        self.queue_idle = queue_idle
         self.misfire_policy = misfire_policy
-        self._last_run: float | None = None
+        self.recovery_window = recovery_window
 
-    def run_if_due(self, now: float) -> None:
-        """Run at most once per enqueue timeout (the granularity recovery works at anyway), on the
-        loader's thread: an idle scheduler then costs PostgreSQL 3 statements a minute."""
-        if self._last_run is None or now - self._last_run >= self.enqueue_timeout:
-            self._last_run = now
-            self.run()
-
-    def run(self) -> None:
+    def rules(self) -> RecoveryRules:
         try:
-            recovered = self.store.recover_stale(self.enqueue_timeout, self.stale_delivery_after)
-            for timer in recovered:
-                log.warning(
-                    "Recovered timer %s (%s); it will fire again",
-                    timer.id,
-                    timer.last_error,
-                    extra={"timer_id": str(timer.id)},
-                )
-            if self.misfire_policy == "skip":
-                missed = self.store.fail_missed(self.recovery_window)
-                if missed:
-                    log.warning("Marked %d timers failed as missed (misfire policy skip)", missed)
+            idle = self.queue_idle()
         except Exception:
-            log.warning(
-                "recovery: checking for stranded timers failed; retrying next period", exc_info=True
-            )
+            log.debug("could not look at the callback queue", exc_info=True)
+            idle = False
+        return RecoveryRules(self.enqueue_timeout, self.lease, idle)
+
+    def fail_missed(self, store: TimerStore) -> None:
+        """Under the `skip` misfire policy, fail the timers overdue beyond the recovery window."""
+        if self.misfire_policy != "skip":
+            return
+        try:
+            missed = store.fail_missed(self.recovery_window)
+        except Exception:
+            log.warning("marking missed timers failed; retrying next period", exc_info=True)
+            return
+        if missed:
+            log.warning("Marked %d timers failed as missed (misfire policy skip)", missed)
 
 
 class ExecutionLoop:
@@ -314,22 +331,27 @@ class ExecutionLoop:
         """Claim and enqueue the cached timers that are due; return how many were enqueued.
 
         Large backlogs go in batches, and a stop request is honoured between batches: what is
-        claimed is always enqueued (or released) before the tick returns.
+        claimed is always enqueued (or released) before the tick returns. While the broker refuses
+        messages nothing is claimed (the timers stay cached), and a refused enqueue ends the tick.
         """
         now = self.clock()
         self.last_tick_at = now
         due = self.cache.due(now)
-        if not due:
+        if not due or not self.enqueuer.ready():
             return 0
         log.info("Executing %d due timers", len(due))
         enqueued = 0
         for start in range(0, len(due), self.batch_size):
             if start and self.stopping():
                 break
-            enqueued += self._fire([t.id for t in due[start : start + self.batch_size]])
+            sent, refused = self._fire([t.id for t in due[start : start + self.batch_size]])
+            enqueued += sent
+            if refused:
+                break
         return enqueued
 
-    def _fire(self, ids: list[uuid.UUID]) -> int:
+    def _fire(self, ids: list[uuid.UUID]) -> tuple[int, bool]:
+        """Claim and enqueue these timers: how many were enqueued, and whether the broker refused."""
         try:
             claimed = self.store.claim_due(ids)
         except Exception:
@@ -339,12 +361,12 @@ class ExecutionLoop:
                 len(ids),
                 exc_info=True,
             )
-            return 0
+            return 0, False
         self.cache.remove(ids)
         if len(claimed) < len(ids):
             self._refresh_unclaimed(set(ids) - {t.id for t in claimed})
         if not claimed:
-            return 0
+            return 0, False
         try:
             failed = set(self.enqueuer.enqueue(claimed))
         except Exception:
@@ -356,8 +378,8 @@ class ExecutionLoop:
                     "Spawned callback for timer %s", timer.id, extra={"timer_id": str(timer.id)}
                 )
         if failed:
-            self._release(failed)
-        return len(claimed) - len(failed)
+            self._release([(t.id, t.attempts) for t in claimed if t.id in failed])
+        return len(claimed) - len(failed), bool(failed)
 
     def _refresh_unclaimed(self, timer_ids: set[uuid.UUID]) -> None:
         # Canceled or claimed elsewhere: gone for good. Postponed, or not yet due by the database's
@@ -370,53 +392,85 @@ class ExecutionLoop:
         horizon = self.clock() + timedelta(seconds=self.lookahead)
         self.cache.upsert(t for t in still_pending if t.execute_at <= horizon)
 
-    def _release(self, timer_ids: set[uuid.UUID]) -> None:
+    def _release(self, claims: list[tuple[uuid.UUID, int]]) -> None:
         try:
-            released = self.store.release(timer_ids)
+            released = self.store.release(claims)
             log.warning(
                 "released %d timers that could not be enqueued; they will be retried", released
             )
         except Exception:
-            log.exception("could not release %d unenqueued timers", len(timer_ids))
+            # Still claimed: recovery puts them back after the enqueue timeout.
+            log.exception("could not release %d unenqueued timers", len(claims))
 
 
 class CeleryEnqueuer:
-    """Sends the callback tasks over one broker connection of its own, kept open between ticks and
-    opened again after a failure. Timers that came due together travel up to `per_task` in one
-    `timers.execute_callbacks` message (delivered concurrently by one worker); a lone timer goes as
-    `timers.execute_callback`."""
+    """Sends the callback tasks over one broker connection of its own, kept open between ticks.
+    Timers that came due together travel up to `per_task` in one `timers.execute_callbacks`
+    message (a lone timer is a batch of one).
 
-    def __init__(self, app: Any, per_task: int = 1) -> None:
+    After a refused message the broker counts as down: `ready()` then probes it (at most once per
+    call, so once per tick) instead of every tick claiming timers only to release them again.
+    """
+
+    def __init__(self, app: Any, per_task: int = Settings.callbacks_per_task) -> None:
         self.app = app
         self.per_task = per_task
+        self.queue: str = app.conf.task_default_queue
         self._connection: Any = None
+        self._down = False
+
+    def ready(self) -> bool:
+        if not self._down:
+            return True
+        try:
+            connection = self.app.connection_for_write()
+            connection.ensure_connection(max_retries=1, timeout=2)
+        except Exception as exc:
+            log.debug("the broker is still unreachable: %s", exc)
+            return False
+        self._connection = connection
+        self._down = False
+        log.warning("the broker is reachable again; enqueueing resumes")
+        return True
 
     def enqueue(self, timers: Sequence[Timer]) -> list[uuid.UUID]:
-        from timers.tasks import BATCH_TASK_NAME, TASK_NAME
+        from timers.tasks import BATCH_TASK_NAME
 
-        failed: list[uuid.UUID] = []
         for start in range(0, len(timers), self.per_task):
             group = timers[start : start + self.per_task]
-            if len(group) == 1:
-                name, args = TASK_NAME, [str(group[0].id), group[0].attempts]
-            else:
-                name, args = BATCH_TASK_NAME, [[[str(t.id), t.attempts] for t in group]]
             try:
                 if self._connection is None:
                     self._connection = self.app.connection_for_write()
                 self.app.send_task(
-                    name,
-                    args=args,
+                    BATCH_TASK_NAME,
+                    args=[[[str(t.id), t.attempts] for t in group]],
                     connection=self._connection,
                     retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
                 )
-            except Exception:
-                log.exception("enqueueing %d timers failed", len(group))
+            except Exception as exc:
+                log.warning(
+                    "the broker refused the callbacks of %d timers (%s); enqueueing pauses until "
+                    "it is back",
+                    len(timers) - start,
+                    exc,
+                )
                 self.close()
-                # The broker is gone: don't wait out a retry policy for each remaining timer.
-                failed.extend(t.id for t in timers[start:])
-                break
-        return failed
+                self._down = True
+                return [t.id for t in timers[start:]]
+        return []
+
+    def queue_idle(self) -> bool:
+        """Whether no callback message is waiting in the queue (False if the broker can't say)."""
+        with self.app.connection_for_read() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)
+            channel = connection.channel()
+            try:
+                _, waiting, _ = channel.queue_declare(queue=self.queue, passive=True)
+            except connection.channel_errors:
+                return True  # no such queue yet: nothing waits in it
+            finally:
+                channel.close()
+        return int(waiting) == 0
 
     def close(self) -> None:
         if self._connection is not None:
@@ -506,9 +560,7 @@ class Scheduler:
         listener: ChangeListener | None = None,
         wake: threading.Event | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        recovery: Recovery | None = None,
     ) -> None:
-        self.recovery = recovery
         self.loader = loader
         self.execution = execution
         self.listener = listener
@@ -521,7 +573,7 @@ class Scheduler:
 
     def start(self) -> None:
         # The first load happens now, before the first tick, not one load interval later.
-        self._recover_and_load()
+        self.loader.load()
         targets: list[tuple[str, Callable[[], None]]] = [
             ("memory-loader", self._run_loader),
             ("execution-loop", self._run_execution),
@@ -534,14 +586,9 @@ class Scheduler:
             thread.start()
             self._threads.append(thread)
 
-    def _recover_and_load(self) -> None:
-        if self.recovery is not None:
-            self.recovery.run_if_due(self._monotonic())
-        self.loader.load()
-
     def _run_loader(self) -> None:
         if not self._stop.wait(self.load_interval):
-            run_every(self.load_interval, self._recover_and_load, self._stop)
+            run_every(self.load_interval, self.loader.load, self._stop)
 
     def _run_execution(self) -> None:
         if self._wake is None:
@@ -593,21 +640,22 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
     store = TimerStore(engine)
     app = create_celery_app(settings)
     cache = TimerCache()
+    enqueuer = CeleryEnqueuer(app, per_task=settings.callbacks_per_task)
+    recovery = Recovery(
+        enqueue_timeout=settings.enqueue_timeout,
+        lease=settings.delivery_lease,
+        queue_idle=enqueuer.queue_idle,
+        misfire_policy=settings.misfire_policy,
+        recovery_window=settings.recovery_window,
+    )
     loader = MemoryLoader(
         store,
         cache,
         recovery_window=settings.recovery_window,
         lookahead=settings.lookahead,
         fire_overdue=settings.misfire_policy == "fire",
+        recovery=recovery,
     )
-    recovery = Recovery(
-        store,
-        enqueue_timeout=settings.enqueue_timeout,
-        stale_delivery_after=settings.stale_delivery_after,
-        recovery_window=settings.recovery_window,
-        misfire_policy=settings.misfire_policy,
-    )
-    enqueuer = CeleryEnqueuer(app, per_task=settings.callbacks_per_task)
     stopping = threading.Event()
     execution = ExecutionLoop(
         store,
@@ -627,7 +675,6 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
         stop=stopping,
         listener=listener,
         wake=wake,
-        recovery=recovery,
     )
 
     def close() -> None:
@@ -657,7 +704,10 @@ def check_services(settings: Settings) -> str | None:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=5)
     except Exception as exc:
-        return f"cannot reach the Celery broker at {settings.broker_url}: {exc}"
+        from kombu.utils.url import maybe_sanitize_url
+
+        where = maybe_sanitize_url(settings.require_broker_url())
+        return f"cannot reach the Celery broker at {where}: {exc}"
     return None
 
 

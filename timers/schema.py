@@ -38,6 +38,8 @@ timers = Table(
     Column("claimed_at", DateTime(timezone=True), nullable=True),
     # When a worker last started delivering the callback (recovery tells lost from running by it).
     Column("started_at", DateTime(timezone=True), nullable=True),
+    # Until when the worker delivering it holds the delivery; renewed while the delivery runs.
+    Column("leased_until", DateTime(timezone=True), nullable=True),
     CheckConstraint(
         "status IN ('pending', 'executing', 'completed', 'failed', 'canceled')",
         name="ck_timers_status",

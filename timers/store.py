@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from sqlalchemy import (
     Engine,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     column,
     create_engine,
     func,
+    literal,
     select,
     text,
     values,
@@ -68,6 +69,39 @@ class NewTimer:
     metadata: Mapping[str, Any] | None = None
 
 
+# A claim: the timer's id and the claim number (`attempts`) it was enqueued under.
+Claim = tuple[uuid.UUID, int]
+
+
+@dataclass(frozen=True)
+class RecoveryRules:
+    """Which `executing` timers are stranded and go back to `pending` to be fired again:
+
+    - a started delivery whose lease ran out (its worker stopped renewing it: dead or cut off),
+      once the database itself has been up for a whole `lease`;
+    - a claim that no worker started within `enqueue_timeout` seconds (the scheduler died before
+      enqueueing, or the broker lost the message), but only when the callback queue is idle
+      (`queue_idle`): a message merely waiting in a long queue is not lost.
+    """
+
+    enqueue_timeout: float
+    lease: float
+    queue_idle: bool
+
+
+class Recovered(NamedTuple):
+    id: uuid.UUID
+    execute_at: datetime
+    reason: str
+
+
+class NearTerm(NamedTuple):
+    """What one load read: the timers for the cache, and those of them it recovered."""
+
+    timers: list[DueTime]
+    recovered: list[Recovered]
+
+
 @dataclass(frozen=True)
 class TimerPage:
     timers: list[Timer]
@@ -102,19 +136,28 @@ def near_term_query(start: datetime | None, end: datetime, limit: int) -> Any:
     )
 
 
-def _not_being_delivered(lease: float) -> Any:
-    """No delivery of the row started, or the last one started more than `lease` seconds ago."""
-    return timers.c.started_at.is_(None) | (timers.c.started_at < func.now() - _seconds(lease))
-
-
 def _seconds(value: float) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, bindparam(None, value, type_=Float()))
 
 
-def _claims_table(claims: Sequence[tuple[uuid.UUID, int]]) -> Any:
+def _claims_table(claims: Sequence[Claim]) -> Any:
     return values(
         column("id", UUID(as_uuid=True)), column("attempt", Integer()), name="claim"
-    ).data(list(claims))
+    ).data([(tid, int(attempt)) for tid, attempt in claims])
+
+
+def _update_claimed(claims: Sequence[Claim], *, unstarted: bool = False) -> Any:
+    """An UPDATE of the rows still `executing` under one of these (id, attempt) claims (and, with
+    `unstarted`, not started by a worker yet)."""
+    claimed = _claims_table(claims)
+    conditions = [
+        timers.c.id == claimed.c.id,
+        timers.c.attempts == claimed.c.attempt,
+        timers.c.status == TimerStatus.EXECUTING.value,
+    ]
+    if unstarted:
+        conditions.append(timers.c.started_at.is_(None))
+    return timers.update().where(*conditions)
 
 
 def _id_array(timer_ids: Iterable[uuid.UUID]) -> Any:
@@ -276,14 +319,43 @@ class TimerStore:
     # -- scheduler ---------------------------------------------------------------------------
 
     def load_near_term(
-        self, start: datetime | None, end: datetime, limit: int = 100_000
-    ) -> list[DueTime]:
+        self,
+        start: datetime | None,
+        end: datetime,
+        limit: int = 100_000,
+        recovery: RecoveryRules | None = None,
+    ) -> NearTerm:
         """The id and `execute_at` of the `pending` timers with `start <= execute_at <= end` (no
         lower bound when `start` is None), earliest first, at most `limit` of them; served by the
-        partial index. Only two columns: a large window loads fast."""
+        partial index. Only two columns: a large window loads fast.
+
+        With `recovery`, the same statement first puts back to `pending` the `executing` timers
+        that `recovery` finds stranded (see `RecoveryRules`); they are returned too (they are due),
+        with the reason also written to their `last_error`. One statement either way, so an idle
+        scheduler costs the database one statement per load.
+        """
+        near = near_term_query(start, end, limit)
+        if recovery is None:
+            with self._statement() as conn:
+                rows = conn.execute(near)
+                return NearTerm([DueTime(row[0], row[1]) for row in rows], [])
+        recovered = (
+            _recover_statement(recovery)
+            .returning(timers.c.id, timers.c.execute_at, timers.c.last_error)
+            .cte("recovered")
+        )
+        loaded = near.add_columns(literal(None, Text()).label("reason")).subquery("near")
+        stmt = select(loaded.c.id, loaded.c.execute_at, loaded.c.reason).union_all(
+            select(recovered.c.id, recovered.c.execute_at, recovered.c.last_error)
+        )
         with self._statement() as conn:
-            rows = conn.execute(near_term_query(start, end, limit))
-            return [DueTime(row[0], row[1]) for row in rows]
+            rows = conn.execute(stmt).all()
+        loaded_timers = [DueTime(row[0], row[1]) for row in rows if row[2] is None]
+        recovered_timers = [Recovered(row[0], row[1], row[2]) for row in rows if row[2] is not None]
+        return NearTerm(
+            loaded_timers + [DueTime(r.id, r.execute_at) for r in recovered_timers],
+            recovered_timers,
+        )
 
     def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[Timer]:
         """Those of `timer_ids` that are `pending` now (any `execute_at`)."""
@@ -303,7 +375,8 @@ class TimerStore:
 
     def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
         """Flip to `executing` those of `timer_ids` that are still `pending` and due by the database's
-        clock, in one statement; return exactly the rows it flipped.
+        clock, in one statement; return exactly the rows it flipped, each under a new claim number
+        (`attempts` + 1).
 
         A timer canceled, postponed or claimed by another scheduler since it was cached is not
         touched, so only the returned timers may be enqueued.
@@ -320,6 +393,8 @@ class TimerStore:
             .values(
                 status=TimerStatus.EXECUTING.value,
                 claimed_at=func.now(),
+                started_at=None,
+                leased_until=None,
                 attempts=timers.c.attempts + 1,
             )
             .returning(*timers.c)
@@ -328,74 +403,52 @@ class TimerStore:
             rows = conn.execute(stmt).mappings().all()
         return [Timer.from_row(r) for r in rows]
 
-    def release(self, timer_ids: Iterable[uuid.UUID]) -> int:
-        """Put claimed timers that could not be enqueued back to `pending`.
+    def release(self, claims: Sequence[Claim]) -> int:
+        """Put claimed timers whose message could not be enqueued back to `pending`.
 
-        Touches only rows of `timer_ids` that are `executing` and not yet finished.
+        Touches only rows that are still `executing` under the same claim (id and `attempts`) and
+        that no worker has started: a message that reached a worker after all is never undone.
         """
-        ids = list(timer_ids)
-        if not ids:
+        if not claims:
             return 0
-        stmt = (
-            timers.update()
-            .where(
-                timers.c.id == any_(_id_array(ids)),
-                timers.c.status == TimerStatus.EXECUTING.value,
-            )
-            .values(status=TimerStatus.PENDING.value, claimed_at=None)
+        stmt = _update_claimed(claims, unstarted=True).values(
+            status=TimerStatus.PENDING.value, claimed_at=None
         )
         with self._statement() as conn:
-            return conn.execute(stmt).rowcount
+            return int(conn.execute(stmt).rowcount)
 
     # -- worker ------------------------------------------------------------------------------
 
-    def begin_delivery(
-        self, timer_id: uuid.UUID, attempt: int | None, lease: float
-    ) -> Timer | None:
-        """Stamp `started_at` on this timer if it is `executing` under claim `attempt` (any claim
-        when None) and no other delivery of it started less than `lease` seconds ago.
-
-        Returns the timer when the caller may deliver it, else None (finished, canceled, claimed
-        again since, or being delivered elsewhere right now).
-        """
-        conditions = [
-            timers.c.id == timer_id,
-            timers.c.status == TimerStatus.EXECUTING.value,
-            _not_being_delivered(lease),
-        ]
-        if attempt is not None:
-            conditions.append(timers.c.attempts == attempt)
-        stmt = timers.update().where(*conditions).values(started_at=func.now()).returning(*timers.c)
-        with self._statement() as conn:
-            row = conn.execute(stmt).mappings().first()
-        return None if row is None else Timer.from_row(row)
-
-    def begin_deliveries(
-        self, claims: Sequence[tuple[uuid.UUID, int]], lease: float
-    ) -> list[Timer]:
-        """`begin_delivery` for many (id, attempt) claims in one statement; returns the timers the
-        caller may deliver."""
+    def begin_deliveries(self, claims: Sequence[Claim], lease: float) -> list[Timer]:
+        """Start the deliveries of the (id, attempt) claims that are `executing` under that claim
+        and not started yet: stamp `started_at` and a lease until now + `lease` seconds, in one
+        statement. Returns the timers the caller now delivers; a claim already started (a
+        redelivered copy of its message), finished, canceled or claimed again is left alone."""
         if not claims:
             return []
-        claimed = _claims_table([(tid, attempt) for tid, attempt in claims])
         stmt = (
-            timers.update()
-            .where(
-                timers.c.id == claimed.c.id,
-                timers.c.attempts == claimed.c.attempt,
-                timers.c.status == TimerStatus.EXECUTING.value,
-                _not_being_delivered(lease),
-            )
-            .values(started_at=func.now())
+            _update_claimed(claims, unstarted=True)
+            .values(started_at=func.now(), leased_until=func.now() + _seconds(lease))
             .returning(*timers.c)
         )
         with self._statement() as conn:
             rows = conn.execute(stmt).mappings().all()
         return [Timer.from_row(r) for r in rows]
 
+    def renew_leases(self, claims: Sequence[Claim], lease: float) -> int:
+        """Extend to now + `lease` seconds the leases of the (id, attempt) claims still `executing`
+        under that claim; returns how many were renewed."""
+        if not claims:
+            return 0
+        stmt = _update_claimed(claims).values(leased_until=func.now() + _seconds(lease))
+        with self._statement() as conn:
+            return int(conn.execute(stmt).rowcount)
+
     def finish_many(self, outcomes: Sequence[tuple[uuid.UUID, int, str | None]]) -> int:
-        """`finish` for many (id, attempt, error) outcomes in one statement; returns how many rows
-        it recorded (rows no longer `executing` under that claim are left alone)."""
+        """Record the outcomes of deliveries, (id, attempt, error) each, in one statement:
+        `completed` when error is None, else `failed` with `last_error`; `executed_at` set either
+        way and the lease dropped. Touches only rows still `executing` under that claim; returns
+        how many it recorded (a row recovered and claimed again since is left alone)."""
         if not outcomes:
             return 0
         rows = []
@@ -418,65 +471,17 @@ class TimerStore:
                 timers.c.attempts == outcome.c.attempt,
                 timers.c.status == TimerStatus.EXECUTING.value,
             )
-            .values(status=outcome.c.status, last_error=outcome.c.error, executed_at=func.now())
+            .values(
+                status=outcome.c.status,
+                last_error=outcome.c.error,
+                executed_at=func.now(),
+                leased_until=None,
+            )
         )
         with self._statement() as conn:
             return int(conn.execute(stmt).rowcount)
 
-    def finish(self, timer_id: uuid.UUID, error: str | None, attempt: int | None = None) -> bool:
-        """Record the outcome of a delivery: `completed` when `error` is None, else `failed` with
-        `last_error`; `executed_at` is set either way.
-
-        Touches the row only while it is `executing` (under claim `attempt`, when given); returns
-        False if it was not (a redelivered message for a finished timer changes nothing).
-        """
-        status = TimerStatus.COMPLETED if error is None else TimerStatus.FAILED
-        if error is not None and len(error) > MAX_ERROR_LENGTH:
-            error = error[: MAX_ERROR_LENGTH - 1] + "…"
-        conditions = [timers.c.id == timer_id, timers.c.status == TimerStatus.EXECUTING.value]
-        if attempt is not None:
-            conditions.append(timers.c.attempts == attempt)
-        stmt = (
-            timers.update()
-            .where(*conditions)
-            .values(status=status.value, last_error=error, executed_at=func.now())
-        )
-        with self._statement() as conn:
-            return conn.execute(stmt).rowcount == 1
-
     # -- recovery ----------------------------------------------------------------------------
-
-    def recover_stale(self, enqueue_timeout: float, stale_delivery_after: float) -> list[Timer]:
-        """Put back to `pending`, to be fired again, the `executing` timers that were claimed more
-        than `enqueue_timeout` seconds ago and never started by a worker (the scheduler died before
-        enqueueing, or the broker lost the message), and those whose delivery started more than
-        `stale_delivery_after` seconds ago without an outcome (worker and message both lost).
-
-        `last_error` says why; the next claim increments `attempts`, so a late copy of the old
-        message is ignored by the workers.
-        """
-        lost = timers.c.started_at.is_(None) & (
-            timers.c.claimed_at < func.now() - _seconds(enqueue_timeout)
-        )
-        abandoned = timers.c.started_at < func.now() - _seconds(stale_delivery_after)
-        reason = case(
-            (timers.c.started_at.is_(None), "recovered: claimed but never picked up by a worker"),
-            else_="recovered: delivery started but never finished",
-        )
-        stmt = (
-            timers.update()
-            .where(timers.c.status == TimerStatus.EXECUTING.value, lost | abandoned)
-            .values(
-                status=TimerStatus.PENDING.value,
-                claimed_at=None,
-                started_at=None,
-                last_error=reason,
-            )
-            .returning(*timers.c)
-        )
-        with self._statement() as conn:
-            rows = conn.execute(stmt).mappings().all()
-        return [Timer.from_row(r) for r in rows]
 
     def fail_missed(self, recovery_window: float) -> int:
         """Mark `failed` the `pending` timers due more than `recovery_window` seconds ago, with a
@@ -500,6 +505,39 @@ class TimerStore:
         )
         with self._statement() as conn:
             return conn.execute(stmt).rowcount
+
+
+LOST_CLAIM = "recovered: claimed but never picked up by a worker"
+LOST_DELIVERY = "recovered: the worker delivering it stopped renewing its lease"
+
+
+def _recover_statement(recovery: RecoveryRules) -> Any:
+    """The UPDATE that puts stranded `executing` timers back to `pending` (see RecoveryRules)."""
+    lease_end = func.coalesce(timers.c.leased_until, timers.c.started_at + _seconds(recovery.lease))
+    # A database that was down stopped every worker from renewing: after it comes back, give the
+    # workers that are alive one lease to renew (or record) before taking their deliveries over.
+    database_up_long_enough = func.pg_postmaster_start_time() < func.now() - _seconds(
+        recovery.lease
+    )
+    lapsed = timers.c.started_at.is_not(None) & (lease_end < func.now()) & database_up_long_enough
+    stranded = lapsed
+    if recovery.queue_idle:
+        lost = timers.c.started_at.is_(None) & (
+            timers.c.claimed_at < func.now() - _seconds(recovery.enqueue_timeout)
+        )
+        stranded = lapsed | lost
+    reason = case((timers.c.started_at.is_(None), LOST_CLAIM), else_=LOST_DELIVERY)
+    return (
+        timers.update()
+        .where(timers.c.status == TimerStatus.EXECUTING.value, stranded)
+        .values(
+            status=TimerStatus.PENDING.value,
+            claimed_at=None,
+            started_at=None,
+            leased_until=None,
+            last_error=reason,
+        )
+    )
 
 
 CHANGES_CHANNEL = "timers_changed"

@@ -1,10 +1,14 @@
-"""The Celery tasks that deliver callbacks and record their outcomes.
+"""The Celery task that starts callback deliveries.
 
-`timers.execute_callback(timer_id, attempt)` delivers one timer; `timers.execute_callbacks(claims)`
-delivers several timers that came due together, concurrently, with one statement to start them and
-one to record their outcomes. Messages carry only ids and claim numbers; PostgreSQL holds the truth.
-Both are idempotent: a message for a timer that is not `executing` under that claim (finished,
-canceled, claimed again since, unknown) changes nothing.
+`timers.execute_callbacks(claims)` takes (timer id, claim number) pairs, marks those still
+`executing` under that claim as started (one statement, which also gives this worker a lease on
+them) and hands them to this process's `DeliveryEngine`; it returns as soon as they are handed
+over, so the task's pool slot never waits for a receiver. A lone timer is a batch of one.
+
+Messages carry only ids and claim numbers; PostgreSQL holds the truth. The task is idempotent: a
+claim that is already started (a redelivered copy), finished, canceled or claimed again since
+changes nothing. `timers.execute_callback(timer_id, attempt)` is kept for messages queued by
+earlier versions and goes the same way.
 """
 
 from __future__ import annotations
@@ -12,48 +16,55 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
 from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError
 
 from timers.config import Settings
-from timers.delivery import deliver, new_session
-from timers.models import HttpCallback, InvalidCallback, Timer, TimerStatus
-from timers.store import TimerStore, database_engine, describe_database_error
+from timers.engine import DeliveryEngine
+from timers.recorder import OutcomeRecorder
+from timers.store import Claim, TimerStore, database_engine, describe_database_error
 
 log = logging.getLogger(__name__)
 
-TASK_NAME = "timers.execute_callback"
 BATCH_TASK_NAME = "timers.execute_callbacks"
-# How long a worker keeps trying to record an outcome while the database is unreachable.
-FINISH_RETRY_FOR = 300.0
+TASK_NAME = "timers.execute_callback"  # messages from earlier versions
 
 
 @dataclass
 class WorkerResources:
-    """The store, HTTP sessions and delivery threads of one worker process, made on first use
-    after the fork."""
+    """The store, delivery engine and outcome recorder of one worker process, made on first use
+    after the fork (a pool process must not inherit its parent's connections or threads)."""
 
     settings: Settings
     _pid: int | None = None
     _store: TimerStore | None = None
-    _local: threading.local = field(default_factory=threading.local, repr=False)
-    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+    _engine: DeliveryEngine | None = None
+    _recorder: OutcomeRecorder | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _ensure(self) -> None:
-        if self._pid != os.getpid():
+        with self._lock:
+            if self._pid == os.getpid():
+                return
             # No ping per checkout: a dropped connection fails the statement, the pool is
-            # invalidated, and the task's own retry opens a fresh one.
+            # invalidated, and the next statement opens a fresh one.
             engine = database_engine(self.settings.require_database_url(), pool_pre_ping=False)
-            self._store = TimerStore(engine)
-            self._local = threading.local()
-            self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="delivery")
+            store = TimerStore(engine)
+            holder: list[OutcomeRecorder] = []
+            deliveries = DeliveryEngine(
+                callback_timeout=self.settings.callback_timeout,
+                max_per_destination=self.settings.max_in_flight_per_host,
+                on_outcome=lambda outcome: holder[0].record(outcome),
+            )
+            recorder = OutcomeRecorder(
+                store, lease=self.settings.delivery_lease, running=deliveries.running
+            )
+            holder.append(recorder)
+            self._store, self._engine, self._recorder = store, deliveries, recorder
             self._pid = os.getpid()
 
     @property
@@ -63,200 +74,78 @@ class WorkerResources:
         return self._store
 
     @property
-    def session(self) -> requests.Session:
-        """This thread's HTTP session (kept alive between callbacks)."""
+    def deliveries(self) -> DeliveryEngine:
         self._ensure()
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = new_session()
-        return session
+        assert self._engine is not None
+        return self._engine
 
-    @property
-    def pool(self) -> ThreadPoolExecutor:
-        self._ensure()
-        assert self._pool is not None
-        return self._pool
-
-
-class DeliveryBusy(Exception):
-    """Another worker started this delivery less than a lease ago; try again after it."""
-
-
-def execute_callback(resources: WorkerResources, timer_id: str, attempt: int | None = None) -> str:
-    """Deliver the callback of timer `timer_id` if it is `executing` under claim `attempt`;
-    returns what happened. Raises DeliveryBusy when another worker holds the delivery's lease."""
-    try:
-        tid = uuid.UUID(str(timer_id))
-        if attempt is not None:
-            attempt = int(attempt)
-    except (TypeError, ValueError):
-        log.error("dropping message with malformed timer id %r (attempt %r)", timer_id, attempt)
-        return "malformed"
-    context = {"timer_id": str(tid)}
-    store = resources.store
-    settings = resources.settings
-    timer = store.begin_delivery(tid, attempt, settings.delivery_lease)
-    if timer is None:
-        current = store.find(tid)
-        if current is None:
-            log.warning("dropping message for unknown timer %s", tid, extra=context)
-            return "unknown"
-        if current.status is not TimerStatus.EXECUTING:
-            log.info("timer %s is %s; message ignored", tid, current.status.value, extra=context)
-            return "ignored"
-        if attempt is not None and current.attempts != attempt:
-            log.info(
-                "timer %s was claimed again (attempt %d, message for %d); message ignored",
-                tid,
-                current.attempts,
-                attempt,
-                extra=context,
+    def close(self) -> None:
+        """Let running deliveries finish (up to the callback timeout) and write their outcomes."""
+        with self._lock:
+            if self._pid != os.getpid() or self._engine is None or self._recorder is None:
+                return
+            engine, recorder, store = self._engine, self._recorder, self._store
+            self._pid = self._engine = self._recorder = self._store = None
+        if not engine.close(self.settings.callback_timeout + 1):
+            log.warning("stopping with deliveries still running; they will be fired again")
+        unwritten = recorder.close(10.0)
+        if unwritten:
+            log.error(
+                "stopping with %d outcomes not recorded (database unreachable); their timers "
+                "will be fired again: %s",
+                len(unwritten),
+                ", ".join(str(o.timer_id) for o in unwritten),
             )
-            return "stale"
-        raise DeliveryBusy(str(tid))
-    try:
-        callback = HttpCallback.from_config(timer.callback_config)
-    except InvalidCallback as exc:
-        error: str | None = f"invalid callback_config: {exc}"
-    else:
-        error = deliver(resources.session, tid, callback, settings.callback_timeout)
-    _finish(store, tid, error, timer.attempts)
-    if error is None:
-        late = (timer.started_at or timer.execute_at) - timer.execute_at
-        log.debug(
-            "timer %s completed (%.0f ms after due)",
-            tid,
-            late.total_seconds() * 1000,
-            extra=context,
-        )
-        return "completed"
-    log.info("timer %s failed: %s", tid, error, extra=context)
-    return "failed"
+        if store is not None:
+            store.engine.dispose()
 
 
-def execute_callbacks(
-    resources: WorkerResources, claims: list[list[Any]]
-) -> tuple[dict[str, int], list[tuple[str, int]]]:
-    """Deliver the callbacks of several claimed timers at once; returns counts by outcome and the
-    claims another worker is delivering right now (to be checked again after its lease)."""
-    store = resources.store
-    settings = resources.settings
-    parsed: list[tuple[uuid.UUID, int]] = []
-    counts = {"completed": 0, "failed": 0, "ignored": 0, "malformed": 0}
+def parse_claims(claims: Any) -> tuple[list[Claim], int]:
+    """The well-formed (id, claim number) pairs of a message, and how many were malformed."""
+    parsed: list[Claim] = []
+    malformed = 0
     for claim in claims if isinstance(claims, list) else []:
         try:
             raw_id, attempt = claim
             parsed.append((uuid.UUID(str(raw_id)), int(attempt)))
         except (TypeError, ValueError):
             log.error("dropping malformed claim %r", claim)
-            counts["malformed"] += 1
-    started = store.begin_deliveries(parsed, settings.delivery_lease)
-    busy: list[tuple[str, int]] = []
-    started_ids = {t.id for t in started}
-    for tid, attempt in parsed:
-        if tid in started_ids:
-            continue
-        current = store.find(tid)
-        if (
-            current is not None
-            and current.status is TimerStatus.EXECUTING
-            and (current.attempts == attempt)
-        ):
-            busy.append((str(tid), attempt))
-        else:
-            counts["ignored"] += 1
+            malformed += 1
+    if not isinstance(claims, list):
+        log.error("dropping malformed message %r", claims)
+        malformed += 1
+    return parsed, malformed
 
-    def run(timer: Timer) -> tuple[uuid.UUID, int, str | None]:
-        try:
-            callback = HttpCallback.from_config(timer.callback_config)
-        except InvalidCallback as exc:
-            return timer.id, timer.attempts, f"invalid callback_config: {exc}"
-        return (
-            timer.id,
-            timer.attempts,
-            deliver(resources.session, timer.id, callback, settings.callback_timeout),
+
+def start_deliveries(resources: WorkerResources, claims: Any) -> dict[str, int]:
+    """Start the deliveries of these claims and hand them to the engine; counts by outcome."""
+    parsed, malformed = parse_claims(claims)
+    started = resources.store.begin_deliveries(parsed, resources.settings.delivery_lease)
+    resources.deliveries.submit(started)
+    if len(started) < len(parsed):
+        log.info(
+            "%d of %d claims were already started, finished or claimed again; ignored",
+            len(parsed) - len(started),
+            len(parsed),
         )
-
-    outcomes = list(resources.pool.map(run, started))
-    _finish_many(store, outcomes)
-    for tid, _attempt, error in outcomes:
-        counts["completed" if error is None else "failed"] += 1
-        if error is not None:
-            log.info("timer %s failed: %s", tid, error, extra={"timer_id": str(tid)})
-    log.info("delivered %d callbacks: %s", len(outcomes), counts)
-    return counts, busy
-
-
-def _finish_many(store: TimerStore, outcomes: list[tuple[uuid.UUID, int, str | None]]) -> None:
-    deadline = time.monotonic() + FINISH_RETRY_FOR
-    while True:
-        try:
-            store.finish_many(outcomes)
-            return
-        except DBAPIError as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning(
-                "recording the outcomes of %d timers failed (%s); retrying",
-                len(outcomes),
-                describe_database_error(exc),
-            )
-            time.sleep(1.0)
-
-
-def _finish(store: TimerStore, timer_id: uuid.UUID, error: str | None, attempt: int) -> None:
-    # The callback was delivered: record it without redelivering, riding out a database outage
-    # (retrying often, so the outcome lands soon after the database is back).
-    deadline = time.monotonic() + FINISH_RETRY_FOR
-    while True:
-        try:
-            store.finish(timer_id, error, attempt)
-            return
-        except DBAPIError as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning(
-                "recording the outcome of timer %s failed (%s); retrying",
-                timer_id,
-                describe_database_error(exc),
-                extra={"timer_id": str(timer_id)},
-            )
-            time.sleep(1.0)
+    return {"started": len(started), "ignored": len(parsed) - len(started), "malformed": malformed}
 
 
 def register_tasks(app: Celery, resources: WorkerResources) -> None:
-    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
-    def execute_callback_task(self: Task, timer_id: str, attempt: int | None = None) -> str:
+    def run(task: Task, claims: Any) -> dict[str, int]:
         try:
-            return execute_callback(resources, timer_id, attempt)
-        except DeliveryBusy:
-            # Another worker is delivering it (a redelivered copy of its message): come back
-            # after its lease, when it has either finished or is known to be dead.
-            log.info("timer %s is being delivered elsewhere; checking again later", timer_id)
-            raise self.retry(
-                countdown=resources.settings.delivery_lease, max_retries=None
-            ) from None
+            return start_deliveries(resources, claims)
         except DBAPIError as exc:
-            # Nothing was delivered if starting the delivery failed; try again shortly.
+            # Nothing was started: try again shortly (the claims stay `executing`).
             log.warning(
-                "database error for timer %s: %s; retrying", timer_id, describe_database_error(exc)
+                "database error starting deliveries: %s; retrying", describe_database_error(exc)
             )
-            raise self.retry(exc=exc, countdown=2, max_retries=None) from None
+            raise task.retry(exc=exc, countdown=2, max_retries=None) from None
 
     @app.task(name=BATCH_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
     def execute_callbacks_task(self: Task, claims: list[list[Any]]) -> dict[str, int]:
-        try:
-            counts, busy = execute_callbacks(resources, claims)
-        except DBAPIError as exc:
-            log.warning(
-                "database error for %d timers: %s; retrying",
-                len(claims),
-                describe_database_error(exc),
-            )
-            raise self.retry(exc=exc, countdown=2, max_retries=None) from None
-        for timer_id, attempt in busy:
-            # Delivered elsewhere right now: check each again after that delivery's lease.
-            execute_callback_task.apply_async(
-                (timer_id, attempt), countdown=resources.settings.delivery_lease
-            )
-        return counts
+        return run(self, claims)
+
+    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+    def execute_callback_task(self: Task, timer_id: str, attempt: int | None = None) -> Any:
+        return run(self, [[timer_id, attempt]])

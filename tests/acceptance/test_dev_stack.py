@@ -146,7 +146,7 @@ def test_flower_sees_the_worker_and_the_callback_tasks(
     assert isinstance(workers, dict) and any(name.startswith("dev@") for name in workers)
     tasks = get("/api/tasks?limit=100")
     assert isinstance(tasks, dict)
-    assert any(t["name"] == "timers.execute_callback" for t in tasks.values())
+    assert any(t["name"] == "timers.execute_callbacks" for t in tasks.values())
 
 
 def test_ctrl_c_stops_everything_and_a_restart_keeps_the_data(

@@ -25,7 +25,7 @@ from timers.celery_app import create_celery_app
 from timers.config import Settings
 from timers.models import TimerStatus
 from timers.store import NewTimer, TimerStore, database_engine
-from timers.tasks import TASK_NAME
+from timers.tasks import BATCH_TASK_NAME, TASK_NAME
 
 CALLBACK_TIMEOUT = 2
 
@@ -59,7 +59,7 @@ def env(e2e_settings: Settings) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def worker(env: dict[str, str]) -> Iterator[processes.Process]:
-    proc = processes.worker(env, concurrency=4)
+    proc = processes.worker(env)
     assert proc.wait_for_output("ready", 60), proc.output()
     yield proc
     proc.stop()
@@ -241,18 +241,18 @@ def test_redelivered_task_for_a_completed_timer_does_nothing(
     before = e2e_store.get(timer_id)
     app = create_celery_app(e2e_settings)
     try:
-        app.send_task(TASK_NAME, args=[str(timer_id)])
-        app.send_task(TASK_NAME, args=["not-a-uuid"])
-        app.send_task(TASK_NAME, args=[str(uuid.uuid4())])
-        app.send_task(TASK_NAME, args=[])  # not even the right arguments
-        app.send_task(TASK_NAME, args=[str(timer_id), "two"])
+        app.send_task(BATCH_TASK_NAME, args=[[[str(timer_id), before.attempts]]])
+        app.send_task(BATCH_TASK_NAME, args=[[["not-a-uuid", 1], [str(uuid.uuid4()), 1]]])
+        app.send_task(BATCH_TASK_NAME, args=["not a list"])
+        app.send_task(BATCH_TASK_NAME, args=[])  # not even the right arguments
+        app.send_task(TASK_NAME, args=[str(timer_id), "two"])  # the earlier single-timer task
     finally:
         app.close()
-    assert worker.wait_for_output(f"timer {timer_id} is completed; message ignored", 10)
-    assert worker.wait_for_output("dropping message with malformed timer id", 10)
-    assert worker.wait_for_output("dropping message for unknown timer", 10)
+    assert worker.wait_for_output("1 of 1 claims were already started, finished", 10)
+    assert worker.wait_for_output("dropping malformed claim ['not-a-uuid', 1]", 10)
+    assert worker.wait_for_output("dropping malformed message 'not a list'", 10)
     assert worker.wait_for_output("missing 1 required positional argument", 10)
-    assert worker.wait_for_output("(attempt 'two')", 10)
+    assert worker.wait_for_output("dropping malformed claim [", 10)
     # The worker is still serving.
     after = create_timer(client, receiver.url(), 0.5)
     assert wait_for_status(e2e_store, after, 15) is TimerStatus.COMPLETED
@@ -316,4 +316,5 @@ def test_timers_due_together_travel_in_one_task_and_each_gets_its_outcome(
         expected = TimerStatus.COMPLETED if url.endswith("/ok") else TimerStatus.FAILED
         assert wait_for_status(e2e_store, timer_id, 15) is expected
         assert len(receiver.for_timer(timer_id)) == 1
-    assert worker.wait_for_output("delivered 30 callbacks", 5)  # all due together: one task
+    # All due together: one task started all of them.
+    assert worker.wait_for_output("{'started': 30, 'ignored': 0, 'malformed': 0}", 5)

@@ -1,94 +1,122 @@
-"""Recovery of stranded timers and the misfire policies, against real PostgreSQL."""
+"""Claims, delivery leases, recovery of stranded timers and the misfire policies, against real
+PostgreSQL."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from tests.integration.test_scheduler import add_timer
+from sqlalchemy import text
+
+from tests.support.timers import add_timer, now
 from timers.models import TimerStatus
 from timers.scheduler import MemoryLoader, Recovery, TimerCache
-from timers.store import TimerStore
+from timers.store import LOST_CLAIM, LOST_DELIVERY, RecoveryRules, TimerStore
+
+IDLE = RecoveryRules(enqueue_timeout=0.3, lease=0.3, queue_idle=True)
 
 
-def now() -> datetime:
-    return datetime.now(UTC)
+def recovered_ids(store: TimerStore, rules: RecoveryRules = IDLE) -> set[object]:
+    near = store.load_near_term(None, now() + timedelta(seconds=60), recovery=rules)
+    assert {r.id for r in near.recovered} <= {t.id for t in near.timers}  # and they are loaded
+    return {r.id for r in near.recovered}
 
 
-def recovery(
-    store: TimerStore,
-    *,
-    enqueue: float = 0.3,
-    stale: float = 60,
-    policy: str = "fire",
-    window: float = 300,
-) -> Recovery:
-    return Recovery(
-        store,
-        enqueue_timeout=enqueue,
-        stale_delivery_after=stale,
-        recovery_window=window,
-        misfire_policy=policy,
-    )
-
-
-def test_a_claim_never_enqueued_goes_back_to_pending_after_the_enqueue_timeout(
+def test_a_claim_never_started_goes_back_to_pending_after_the_enqueue_timeout(
     store: TimerStore,
 ) -> None:
     timer = add_timer(store, now() - timedelta(seconds=1))
     # A scheduler claims it and dies before enqueueing (nothing else happens to the row).
     assert [t.id for t in store.claim_due([timer.id])] == [timer.id]
-    recovery(store, enqueue=30).run()
-    assert store.get(timer.id).status is TimerStatus.EXECUTING  # not yet: within the timeout
+    assert recovered_ids(store) == set()  # not yet: within the timeout
     time.sleep(0.4)
-    recovery(store).run()
+    assert recovered_ids(store) == {timer.id}
     recovered = store.get(timer.id)
     assert recovered.status is TimerStatus.PENDING
-    assert recovered.last_error == "recovered: claimed but never picked up by a worker"
-    again = store.claim_due([timer.id])
-    assert again[0].attempts == 2
+    assert recovered.last_error == LOST_CLAIM
+    assert store.claim_due([timer.id])[0].attempts == 2
 
 
-def test_a_running_delivery_is_never_recovered(store: TimerStore) -> None:
+def test_a_claim_whose_message_waits_in_a_busy_queue_is_left_alone(store: TimerStore) -> None:
     timer = add_timer(store, now() - timedelta(seconds=1))
     store.claim_due([timer.id])
-    assert store.begin_delivery(timer.id, 1, lease=60) is not None
     time.sleep(0.4)
-    recovery(store, enqueue=0.1, stale=60).run()
+    busy = RecoveryRules(enqueue_timeout=0.3, lease=0.3, queue_idle=False)
+    assert recovered_ids(store, busy) == set()
     assert store.get(timer.id).status is TimerStatus.EXECUTING
 
 
-def test_a_delivery_whose_worker_and_message_are_gone_is_recovered(store: TimerStore) -> None:
+def test_a_delivery_whose_lease_is_renewed_is_never_recovered(store: TimerStore) -> None:
     timer = add_timer(store, now() - timedelta(seconds=1))
     store.claim_due([timer.id])
-    store.begin_delivery(timer.id, 1, lease=60)
-    time.sleep(0.4)
-    recovery(store, enqueue=0.1, stale=0.2).run()
+    assert [t.id for t in store.begin_deliveries([(timer.id, 1)], lease=0.5)] == [timer.id]
+    for _ in range(4):  # 0.8 s in all: longer than the lease, renewed every 0.2 s
+        time.sleep(0.2)
+        assert store.renew_leases([(timer.id, 1)], lease=0.5) == 1
+        assert recovered_ids(store) == set()
+    assert store.get(timer.id).status is TimerStatus.EXECUTING
+
+
+def test_a_delivery_whose_lease_lapsed_is_recovered(store: TimerStore) -> None:
+    timer = add_timer(store, now() - timedelta(seconds=1))
+    store.claim_due([timer.id])
+    store.begin_deliveries([(timer.id, 1)], lease=0.2)
+    assert recovered_ids(store) == set()
+    time.sleep(0.3)
+    assert recovered_ids(store) == {timer.id}
     recovered = store.get(timer.id)
     assert recovered.status is TimerStatus.PENDING
-    assert recovered.last_error == "recovered: delivery started but never finished"
+    assert recovered.last_error == LOST_DELIVERY
+    assert recovered.started_at is None and recovered.leased_until is None
+
+
+def test_no_lease_is_taken_over_until_the_database_has_been_up_for_a_lease(
+    store: TimerStore,
+) -> None:
+    timer = add_timer(store, now() - timedelta(seconds=1))
+    store.claim_due([timer.id])
+    store.begin_deliveries([(timer.id, 1)], lease=0.1)
+    time.sleep(0.2)
+    # As if the database had just restarted: workers get one lease to renew or record first.
+    with store.engine.connect() as conn:
+        uptime = conn.execute(text("SELECT extract(epoch FROM now() - pg_postmaster_start_time())"))
+        up_for = float(uptime.scalar_one())
+    just_restarted = RecoveryRules(enqueue_timeout=0.3, lease=up_for + 60, queue_idle=True)
+    assert recovered_ids(store, just_restarted) == set()
+    assert recovered_ids(store) == {timer.id}
+
+
+def test_a_started_claim_is_never_started_again(store: TimerStore) -> None:
+    timer = add_timer(store, now() - timedelta(seconds=1))
+    store.claim_due([timer.id])
+    assert len(store.begin_deliveries([(timer.id, 1)], lease=0.1)) == 1
+    time.sleep(0.2)
+    # A redelivered copy of the message, even after the lease lapsed: recovery decides, not it.
+    assert store.begin_deliveries([(timer.id, 1)], lease=0.1) == []
 
 
 def test_a_late_copy_of_an_old_claims_message_is_ignored(store: TimerStore) -> None:
     timer = add_timer(store, now() - timedelta(seconds=1))
     store.claim_due([timer.id])
     time.sleep(0.4)
-    recovery(store).run()
+    assert recovered_ids(store) == {timer.id}
     store.claim_due([timer.id])  # attempt 2, enqueued afresh
-    assert store.begin_delivery(timer.id, 1, lease=60) is None
-    assert store.finish(timer.id, None, attempt=1) is False
-    assert store.begin_delivery(timer.id, 2, lease=60) is not None
-    assert store.finish(timer.id, None, attempt=2) is True
+    assert store.begin_deliveries([(timer.id, 1)], lease=60) == []
+    assert store.finish_many([(timer.id, 1, None)]) == 0
+    assert len(store.begin_deliveries([(timer.id, 2)], lease=60)) == 1
+    assert store.finish_many([(timer.id, 2, None)]) == 1
     assert store.get(timer.id).status is TimerStatus.COMPLETED
 
 
-def test_a_second_copy_of_a_running_delivery_waits_for_the_lease(store: TimerStore) -> None:
-    timer = add_timer(store, now() - timedelta(seconds=1))
-    store.claim_due([timer.id])
-    assert store.begin_delivery(timer.id, 1, lease=0.3) is not None
-    assert store.begin_delivery(timer.id, 1, lease=0.3) is None  # someone is delivering it
-    time.sleep(0.4)
-    assert store.begin_delivery(timer.id, 1, lease=0.3) is not None  # that someone is gone
+def test_release_touches_only_the_same_claim_when_no_worker_started_it(store: TimerStore) -> None:
+    unsent, started, reclaimed = (add_timer(store, now() - timedelta(seconds=1)) for _ in range(3))
+    store.claim_due([unsent.id, started.id, reclaimed.id])
+    store.begin_deliveries([(started.id, 1)], lease=60)  # its message reached a worker after all
+    claims = [(unsent.id, 1), (started.id, 1), (reclaimed.id, 0)]  # reclaimed: an older claim
+    assert store.release(claims) == 1
+    assert store.get(unsent.id).status is TimerStatus.PENDING
+    assert store.get(started.id).status is TimerStatus.EXECUTING
+    assert store.get(reclaimed.id).status is TimerStatus.EXECUTING
 
 
 def test_misfire_policy_skip_fails_timers_overdue_beyond_the_recovery_window(
@@ -96,11 +124,20 @@ def test_misfire_policy_skip_fails_timers_overdue_beyond_the_recovery_window(
 ) -> None:
     missed = add_timer(store, now() - timedelta(seconds=301))
     recent = add_timer(store, now() - timedelta(seconds=200))
-    recovery(store, policy="skip", window=300).run()
+    recovery = Recovery(
+        enqueue_timeout=15,
+        lease=15,
+        queue_idle=lambda: True,
+        misfire_policy="skip",
+        recovery_window=300,
+    )
+    cache = TimerCache()
+    MemoryLoader(store, cache, recovery_window=300, lookahead=60, recovery=recovery).load()
     failed = store.get(missed.id)
     assert failed.status is TimerStatus.FAILED
     assert (failed.last_error or "").startswith("missed: due at ")
     assert store.get(recent.id).status is TimerStatus.PENDING
+    assert recent.id in cache and missed.id not in cache
 
 
 def test_misfire_policy_fire_loads_timers_overdue_beyond_the_recovery_window(
@@ -115,18 +152,43 @@ def test_misfire_policy_fire_loads_timers_overdue_beyond_the_recovery_window(
     assert missed.id not in plain
 
 
-def test_batched_start_and_finish_respect_claims_and_leases(store: TimerStore) -> None:
+def test_the_loader_recovers_and_caches_stranded_timers_in_one_load(store: TimerStore) -> None:
+    lost = add_timer(store, now() - timedelta(seconds=1))
+    store.claim_due([lost.id])
+    time.sleep(0.4)
+    recovery = Recovery(enqueue_timeout=0.3, lease=0.3, queue_idle=lambda: True)
+    cache = TimerCache()
+    MemoryLoader(store, cache, recovery_window=300, lookahead=60, recovery=recovery).load()
+    assert lost.id in cache
+    assert store.get(lost.id).status is TimerStatus.PENDING
+
+
+def test_a_broker_that_cannot_say_counts_as_busy(store: TimerStore) -> None:
+    lost = add_timer(store, now() - timedelta(seconds=1))
+    store.claim_due([lost.id])
+    time.sleep(0.4)
+
+    def unreachable() -> bool:
+        raise ConnectionError("broker down")
+
+    recovery = Recovery(enqueue_timeout=0.3, lease=0.3, queue_idle=unreachable)
+    MemoryLoader(store, TimerCache(), recovery_window=300, lookahead=60, recovery=recovery).load()
+    assert store.get(lost.id).status is TimerStatus.EXECUTING
+
+
+def test_batched_start_and_finish_respect_claims(store: TimerStore) -> None:
     fresh, stale, busy, done = (add_timer(store, now() - timedelta(seconds=1)) for _ in range(4))
     store.claim_due([fresh.id, stale.id, busy.id, done.id])
-    store.begin_delivery(busy.id, 1, lease=60)  # another worker is on it
-    store.begin_delivery(done.id, 1, lease=60)
-    store.finish(done.id, None, 1)
+    store.begin_deliveries([(busy.id, 1), (done.id, 1)], lease=60)  # another worker has them
+    store.finish_many([(done.id, 1, None)])
     claims = [(fresh.id, 1), (stale.id, 7), (busy.id, 1), (done.id, 1)]
     started = store.begin_deliveries(claims, lease=60)
     assert [t.id for t in started] == [fresh.id]
+    assert started[0].leased_until is not None and started[0].started_at is not None
     outcomes = [(fresh.id, 1, None), (stale.id, 7, "HTTP 500"), (done.id, 1, "HTTP 500")]
     assert store.finish_many(outcomes) == 1
     assert store.get(fresh.id).status is TimerStatus.COMPLETED
+    assert store.get(fresh.id).leased_until is None
     assert store.get(stale.id).status is TimerStatus.EXECUTING
     assert store.get(done.id).status is TimerStatus.COMPLETED  # a late copy changes nothing
     assert store.get(done.id).last_error is None

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from tests.support.broker import queued_timer_ids
 from tests.support.services import Services
+from tests.support.timers import add_timer, now
 from timers.celery_app import create_celery_app
 from timers.config import Settings
 from timers.models import Timer, TimerStatus
@@ -32,7 +33,7 @@ from timers.scheduler import (
     Scheduler,
     TimerCache,
 )
-from timers.store import NewTimer, TimerStore, database_engine
+from timers.store import NearTerm, TimerStore, database_engine
 
 
 @pytest.fixture
@@ -49,20 +50,6 @@ def celery_app(settings: Settings, broker_url: str) -> Iterator[Celery]:
     app = create_celery_app(Settings(database_url=settings.database_url, redis_url=broker_url))
     yield app
     app.close()
-
-
-def add_timer(store: TimerStore, at: datetime, **kw: Any) -> Timer:
-    return store.create(
-        NewTimer(
-            execute_at=at,
-            callback_type="http",
-            callback_config={"type": "http", "url": "http://127.0.0.1:9/hook", "payload": kw},
-        )
-    )
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
 
 
 def loader_for(store: TimerStore, cache: TimerCache, clock: Any = now) -> MemoryLoader:
@@ -257,13 +244,27 @@ def test_database_error_in_a_tick_keeps_the_loop_and_the_timers(
     assert queued_timer_ids(broker_url) == [str(timer.id)]
 
 
-def test_broker_down_releases_claimed_timers(store: TimerStore, settings: Settings) -> None:
-    timer = add_timer(store, now() - timedelta(seconds=1))
-    app = create_celery_app(Settings(redis_url="redis://127.0.0.1:1/0"))
+def test_broker_down_stops_the_tick_and_claims_nothing_until_it_is_back(
+    store: TimerStore, settings: Settings, celery_app: Celery, broker_url: str
+) -> None:
+    timers = [add_timer(store, now() - timedelta(seconds=1)) for _ in range(6)]
+    down = create_celery_app(Settings(redis_url="redis://127.0.0.1:1/0"))
     cache = TimerCache()
     loader_for(store, cache).load()
-    assert ExecutionLoop(store, cache, CeleryEnqueuer(app)).tick() == 0
-    assert store.get(timer.id).status is TimerStatus.PENDING
+    enqueuer = CeleryEnqueuer(down, per_task=2)
+    loop = ExecutionLoop(store, cache, enqueuer, batch_size=2)
+    assert loop.tick() == 0
+    # The first batch was claimed, refused and released; the tick stopped there.
+    assert sorted(store.get(t.id).attempts for t in timers) == [0, 0, 0, 0, 1, 1]
+    assert all(store.get(t.id).status is TimerStatus.PENDING for t in timers)
+    loader_for(store, cache).load()
+    for _ in range(3):  # ticks while the broker stays down: no claim, no release
+        assert loop.tick() == 0
+    assert sorted(store.get(t.id).attempts for t in timers) == [0, 0, 0, 0, 1, 1]
+    # The broker is back (here: the enqueuer's app points at a live one).
+    enqueuer.app = celery_app
+    assert loop.tick() == 6
+    assert sorted(queued_timer_ids(broker_url)) == sorted(str(t.id) for t in timers)
 
 
 def test_both_tasks_log_their_activity(
@@ -289,9 +290,9 @@ class LockWatchingStore(TimerStore):
         self.cache = cache
         self.held_during_io: list[bool] = []
 
-    def load_near_term(self, start: datetime, end: datetime) -> list[Timer]:
+    def load_near_term(self, start: datetime | None, end: datetime, **kw: Any) -> NearTerm:
         self.held_during_io.append(self.cache._lock.locked())
-        return super().load_near_term(start, end)
+        return super().load_near_term(start, end, **kw)
 
     def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
         self.held_during_io.append(self.cache._lock.locked())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+_workers = itertools.count()
 BIN = Path(sys.executable).parent
 
 
@@ -63,7 +65,9 @@ class Process:
         return self.popen.returncode
 
 
-def worker(env: Mapping[str, str], concurrency: int = 4, pool: str = "prefork") -> Process:
+def worker(env: Mapping[str, str], *extra: str) -> Process:
+    """`celery -A timers.celery_app worker` exactly as shipped (pool and concurrency from
+    celeryconfig.py), with a node name of its own and any `extra` arguments."""
     return Process(
         "worker",
         [
@@ -72,12 +76,9 @@ def worker(env: Mapping[str, str], concurrency: int = 4, pool: str = "prefork") 
             "timers.celery_app",
             "worker",
             "--loglevel=INFO",
-            f"--concurrency={concurrency}",
-            f"--pool={pool}",
-            "--without-gossip",
-            "--without-mingle",
             "-n",
-            f"test-{os.getpid()}@%h",
+            f"test-{os.getpid()}-{next(_workers)}@%h",
+            *extra,
         ],
         env,
     )

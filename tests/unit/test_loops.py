@@ -131,27 +131,6 @@ def test_cache_due_and_remove() -> None:
     assert due.id not in cache and later.id in cache
 
 
-def test_recovery_runs_at_most_once_per_enqueue_timeout() -> None:
-    from timers.scheduler import Recovery
-
-    runs: list[float] = []
-
-    class CountingRecovery(Recovery):
-        def run(self) -> None:  # the statements themselves are tested against PostgreSQL
-            runs.append(1)
-
-    recovery = CountingRecovery(
-        None,  # type: ignore[arg-type]
-        enqueue_timeout=60,
-        stale_delivery_after=600,
-        recovery_window=300,
-        misfire_policy="fire",
-    )
-    for t in range(0, 300, 30):  # the loader's 30 s period over 5 minutes
-        recovery.run_if_due(1000.0 + t)
-    assert len(runs) == 5
-
-
 def test_cache_follows_moved_and_removed_timers() -> None:
     cache = TimerCache()
     a, b = make_timer(-2), make_timer(-1)

@@ -1,0 +1,105 @@
+"""The delivery engine on its own, against real receivers on 127.0.0.1 (no database: outcomes are
+collected as the engine hands them over)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.support.receiver import Receiver, wait_until
+from timers.engine import DeliveryEngine, Outcome, destination
+from timers.models import Timer, TimerStatus, uuid7
+
+
+def started_timer(url: str, **config: Any) -> Timer:
+    now = datetime.now(UTC)
+    return Timer(
+        id=uuid7(),
+        execute_at=now,
+        callback_type="http",
+        callback_config={"type": "http", "url": url, **config},
+        status=TimerStatus.EXECUTING,
+        created_at=now,
+        updated_at=now,
+        attempts=1,
+        started_at=now,
+    )
+
+
+class Outcomes:
+    def __init__(self) -> None:
+        self.items: dict[str, Outcome] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, outcome: Outcome) -> None:
+        with self.lock:
+            self.items[str(outcome.timer_id)] = outcome
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self.items)
+
+
+@pytest.fixture
+def receivers() -> Iterator[tuple[Receiver, Receiver]]:
+    slow, fast = Receiver().start(), Receiver().start()
+    yield slow, fast
+    slow.stop()
+    fast.stop()
+
+
+def test_one_receiver_gets_at_most_the_cap_and_others_are_not_held_up(
+    receivers: tuple[Receiver, Receiver],
+) -> None:
+    slow, fast = receivers
+    outcomes = Outcomes()
+    engine = DeliveryEngine(callback_timeout=10, max_per_destination=3, on_outcome=outcomes)
+    try:
+        engine.submit([started_timer(slow.url("/slow/0.5")) for _ in range(9)])
+        quick = [started_timer(fast.url("/ok")) for _ in range(20)]
+        engine.submit(quick)
+        # The fast receiver's timers finish while the slow one still works through its queue.
+        assert wait_until(lambda: all(str(t.id) in outcomes.items for t in quick), 5)
+        assert len(outcomes) < 29
+        assert wait_until(lambda: len(outcomes) == 29, 10)
+    finally:
+        engine.close(5)
+    assert slow.max_concurrent == 3
+    assert all(o.error is None for o in outcomes.items.values())
+
+
+def test_running_lists_the_claims_in_flight_until_their_outcome_is_handed_over(
+    receivers: tuple[Receiver, Receiver],
+) -> None:
+    slow, _ = receivers
+    outcomes = Outcomes()
+    engine = DeliveryEngine(callback_timeout=10, max_per_destination=8, on_outcome=outcomes)
+    try:
+        timers = [started_timer(slow.url("/slow/0.5")) for _ in range(3)]
+        engine.submit(timers)
+        assert sorted(engine.running()) == sorted((t.id, 1) for t in timers)
+        assert wait_until(lambda: len(outcomes) == 3, 5)
+        assert engine.running() == []
+    finally:
+        engine.close(5)
+
+
+def test_close_lets_running_deliveries_finish(receivers: tuple[Receiver, Receiver]) -> None:
+    slow, _ = receivers
+    outcomes = Outcomes()
+    engine = DeliveryEngine(callback_timeout=10, max_per_destination=8, on_outcome=outcomes)
+    timer = started_timer(slow.url("/slow/0.5"))
+    engine.submit([timer])
+    assert engine.close(5) is True
+    assert outcomes.items[str(timer.id)].error is None
+
+
+def test_destination_is_scheme_host_and_port() -> None:
+    assert destination("http://Example.com/a") == "http://example.com:80"
+    assert destination("https://example.com/a") == "https://example.com:443"
+    assert destination("http://example.com:8080/a?b") == "http://example.com:8080"
+    assert destination("http://[::1]:81/") == "http://::1:81"

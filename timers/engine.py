@@ -1,0 +1,187 @@
+"""The delivery engine of one worker process: an asyncio loop on a thread of its own that runs every
+callback this process has started, concurrently.
+
+Why this design: a callback is almost all waiting (connect, send, wait for the receiver). If each
+one held a Celery pool slot, a handful of receivers that hang would hold every slot and every other
+timer would queue behind them. Here the Celery task only starts deliveries (one statement) and
+hands them to this loop, so its slot is free again in milliseconds; a delivery in flight costs a
+coroutine and a socket, not a slot. This is what `celery -A timers.celery_app worker` gives with no
+flags (the default prefork pool: each pool process has its own engine), with no monkey-patching and
+the same synchronous psycopg2 store as everywhere else (outcomes are written by the
+`OutcomeRecorder` thread, never on the loop).
+
+Limits, all per worker process:
+- at most `max_per_destination` deliveries at once to one receiver (scheme, host and port): one
+  slow receiver cannot take every connection; its other timers wait their turn (their leases are
+  renewed meanwhile, and their deadline starts when they are sent);
+- at most `MAX_IN_FLIGHT` deliveries in all; past that, starting more blocks the task (backpressure
+  to the broker instead of unbounded memory);
+- each delivery has one deadline for connect + send + wait + read (see `timers.delivery`).
+
+Any exception a delivery raises fails that timer alone, with the exception in `last_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from timers.delivery import deliver, new_session
+from timers.models import HttpCallback, InvalidCallback, Timer
+from timers.store import Claim
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 10_000
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one delivery ended: `error` is None for a 2xx answer, else a short reason."""
+
+    timer_id: uuid.UUID
+    attempt: int
+    error: str | None
+    late_ms: float = 0.0
+
+
+def destination(url: str) -> str:
+    """The receiver a URL names, for the per-destination cap: scheme, host and port."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+class _Gate:
+    """A semaphore for one destination, dropped when no delivery uses it."""
+
+    def __init__(self, limit: int) -> None:
+        self.semaphore = asyncio.Semaphore(limit)
+        self.users = 0
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        *,
+        callback_timeout: float,
+        max_per_destination: int,
+        on_outcome: Callable[[Outcome], None],
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        self.callback_timeout = callback_timeout
+        self.max_per_destination = max_per_destination
+        self.on_outcome = on_outcome
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._lock = threading.Lock()
+        self._running: dict[uuid.UUID, int] = {}
+        self._idle = threading.Condition(self._lock)
+        self._loop = asyncio.new_event_loop()
+        self._gates: dict[str, _Gate] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._thread = threading.Thread(target=self._run_loop, name="delivery-engine", daemon=True)
+        self._thread.start()
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    # -- called from the task's thread ---------------------------------------------------------
+
+    def submit(self, timers: Iterable[Timer]) -> None:
+        """Deliver these started timers; returns at once unless MAX_IN_FLIGHT are running."""
+        for timer in timers:
+            self._slots.acquire()
+            with self._lock:
+                self._running[timer.id] = timer.attempts
+            asyncio.run_coroutine_threadsafe(self._deliver(timer), self._loop)
+
+    def running(self) -> list[Claim]:
+        """The claims being delivered right now (their leases need renewing)."""
+        with self._lock:
+            return list(self._running.items())
+
+    def close(self, timeout: float) -> bool:
+        """Let running deliveries finish for up to `timeout` seconds, then stop the loop; returns
+        False if some were cut off (their leases lapse and recovery fires them again)."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._running and time.monotonic() < deadline:
+                self._idle.wait(deadline - time.monotonic())
+            drained = not self._running
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+        try:
+            future.result(timeout=5)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            log.warning("the delivery loop did not shut down cleanly")
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        return drained
+
+    # -- on the loop ----------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        current = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not current:
+                task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _deliver(self, timer: Timer) -> None:
+        error: str | None
+        try:
+            error = await self._attempt(timer)
+        except asyncio.CancelledError:
+            # Shutting down: no outcome; the lease lapses and recovery fires the timer again.
+            self._done(timer, None, record=False)
+            raise
+        except Exception as exc:
+            # Whatever went wrong, it went wrong for this timer alone.
+            log.exception("delivering timer %s raised", timer.id, extra={"timer_id": str(timer.id)})
+            error = f"delivery error: {type(exc).__name__}: {exc}"
+        self._done(timer, error)
+
+    async def _attempt(self, timer: Timer) -> str | None:
+        try:
+            callback = HttpCallback.from_config(timer.callback_config)
+        except InvalidCallback as exc:
+            return f"invalid callback_config: {exc}"
+        key = destination(callback.url)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = _Gate(self.max_per_destination)
+        gate.users += 1
+        try:
+            async with gate.semaphore:
+                if self._session is None:
+                    self._session = new_session()
+                return await deliver(self._session, timer.id, callback, self.callback_timeout)
+        finally:
+            gate.users -= 1
+            if gate.users == 0:
+                del self._gates[key]
+
+    def _done(self, timer: Timer, error: str | None, *, record: bool = True) -> None:
+        if record:
+            started = timer.started_at or timer.execute_at
+            late = (started - timer.execute_at).total_seconds() * 1000
+            try:
+                self.on_outcome(Outcome(timer.id, timer.attempts, error, late))
+            except Exception:
+                log.exception("handing over the outcome of timer %s failed", timer.id)
+        with self._idle:
+            self._running.pop(timer.id, None)
+            if not self._running:
+                self._idle.notify_all()
+        self._slots.release()
