@@ -92,10 +92,13 @@ class CallbackReceiver:
                 status = 200
                 if self.path.startswith("/status/"):
                     status = int(self.path.rsplit("/", 1)[1])
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    pass  # the caller gave up (timed out, or its process died)
 
             def _trickle(self) -> None:
                 self.send_response(200)
