@@ -9,7 +9,8 @@ from typing import Any
 from celery import Celery, signals
 
 from timers.config import Settings, load_settings
-from timers.store import TimerStore, database_engine, describe_database_error
+from timers.storage import StoreError
+from timers.store import TimerStore, database_engine
 from timers.tasks import BATCH_TASK_NAME, WorkerResources, register_tasks
 
 __all__ = ["BATCH_TASK_NAME", "create_celery_app"]
@@ -31,9 +32,8 @@ def create_celery_app(settings: Settings) -> Celery:
         engine = database_engine(settings.require_database_url())
         try:
             TimerStore(engine).ping()
-        except Exception as exc:
-            reason = describe_database_error(exc)
-            raise SystemExit(f"timers worker: cannot reach PostgreSQL: {reason}") from None
+        except StoreError as exc:
+            raise SystemExit(f"timers worker: cannot reach PostgreSQL: {exc}") from None
         finally:
             engine.dispose()
 

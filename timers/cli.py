@@ -12,10 +12,8 @@ from timers.logs import configure_logging
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import DBAPIError
-
     from timers.migrations import downgrade, upgrade
-    from timers.store import describe_database_error
+    from timers.storage import StoreError
 
     url = settings.require_database_url()
     try:
@@ -23,8 +21,8 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
             downgrade(url, args.downgrade)
         else:
             upgrade(url, args.revision)
-    except DBAPIError as exc:
-        print(f"timers migrate: cannot migrate: {describe_database_error(exc)}", file=sys.stderr)
+    except StoreError as exc:
+        print(f"timers migrate: cannot migrate: {exc}", file=sys.stderr)
         return 1
     print("timers migrate: database is at", args.downgrade or args.revision)
     return 0

@@ -37,7 +37,7 @@ import aiohttp
 
 from timers.delivery import deliver, new_session
 from timers.models import HttpCallback, InvalidCallback, Timer
-from timers.store import Claim
+from timers.storage import Claim
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from timers.engine import Outcome
-from timers.store import Claim, TimerStore
+from timers.storage import Claim, Store
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ RETRY_FIRST, RETRY_MAX = 0.2, 5.0
 
 class OutcomeRecorder:
     def __init__(
-        self, store: TimerStore, *, lease: float, running: Callable[[], list[Claim]]
+        self, store: Store, *, lease: float, running: Callable[[], list[Claim]]
     ) -> None:
         self.store = store
         self.lease = lease

@@ -689,14 +689,15 @@ def check_services(settings: Settings) -> str | None:
     from sqlalchemy.engine import make_url
 
     from timers.celery_app import create_celery_app
-    from timers.store import database_engine, describe_database_error
+    from timers.storage import StoreError
+    from timers.store import database_engine
 
     engine = database_engine(settings.require_database_url())
     try:
         TimerStore(engine).ping()
-    except Exception as exc:
+    except StoreError as exc:
         where = make_url(settings.require_database_url()).render_as_string(hide_password=True)
-        return f"cannot reach PostgreSQL at {where}: {describe_database_error(exc)}"
+        return f"cannot reach PostgreSQL at {where}: {exc}"
     finally:
         engine.dispose()
     app = create_celery_app(settings)

@@ -13,10 +13,10 @@ import select as io_select
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
+import psycopg2
 from sqlalchemy import (
     Engine,
     Float,
@@ -35,77 +35,42 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from timers.models import DueTime, Timer, TimerStatus, uuid7
 from timers.schema import timers
+from timers.storage import (
+    LOST_CLAIM,
+    LOST_DELIVERY,
+    SORT_COLUMNS,
+    SORT_ORDERS,
+    Change,
+    Claim,
+    NearTerm,
+    NewTimer,
+    Outcome,
+    Recovered,
+    RecoveryRules,
+    StoreError,
+    StoreUnavailable,
+    TimerNotFound,
+    TimerNotPending,
+    TimerPage,
+    clip_error,
+)
+
+__all__ = [
+    "NewTimer",
+    "NotificationFeed",
+    "StoreError",
+    "StoreUnavailable",
+    "TimerNotFound",
+    "TimerNotPending",
+    "TimerStore",
+    "database_engine",
+]
 
 log = logging.getLogger(__name__)
-
-SORT_COLUMNS = ("created_at", "execute_at")
-SORT_ORDERS = ("asc", "desc")
-MAX_ERROR_LENGTH = 500
-
-
-class TimerNotFound(LookupError):
-    def __init__(self, timer_id: uuid.UUID) -> None:
-        super().__init__(f"timer {timer_id} not found")
-        self.timer_id = timer_id
-
-
-class TimerNotPending(ValueError):
-    """The timer exists but is no longer `pending`, so it can't be changed or canceled."""
-
-    def __init__(self, timer_id: uuid.UUID, status: TimerStatus) -> None:
-        super().__init__(f"timer {timer_id} is {status.value}; only pending timers can be changed")
-        self.timer_id = timer_id
-        self.status = status
-
-
-@dataclass(frozen=True)
-class NewTimer:
-    execute_at: datetime
-    callback_type: str
-    callback_config: Mapping[str, Any]
-    metadata: Mapping[str, Any] | None = None
-
-
-# A claim: the timer's id and the claim number (`attempts`) it was enqueued under.
-Claim = tuple[uuid.UUID, int]
-
-
-@dataclass(frozen=True)
-class RecoveryRules:
-    """Which `executing` timers are stranded and go back to `pending` to be fired again:
-
-    - a started delivery whose lease ran out (its worker stopped renewing it: dead or cut off),
-      once the database itself has been up for a whole `lease`;
-    - a claim that no worker started within `enqueue_timeout` seconds (the scheduler died before
-      enqueueing, or the broker lost the message), but only when the callback queue is idle
-      (`queue_idle`): a message merely waiting in a long queue is not lost.
-    """
-
-    enqueue_timeout: float
-    lease: float
-    queue_idle: bool
-
-
-class Recovered(NamedTuple):
-    id: uuid.UUID
-    execute_at: datetime
-    reason: str
-
-
-class NearTerm(NamedTuple):
-    """What one load read: the timers for the cache, and those of them it recovered."""
-
-    timers: list[DueTime]
-    recovered: list[Recovered]
-
-
-@dataclass(frozen=True)
-class TimerPage:
-    timers: list[Timer]
-    total: int
 
 
 def database_engine(url: str, **kwargs: Any) -> Engine:
@@ -171,19 +136,35 @@ def describe_database_error(exc: BaseException) -> str:
     return " ".join(lines) or type(reason).__name__
 
 
+@contextmanager
+def database_errors() -> Iterator[None]:
+    """Driver errors become StoreUnavailable (can't reach the database: retry later) or StoreError
+    (the database refused the statement), so that nothing above the store imports SQLAlchemy."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreUnavailable(describe_database_error(exc)) from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreUnavailable(describe_database_error(exc)) from exc
+        raise StoreError(describe_database_error(exc)) from exc
+
+
 class TimerStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def _statement(self) -> Any:
+    @contextmanager
+    def _statement(self) -> Iterator[Any]:
         """A connection for a method that runs one statement: the engine's autocommit makes the
         statement its own transaction."""
-        return self.engine.connect()
+        with database_errors(), self.engine.connect() as conn:
+            yield conn
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
         """A connection inside BEGIN … COMMIT, for a method that runs several statements."""
-        with self.engine.connect() as conn:
+        with database_errors(), self.engine.connect() as conn:
             # The dialect's own BEGIN: under autocommit, SQLAlchemy would not send one.
             conn.exec_driver_sql("BEGIN")
             try:
@@ -369,9 +350,9 @@ class TimerStore:
             rows = conn.execute(query).mappings().all()
         return [Timer.from_row(r) for r in rows]
 
-    def changes(self) -> ChangeFeed:
+    def changes(self) -> NotificationFeed:
         """A feed of the timers that became pending, changed while pending, or were canceled."""
-        return ChangeFeed(self.engine)
+        return NotificationFeed(self.engine)
 
     def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
         """Flip to `executing` those of `timer_ids` that are still `pending` and due by the database's
@@ -444,7 +425,7 @@ class TimerStore:
         with self._statement() as conn:
             return int(conn.execute(stmt).rowcount)
 
-    def finish_many(self, outcomes: Sequence[tuple[uuid.UUID, int, str | None]]) -> int:
+    def finish_many(self, outcomes: Sequence[Outcome]) -> int:
         """Record the outcomes of deliveries, (id, attempt, error) each, in one statement:
         `completed` when error is None, else `failed` with `last_error`; `executed_at` set either
         way and the lease dropped. Touches only rows still `executing` under that claim; returns
@@ -453,10 +434,8 @@ class TimerStore:
             return 0
         rows = []
         for tid, attempt, error in outcomes:
-            if error is not None and len(error) > MAX_ERROR_LENGTH:
-                error = error[: MAX_ERROR_LENGTH - 1] + "…"
             status = TimerStatus.COMPLETED if error is None else TimerStatus.FAILED
-            rows.append((tid, attempt, status.value, error))
+            rows.append((tid, attempt, status.value, clip_error(error)))
         outcome = values(
             column("id", UUID(as_uuid=True)),
             column("attempt", Integer()),
@@ -507,10 +486,6 @@ class TimerStore:
             return conn.execute(stmt).rowcount
 
 
-LOST_CLAIM = "recovered: claimed but never picked up by a worker"
-LOST_DELIVERY = "recovered: the worker delivering it stopped renewing its lease"
-
-
 def _recover_statement(recovery: RecoveryRules) -> Any:
     """The UPDATE that puts stranded `executing` timers back to `pending` (see RecoveryRules)."""
     lease_end = func.coalesce(timers.c.leased_until, timers.c.started_at + _seconds(recovery.lease))
@@ -543,13 +518,7 @@ def _recover_statement(recovery: RecoveryRules) -> Any:
 CHANGES_CHANNEL = "timers_changed"
 
 
-@dataclass(frozen=True)
-class Change:
-    timer_id: uuid.UUID
-    execute_at: datetime
-
-
-class ChangeFeed:
+class NotificationFeed:
     """`LISTEN timers_changed` on a connection of its own (filled by the migrations' trigger).
 
     Notifications are a hint, not the truth: a reader reloads the rows they name, and after a lost
@@ -562,8 +531,9 @@ class ChangeFeed:
 
     def open(self) -> None:
         self.close()
-        connection = self.engine.connect()
-        connection.execute(text(f"LISTEN {CHANGES_CHANNEL}"))
+        with database_errors():
+            connection = self.engine.connect()
+            connection.execute(text(f"LISTEN {CHANGES_CHANNEL}"))
         self._connection = connection
 
     @property
@@ -574,12 +544,15 @@ class ChangeFeed:
         """The changes that arrive within `timeout` seconds (empty if none); raises when the
         connection is lost."""
         dbapi = self._connection.connection.driver_connection
-        if not dbapi.notifies:
-            ready, _, _ = io_select.select([dbapi], [], [], timeout)
-            if ready:
+        try:
+            if not dbapi.notifies:
+                ready, _, _ = io_select.select([dbapi], [], [], timeout)
+                if ready:
+                    dbapi.poll()
+            else:
                 dbapi.poll()
-        else:
-            dbapi.poll()
+        except (OSError, psycopg2.Error) as exc:
+            raise StoreUnavailable(f"change feed lost: {describe_database_error(exc)}") from exc
         changes = []
         while dbapi.notifies:
             note = dbapi.notifies.pop(0)

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery, Task
-from sqlalchemy.exc import DBAPIError
 
 from timers.config import Settings
 from timers.engine import DeliveryEngine
 from timers.recorder import OutcomeRecorder
-from timers.store import Claim, TimerStore, database_engine, describe_database_error
+from timers.storage import Claim, StoreUnavailable
+from timers.store import TimerStore, database_engine
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +135,9 @@ def register_tasks(app: Celery, resources: WorkerResources) -> None:
     def run(task: Task, claims: Any) -> dict[str, int]:
         try:
             return start_deliveries(resources, claims)
-        except DBAPIError as exc:
+        except StoreUnavailable as exc:
             # Nothing was started: try again shortly (the claims stay `executing`).
-            log.warning(
-                "database error starting deliveries: %s; retrying", describe_database_error(exc)
-            )
+            log.warning("database unreachable starting deliveries: %s; retrying", exc)
             raise task.retry(exc=exc, countdown=2, max_retries=None) from None
 
     @app.task(name=BATCH_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)

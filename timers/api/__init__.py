@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from sqlalchemy.exc import DBAPIError
 
 from timers import __version__
 from timers.api import health, routes
@@ -18,7 +17,8 @@ from timers.api.body_limit import BodyLimit
 from timers.api.deps import require_api_key
 from timers.api.envelope import install_handlers
 from timers.config import ConfigError, Settings, load_settings
-from timers.store import TimerStore, database_engine, describe_database_error
+from timers.storage import StoreError
+from timers.store import TimerStore, database_engine
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +48,8 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
             timer_store.ping()
-        except DBAPIError as exc:
-            raise SystemExit(
-                f"timers api: cannot reach PostgreSQL: {describe_database_error(exc)}"
-            ) from None
+        except StoreError as exc:
+            raise SystemExit(f"timers api: cannot reach PostgreSQL: {exc}") from None
         yield
         if owned:
             timer_store.engine.dispose()

@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from timers.api.envelope import ApiError, Code
-from timers.store import TimerStore
+from timers.storage import Store as TimerStore
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 

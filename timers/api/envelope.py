@@ -10,8 +10,9 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
+
+from timers.storage import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +83,15 @@ def install_handlers(app: FastAPI) -> None:
         }.get(exc.status_code, Code.VALIDATION if exc.status_code < 500 else Code.INTERNAL)
         return envelope(None, code=code, message=str(exc.detail), status=exc.status_code)
 
-    @app.exception_handler(DBAPIError)
-    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
-        log.error("database error on %s %s: %s", request.method, request.url.path, exc.orig)
+    @app.exception_handler(StoreUnavailable)
+    async def database_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.error("database unreachable on %s %s: %s", request.method, request.url.path, exc)
         return envelope(None, code=Code.INTERNAL, message="database unavailable, try again later")
+
+    @app.exception_handler(StoreError)
+    async def database_error(request: Request, exc: StoreError) -> JSONResponse:
+        log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+        return envelope(None, code=Code.INTERNAL, message="internal error")
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -6,12 +6,12 @@ import logging
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
 
 from timers import __version__
 from timers.api.deps import Store
 from timers.api.envelope import Code, envelope
 from timers.api.schemas import Envelope
+from timers.storage import StoreError
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -21,8 +21,8 @@ router = APIRouter(tags=["health"])
 def health(store: Store) -> JSONResponse:
     try:
         store.ping()
-    except DBAPIError as exc:
-        log.warning("health check: database unreachable: %s", exc.orig)
+    except StoreError as exc:
+        log.warning("health check: database unreachable: %s", exc)
         data = {"status": "degraded", "database": "unreachable", "version": __version__}
         return envelope(data, code=Code.INTERNAL, message="database unreachable")
     return envelope({"status": "up", "database": "connected", "version": __version__})

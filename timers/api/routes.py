@@ -21,7 +21,7 @@ from timers.api.schemas import (
     TimerUpdate,
 )
 from timers.models import CALLBACK_TYPES, HttpCallback, InvalidCallback, TimerStatus
-from timers.store import NewTimer, TimerNotFound, TimerNotPending
+from timers.storage import NewTimer, TimerNotFound, TimerNotPending
 
 router = APIRouter(prefix="/timers", tags=["timers"])
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from timers.store import database_errors
+
 HERE = Path(__file__).parent
 
 
@@ -19,8 +21,11 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(database_url), revision)
+    """Migrate to `revision`; raises StoreUnavailable / StoreError when the database refuses."""
+    with database_errors():
+        command.upgrade(alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
-    command.downgrade(alembic_config(database_url), revision)
+    with database_errors():
+        command.downgrade(alembic_config(database_url), revision)

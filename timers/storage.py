@@ -1,0 +1,218 @@
+"""What the rest of the package needs from a store of timers: the `Store` protocol, the values it
+takes and returns, and its errors. `timers.store.TimerStore` is the PostgreSQL one (the truth in
+production); `timers.testing.InMemoryStore` is its in-memory twin for fast tests of the decisions
+built on it. One contract suite (tests/contract) runs against both, so they can't drift.
+
+Nothing here imports a database driver: callers catch `StoreUnavailable` (the database can't be
+reached right now: retry later) and `StoreError` (anything else the database refused).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from timers.models import DueTime, Timer, TimerStatus
+
+SORT_COLUMNS = ("created_at", "execute_at")
+SORT_ORDERS = ("asc", "desc")
+MAX_ERROR_LENGTH = 500
+LOST_CLAIM = "recovered: claimed but never picked up by a worker"
+LOST_DELIVERY = "recovered: the worker delivering it stopped renewing its lease"
+
+# A claim: the timer's id and the claim number (`attempts`) it was enqueued under.
+Claim = tuple[uuid.UUID, int]
+# A delivery's outcome: the claim and the error (None: delivered, 2xx).
+Outcome = tuple[uuid.UUID, int, str | None]
+
+
+class StoreError(Exception):
+    """The database refused an operation; the message says why (on one line)."""
+
+
+class StoreUnavailable(StoreError):
+    """The database can't be reached (or the connection dropped): try again later."""
+
+
+class TimerNotFound(LookupError):
+    def __init__(self, timer_id: uuid.UUID) -> None:
+        super().__init__(f"timer {timer_id} not found")
+        self.timer_id = timer_id
+
+
+class TimerNotPending(ValueError):
+    """The timer exists but is no longer `pending`, so it can't be changed or canceled."""
+
+    def __init__(self, timer_id: uuid.UUID, status: TimerStatus) -> None:
+        super().__init__(f"timer {timer_id} is {status.value}; only pending timers can be changed")
+        self.timer_id = timer_id
+        self.status = status
+
+
+@dataclass(frozen=True)
+class NewTimer:
+    execute_at: datetime
+    callback_type: str
+    callback_config: Mapping[str, Any]
+    metadata: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RecoveryRules:
+    """Which `executing` timers are stranded and go back to `pending` to be fired again:
+
+    - a started delivery whose lease ran out (its worker stopped renewing it: dead or cut off),
+      once the database itself has been up for a whole `lease`;
+    - a claim that no worker started within `enqueue_timeout` seconds (the scheduler died before
+      enqueueing, or the broker lost the message), but only when the callback queue is idle
+      (`queue_idle`): a message merely waiting in a long queue is not lost.
+    """
+
+    enqueue_timeout: float
+    lease: float
+    queue_idle: bool
+
+
+class Recovered(NamedTuple):
+    id: uuid.UUID
+    execute_at: datetime
+    reason: str
+
+
+class NearTerm(NamedTuple):
+    """What one load read: the timers for the cache, and those of them it recovered."""
+
+    timers: list[DueTime]
+    recovered: list[Recovered]
+
+
+@dataclass(frozen=True)
+class TimerPage:
+    timers: list[Timer]
+    total: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """A timer that became pending, changed while pending, or was canceled."""
+
+    timer_id: uuid.UUID
+    execute_at: datetime
+
+
+class ChangeFeed(Protocol):
+    """Change notifications: a hint, not the truth. A reader re-reads the rows they name, and
+    after `open` (a first open, or a reopen after a lost connection) reloads everything."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def open(self) -> None: ...
+
+    def wait(self, timeout: float) -> list[Change]:
+        """The changes that arrive within `timeout` seconds; raises when the feed is lost."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def clip_error(error: str | None) -> str | None:
+    """`last_error` as stored: at most MAX_ERROR_LENGTH characters."""
+    if error is not None and len(error) > MAX_ERROR_LENGTH:
+        return error[: MAX_ERROR_LENGTH - 1] + "…"
+    return error
+
+
+class Store(Protocol):
+    """The operations on timers. Each is one transaction. "Now" is the store's own clock (the
+    database's `now()` for PostgreSQL), the one that every scheduler and worker compares against.
+    Every method may raise StoreUnavailable or StoreError."""
+
+    # -- API and clients --------------------------------------------------------------------
+
+    def create(self, new: NewTimer) -> Timer:
+        """Insert one `pending` timer with a fresh UUIDv7 id."""
+        ...
+
+    def create_many(self, batch: Sequence[NewTimer]) -> list[Timer]:
+        """Insert `pending` timers, all or none, in the order given."""
+        ...
+
+    def find(self, timer_id: uuid.UUID) -> Timer | None: ...
+
+    def get(self, timer_id: uuid.UUID) -> Timer:
+        """The timer with this id; raises TimerNotFound."""
+        ...
+
+    def page(
+        self,
+        *,
+        status: TimerStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        sort: str = "created_at",
+        order: str = "desc",
+    ) -> TimerPage: ...
+
+    def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
+        """Apply `changes` (execute_at, callback_type, callback_config, metadata) if the timer is
+        still `pending`; raises TimerNotFound or TimerNotPending."""
+        ...
+
+    def cancel(self, timer_id: uuid.UUID) -> Timer:
+        """`pending` → `canceled`; raises TimerNotFound or TimerNotPending."""
+        ...
+
+    def ping(self) -> None: ...
+
+    # -- scheduler ---------------------------------------------------------------------------
+
+    def load_near_term(
+        self,
+        start: datetime | None,
+        end: datetime,
+        limit: int = 100_000,
+        recovery: RecoveryRules | None = None,
+    ) -> NearTerm:
+        """The `pending` timers with `start <= execute_at <= end` (no lower bound when None),
+        earliest first, at most `limit`; with `recovery`, first puts the stranded `executing`
+        timers back to `pending` and returns them too."""
+        ...
+
+    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[Timer]:
+        """Those of `timer_ids` that are `pending` now."""
+        ...
+
+    def changes(self) -> ChangeFeed: ...
+
+    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
+        """Flip to `executing` (a new claim: `attempts` + 1) those of `timer_ids` still `pending`
+        and due by the store's clock; returns exactly those."""
+        ...
+
+    def release(self, claims: Sequence[Claim]) -> int:
+        """Back to `pending`: the claims still `executing` under that claim and not started."""
+        ...
+
+    def fail_missed(self, recovery_window: float) -> int:
+        """`pending` timers due more than `recovery_window` seconds ago → `failed` (`missed: …`)."""
+        ...
+
+    # -- worker ------------------------------------------------------------------------------
+
+    def begin_deliveries(self, claims: Sequence[Claim], lease: float) -> list[Timer]:
+        """Start the claims still `executing` under that claim and not started: `started_at`
+        now, leased for `lease` seconds. Returns those."""
+        ...
+
+    def renew_leases(self, claims: Sequence[Claim], lease: float) -> int:
+        """Extend to now + `lease` the leases of the claims still `executing` under that claim."""
+        ...
+
+    def finish_many(self, outcomes: Sequence[Outcome]) -> int:
+        """Record outcomes of claims still `executing` under that claim: `completed` (error None)
+        or `failed` with `last_error`; `executed_at` now. Returns how many were recorded."""
+        ...
