@@ -1,7 +1,6 @@
-"""Celery settings for the `timers` workers. The broker URL comes from the environment
-(`CELERY_BROKER_URL`, else `REDIS_URL`) through `timers.config`; everything else is here."""
-
-import os
+"""Celery settings for the `timers` workers. What the environment decides (the broker URL, the
+pool's size, Redis's visibility timeout) comes from `timers.config` and is set by
+`timers.celery_app`; everything else is here."""
 
 # Acknowledge a message only after its callback was delivered and recorded, and give it back to
 # the broker if the worker process dies mid-delivery: a callback is delivered at least once.
@@ -9,10 +8,10 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 # A task only starts its deliveries and hands them to its process's delivery engine (see
 # timers.engine), so a pool slot is busy for milliseconds whatever the receivers do. Take one
-# message at a time per process; one pool process per CPU (Celery's default) spreads the HTTP work
-# over the cores. CELERY_WORKER_CONCURRENCY (or --concurrency) overrides it.
+# message at a time per process; the prefork pool with one process per CPU (Celery's default,
+# or CELERY_WORKER_CONCURRENCY, see timers.config) spreads the HTTP work over the cores.
+worker_pool = "prefork"
 worker_prefetch_multiplier = 1
-worker_concurrency = int(os.environ.get("CELERY_WORKER_CONCURRENCY") or os.cpu_count() or 1)
 
 # Our own queue, so the workers never pick up another application's tasks on a shared broker.
 task_default_queue = "timers"

@@ -22,6 +22,8 @@ def create_celery_app(settings: Settings) -> Celery:
     app.conf.broker_url = settings.require_broker_url()
     # An unacknowledged message (its worker died) goes to another worker after this long (Redis).
     app.conf.broker_transport_options = {"visibility_timeout": settings.redelivery_timeout}
+    if settings.worker_concurrency is not None:
+        app.conf.worker_concurrency = settings.worker_concurrency
     resources = WorkerResources(settings)
     register_tasks(app, resources)
 

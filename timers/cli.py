@@ -7,7 +7,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-from timers.config import ConfigError, Settings, load_settings
+from timers.config import ConfigError, Settings, environment_help, load_settings
 from timers.logs import configure_logging
 
 
@@ -81,8 +81,9 @@ def _receiver(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="timers",
-        description="Durable one-shot timers. Configuration comes from the environment and .env "
-        "(DATABASE_URL, REDIS_URL, API_KEY, PORT, TIMERS_*; see README).",
+        description="Durable one-shot timers. Configuration comes from the environment.",
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -29,9 +29,7 @@ RETRY_FIRST, RETRY_MAX = 0.2, 5.0
 
 
 class OutcomeRecorder:
-    def __init__(
-        self, store: Store, *, lease: float, running: Callable[[], list[Claim]]
-    ) -> None:
+    def __init__(self, store: Store, *, lease: float, running: Callable[[], list[Claim]]) -> None:
         self.store = store
         self.lease = lease
         self.running = running

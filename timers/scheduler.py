@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from timers.config import Settings
+from timers.config import CALLBACKS_PER_TASK, Settings, environment_help
 from timers.models import DueTime, Timer
 from timers.store import Change, RecoveryRules, TimerStore
 
@@ -412,7 +412,7 @@ class CeleryEnqueuer:
     call, so once per tick) instead of every tick claiming timers only to release them again.
     """
 
-    def __init__(self, app: Any, per_task: int = Settings.callbacks_per_task) -> None:
+    def __init__(self, app: Any, per_task: int = CALLBACKS_PER_TASK) -> None:
         self.app = app
         self.per_task = per_task
         self.queue: str = app.conf.task_default_queue
@@ -716,7 +716,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m timers.scheduler",
         description="Run the timers scheduler: load near-term timers into memory and enqueue each "
-        "as a Celery task when it is due. Configured by the environment (see README).",
+        "as a Celery task when it is due. Configured by the environment.",
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.parse_args(argv)
     from timers.config import ConfigError, load_settings
@@ -741,13 +743,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     log.info(
-        "scheduler started (load every %gs, tick every %gs, lookahead %gs, recovery window %gs, "
-        "change notifications %s, misfire policy %s)",
+        "scheduler started (mode %s, load every %gs, tick every %gs, lookahead %gs, recovery "
+        "window %gs, misfire policy %s)",
+        settings.mode,
         settings.load_interval,
         settings.execute_interval,
         settings.lookahead,
         settings.recovery_window,
-        "on" if settings.listen else "off",
         settings.misfire_policy,
     )
     scheduler.start()
