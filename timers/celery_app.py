@@ -9,9 +9,10 @@ from typing import Any
 from celery import Celery, signals
 
 from timers.config import Settings, load_settings
+from timers.enqueuer import BATCH_TASK_NAME
 from timers.storage import StoreError
 from timers.store import TimerStore, database_engine
-from timers.tasks import BATCH_TASK_NAME, WorkerResources, register_tasks
+from timers.tasks import WorkerResources, register_tasks
 
 __all__ = ["BATCH_TASK_NAME", "create_celery_app"]
 

@@ -41,7 +41,7 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _scheduler(settings: Settings, args: argparse.Namespace) -> int:
-    from timers.scheduler import main as scheduler_main
+    from timers.scheduler.__main__ import main as scheduler_main
 
     return scheduler_main([])
 

@@ -24,14 +24,13 @@ from celery import Celery, Task
 
 from timers.config import Settings
 from timers.engine import DeliveryEngine
+from timers.enqueuer import BATCH_TASK_NAME, TASK_NAME
 from timers.recorder import OutcomeRecorder
 from timers.storage import Claim, StoreUnavailable
 from timers.store import TimerStore, database_engine
 
 log = logging.getLogger(__name__)
 
-BATCH_TASK_NAME = "timers.execute_callbacks"
-TASK_NAME = "timers.execute_callback"  # messages from earlier versions
 
 
 @dataclass

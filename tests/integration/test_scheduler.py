@@ -24,9 +24,9 @@ from tests.support.services import Services
 from tests.support.timers import add_timer, now
 from timers.celery_app import create_celery_app
 from timers.config import Settings
+from timers.enqueuer import CeleryEnqueuer
 from timers.models import Timer, TimerStatus
 from timers.scheduler import (
-    CeleryEnqueuer,
     ChangeListener,
     ExecutionLoop,
     MemoryLoader,

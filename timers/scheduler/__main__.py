@@ -1,0 +1,161 @@
+"""The scheduler process: wiring, the start-up check, and the command line.
+
+python -m timers.scheduler
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from timers.config import Settings, environment_help
+from timers.enqueuer import CeleryEnqueuer
+from timers.scheduler.cache import TimerCache
+from timers.scheduler.execution import ExecutionLoop
+from timers.scheduler.listener import ChangeListener
+from timers.scheduler.loader import MemoryLoader
+from timers.scheduler.recovery import Recovery
+from timers.scheduler.runner import Scheduler
+from timers.store import TimerStore
+
+log = logging.getLogger("timers.scheduler")
+
+
+def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
+    """A scheduler wired to PostgreSQL and the Celery broker from `settings`, and its cleanup."""
+    from timers.celery_app import create_celery_app
+    from timers.store import database_engine
+
+    # No ping per checkout: the loops retry on error, and a dropped connection invalidates the pool.
+    engine = database_engine(settings.require_database_url(), pool_pre_ping=False)
+    store = TimerStore(engine)
+    app = create_celery_app(settings)
+    cache = TimerCache()
+    enqueuer = CeleryEnqueuer(app, per_task=settings.callbacks_per_task)
+    recovery = Recovery(
+        enqueue_timeout=settings.enqueue_timeout,
+        lease=settings.delivery_lease,
+        queue_idle=enqueuer.queue_idle,
+        misfire_policy=settings.misfire_policy,
+        recovery_window=settings.recovery_window,
+    )
+    loader = MemoryLoader(
+        store,
+        cache,
+        recovery_window=settings.recovery_window,
+        lookahead=settings.lookahead,
+        fire_overdue=settings.misfire_policy == "fire",
+        recovery=recovery,
+    )
+    stopping = threading.Event()
+    execution = ExecutionLoop(
+        store,
+        cache,
+        enqueuer,
+        stopping=stopping.is_set,
+        lookahead=settings.lookahead,
+        batch_size=settings.claim_batch_size,
+    )
+    wake = threading.Event() if settings.listen else None
+    listener = ChangeListener(store, cache, loader, wake) if wake is not None else None
+    scheduler = Scheduler(
+        loader,
+        execution,
+        load_interval=settings.load_interval,
+        execute_interval=settings.execute_interval,
+        stop=stopping,
+        listener=listener,
+        wake=wake,
+    )
+
+    def close() -> None:
+        enqueuer.close()
+        engine.dispose()
+
+    return scheduler, close
+
+
+def check_services(settings: Settings) -> str | None:
+    """A one-line reason if PostgreSQL or the broker can't be reached, else None."""
+    from sqlalchemy.engine import make_url
+
+    from timers.celery_app import create_celery_app
+    from timers.storage import StoreError
+    from timers.store import database_engine
+
+    engine = database_engine(settings.require_database_url())
+    try:
+        TimerStore(engine).ping()
+    except StoreError as exc:
+        where = make_url(settings.require_database_url()).render_as_string(hide_password=True)
+        return f"cannot reach PostgreSQL at {where}: {exc}"
+    finally:
+        engine.dispose()
+    app = create_celery_app(settings)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=5)
+    except Exception as exc:
+        from kombu.utils.url import maybe_sanitize_url
+
+        where = maybe_sanitize_url(settings.require_broker_url())
+        return f"cannot reach the Celery broker at {where}: {exc}"
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m timers.scheduler",
+        description="Run the timers scheduler: load near-term timers into memory and enqueue each "
+        "as a Celery task when it is due. Configured by the environment.",
+        epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.parse_args(argv)
+    from timers.config import ConfigError, load_settings
+    from timers.logs import configure_logging
+
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level)
+        problem = check_services(settings)
+    except ConfigError as exc:
+        print(f"timers scheduler: {exc}", file=sys.stderr)
+        return 2
+    if problem:
+        print(f"timers scheduler: {problem}", file=sys.stderr)
+        return 1
+    scheduler, close = build_scheduler(settings)
+
+    def on_signal(signum: int, _: Any) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        scheduler.request_stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    log.info(
+        "scheduler started (mode %s, load every %gs, tick every %gs, lookahead %gs, recovery "
+        "window %gs, misfire policy %s)",
+        settings.mode,
+        settings.load_interval,
+        settings.execute_interval,
+        settings.lookahead,
+        settings.recovery_window,
+        settings.misfire_policy,
+    )
+    scheduler.start()
+    while not scheduler.wait(1.0):
+        pass
+    scheduler.stop()
+    close()
+    log.info("scheduler stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The execution loop's tick: claim the cached timers that are due, enqueue the claimed ones."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from timers.config import CLAIM_BATCH
+from timers.models import Timer
+from timers.scheduler.cache import TimerCache
+from timers.scheduler.timing import Clock, utc_now
+from timers.storage import Store
+
+log = logging.getLogger(__name__)
+
+
+class Enqueuer(Protocol):
+    def ready(self) -> bool:
+        """Whether the broker can take messages now (after a refused enqueue, it is probed)."""
+        ...
+
+    def enqueue(self, timers: Sequence[Timer]) -> list[uuid.UUID]:
+        """Send the callback tasks of these timers; return the ids that could not be sent (all
+        from the first refused message on)."""
+        ...
+
+
+class ExecutionLoop:
+    def __init__(
+        self,
+        store: Store,
+        cache: TimerCache,
+        enqueuer: Enqueuer,
+        *,
+        clock: Clock = utc_now,
+        batch_size: int = CLAIM_BATCH,
+        stopping: Callable[[], bool] = lambda: False,
+        lookahead: float = 60.0,
+    ) -> None:
+        self.last_tick_at: datetime | None = None
+        self.lookahead = lookahead
+        self.store = store
+        self.cache = cache
+        self.enqueuer = enqueuer
+        self.clock = clock
+        self.batch_size = batch_size
+        self.stopping = stopping
+
+    def tick(self) -> int:
+        """Claim and enqueue the cached timers that are due; return how many were enqueued.
+
+        Large backlogs go in batches, and a stop request is honoured between batches: what is
+        claimed is always enqueued (or released) before the tick returns. While the broker refuses
+        messages nothing is claimed (the timers stay cached), and a refused enqueue ends the tick.
+        """
+        now = self.clock()
+        self.last_tick_at = now
+        due = self.cache.due(now)
+        if not due or not self.enqueuer.ready():
+            return 0
+        log.info("Executing %d due timers", len(due))
+        enqueued = 0
+        for start in range(0, len(due), self.batch_size):
+            if start and self.stopping():
+                break
+            sent, refused = self._fire([t.id for t in due[start : start + self.batch_size]])
+            enqueued += sent
+            if refused:
+                break
+        return enqueued
+
+    def _fire(self, ids: list[uuid.UUID]) -> tuple[int, bool]:
+        """Claim and enqueue these timers: how many were enqueued, and whether the broker refused."""
+        try:
+            claimed = self.store.claim_due(ids)
+        except Exception:
+            # Left in the cache: the next tick tries them again.
+            log.warning(
+                "execution loop: claiming %d timers failed; retrying next tick",
+                len(ids),
+                exc_info=True,
+            )
+            return 0, False
+        self.cache.remove(ids)
+        if len(claimed) < len(ids):
+            self._refresh_unclaimed(set(ids) - {t.id for t in claimed})
+        if not claimed:
+            return 0, False
+        try:
+            failed = set(self.enqueuer.enqueue(claimed))
+        except Exception:
+            log.exception("execution loop: enqueueing %d timers failed", len(claimed))
+            failed = {t.id for t in claimed}
+        for timer in claimed:
+            if timer.id not in failed:
+                log.info(
+                    "Spawned callback for timer %s", timer.id, extra={"timer_id": str(timer.id)}
+                )
+        if failed:
+            self._release([(t.id, t.attempts) for t in claimed if t.id in failed])
+        return len(claimed) - len(failed), bool(failed)
+
+    def _refresh_unclaimed(self, timer_ids: set[uuid.UUID]) -> None:
+        # Canceled or claimed elsewhere: gone for good. Postponed, or not yet due by the database's
+        # clock: still pending, so it goes back into the cache with its current execute_at.
+        try:
+            still_pending = self.store.pending_by_ids(timer_ids)
+        except Exception:
+            log.warning("re-reading %d unclaimed timers failed", len(timer_ids), exc_info=True)
+            return
+        horizon = self.clock() + timedelta(seconds=self.lookahead)
+        self.cache.upsert(t for t in still_pending if t.execute_at <= horizon)
+
+    def _release(self, claims: list[tuple[uuid.UUID, int]]) -> None:
+        try:
+            released = self.store.release(claims)
+            log.warning(
+                "released %d timers that could not be enqueued; they will be retried", released
+            )
+        except Exception:
+            # Still claimed: recovery puts them back after the enqueue timeout.
+            log.exception("could not release %d unenqueued timers", len(claims))
