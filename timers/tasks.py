@@ -32,7 +32,6 @@ from timers.store import TimerStore, database_engine
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class WorkerResources:
     """The store, delivery engine and outcome recorder of one worker process, made on first use
