@@ -1,0 +1,281 @@
+"""One suite, two stores: PostgreSQL (`TimerStore`) and its in-memory twin (`InMemoryStore`) must
+claim, release, start, renew, finish, recover, load and notify exactly alike, so that the
+scheduler's decisions can be unit-tested on the twin.
+
+Time: PostgreSQL compares against its own `now()` (another host's clock in production), so its
+tests really wait; the twin's clock is moved by hand. The twin can't share a clock with other
+hosts: a scheduler on the twin reads the same clock as its store, which is what PostgreSQL's
+`now()` gives every host in production. A real database restart is staged in the fault suite.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+
+from timers.models import TimerStatus
+from timers.storage import (
+    LOST_CLAIM,
+    LOST_DELIVERY,
+    MAX_ERROR_LENGTH,
+    NewTimer,
+    RecoveryRules,
+    Store,
+    TimerNotFound,
+    TimerNotPending,
+)
+from timers.store import TimerStore
+from timers.testing import InMemoryStore, ManualClock
+
+
+@dataclass
+class World:
+    store: Store
+    now: Callable[[], datetime]
+    advance: Callable[[float], None]
+    kind: str
+
+    def add(self, in_seconds: float = -1.0, **payload: object) -> uuid.UUID:
+        at = self.now() + timedelta(seconds=in_seconds)
+        config = {"type": "http", "url": "http://127.0.0.1:9/hook", "payload": payload}
+        return self.store.create(NewTimer(at, "http", config)).id
+
+    def status(self, timer_id: uuid.UUID) -> TimerStatus:
+        return self.store.get(timer_id).status
+
+
+@pytest.fixture(params=["postgres", "memory"])
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
+    if request.param == "postgres":
+        store: TimerStore = request.getfixturevalue("store")
+        yield World(store, lambda: datetime.now(UTC), time.sleep, "postgres")
+    else:
+        clock = ManualClock(datetime.now(UTC))
+        yield World(InMemoryStore(clock), clock, clock.advance, "memory")
+
+
+IDLE = RecoveryRules(enqueue_timeout=0.3, lease=0.3, queue_idle=True)
+BUSY = RecoveryRules(enqueue_timeout=0.3, lease=0.3, queue_idle=False)
+
+
+def recovered(world: World, rules: RecoveryRules = IDLE) -> set[uuid.UUID]:
+    near = world.store.load_near_term(None, world.now() + timedelta(seconds=60), recovery=rules)
+    ids = {r.id for r in near.recovered}
+    assert ids <= {t.id for t in near.timers}, "recovered timers are loaded too"
+    return ids
+
+
+# -- API -------------------------------------------------------------------------------------
+
+
+def test_created_timers_read_back_as_pending_with_fresh_ids(world: World) -> None:
+    a = world.add(5, n=1)
+    timer = world.store.get(a)
+    assert timer.status is TimerStatus.PENDING and timer.attempts == 0
+    assert timer.callback_config["payload"] == {"n": 1}
+    batch = world.store.create_many([NewTimer(world.now(), "http", {"url": "x"})] * 3)
+    assert len({t.id for t in batch}) == 3
+    assert world.store.find(uuid.uuid4()) is None
+    with pytest.raises(TimerNotFound):
+        world.store.get(uuid.uuid4())
+
+
+def test_pages_filter_sort_and_count(world: World) -> None:
+    ids = [world.add(i) for i in (3, 1, 2)]
+    world.store.cancel(ids[0])
+    page = world.store.page(status=TimerStatus.PENDING, sort="execute_at", order="asc")
+    assert [t.id for t in page.timers] == [ids[1], ids[2]] and page.total == 2
+    newest_first = world.store.page(limit=2, offset=0)
+    assert [t.id for t in newest_first.timers] == [ids[2], ids[1]] and newest_first.total == 3
+
+
+def test_only_pending_timers_change_or_cancel(world: World) -> None:
+    a = world.add(5)
+    later = world.now() + timedelta(seconds=30)
+    assert world.store.update_pending(a, {"execute_at": later}).execute_at == later
+    assert world.store.cancel(a).status is TimerStatus.CANCELED
+    with pytest.raises(TimerNotPending):
+        world.store.cancel(a)
+    with pytest.raises(TimerNotFound):
+        world.store.update_pending(uuid.uuid4(), {"execute_at": later})
+    with pytest.raises(ValueError, match="cannot change"):
+        world.store.update_pending(a, {"status": "pending"})
+
+
+# -- claims ----------------------------------------------------------------------------------
+
+
+def test_a_claim_takes_only_pending_timers_due_by_the_stores_clock(world: World) -> None:
+    due, future, canceled = world.add(-1), world.add(30), world.add(-1)
+    world.store.cancel(canceled)
+    claimed = world.store.claim_due([due, future, canceled, uuid.uuid4()])
+    assert [(t.id, t.attempts, t.status) for t in claimed] == [(due, 1, TimerStatus.EXECUTING)]
+    assert claimed[0].claimed_at is not None and claimed[0].started_at is None
+    assert world.store.claim_due([due]) == []  # a second claim never wins
+
+
+def test_release_undoes_only_the_same_claim_that_no_worker_started(world: World) -> None:
+    unsent, started, other = world.add(), world.add(), world.add()
+    world.store.claim_due([unsent, started, other])
+    world.store.begin_deliveries([(started, 1)], lease=60)
+    assert world.store.release([(unsent, 1), (started, 1), (other, 0)]) == 1
+    assert world.status(unsent) is TimerStatus.PENDING
+    assert world.status(started) is TimerStatus.EXECUTING
+    assert world.status(other) is TimerStatus.EXECUTING
+    assert world.store.claim_due([unsent])[0].attempts == 2
+
+
+def test_pending_by_ids_and_fail_missed(world: World) -> None:
+    old, recent, done = world.add(-301), world.add(-200), world.add(-1)
+    world.store.claim_due([done])
+    assert {t.id for t in world.store.pending_by_ids([old, recent, done])} == {old, recent}
+    assert world.store.fail_missed(300) == 1
+    missed = world.store.get(old)
+    assert missed.status is TimerStatus.FAILED
+    due = missed.execute_at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    assert missed.last_error == (
+        f"missed: due at {due}Z, more than 300s before a scheduler could fire it"
+    )
+
+
+# -- deliveries ------------------------------------------------------------------------------
+
+
+def test_a_claim_is_started_once_and_leased(world: World) -> None:
+    a = world.add()
+    world.store.claim_due([a])
+    [started] = world.store.begin_deliveries([(a, 1)], lease=10)
+    assert started.started_at is not None and started.leased_until is not None
+    assert started.leased_until - started.started_at == timedelta(seconds=10)
+    assert world.store.begin_deliveries([(a, 1)], lease=10) == []  # a redelivered message
+    assert world.store.begin_deliveries([(a, 2)], lease=10) == []  # a claim that never was
+
+
+def test_renewing_extends_only_leases_still_under_claim(world: World) -> None:
+    a, b = world.add(), world.add()
+    world.store.claim_due([a, b])
+    world.store.begin_deliveries([(a, 1), (b, 1)], lease=1)
+    world.store.finish_many([(b, 1, None)])
+    world.advance(0.2)
+    assert world.store.renew_leases([(a, 1), (b, 1), (a, 7)], lease=5) == 1
+    timer = world.store.get(a)
+    assert timer.leased_until is not None and timer.started_at is not None
+    assert timer.leased_until - timer.started_at >= timedelta(seconds=5.2)
+
+
+def test_outcomes_are_recorded_only_under_their_claim(world: World) -> None:
+    a, b, c = world.add(), world.add(), world.add()
+    world.store.claim_due([a, b, c])
+    world.store.begin_deliveries([(a, 1), (b, 1), (c, 1)], lease=60)
+    long_error = "x" * (MAX_ERROR_LENGTH + 50)
+    recorded = world.store.finish_many([(a, 1, None), (b, 1, long_error), (c, 9, "HTTP 500")])
+    assert recorded == 2
+    done, failed = world.store.get(a), world.store.get(b)
+    assert done.status is TimerStatus.COMPLETED and done.last_error is None
+    assert done.executed_at is not None and done.leased_until is None
+    assert failed.status is TimerStatus.FAILED
+    assert failed.last_error is not None and len(failed.last_error) == MAX_ERROR_LENGTH
+    assert world.status(c) is TimerStatus.EXECUTING
+    assert world.store.finish_many([(a, 1, "HTTP 500")]) == 0  # a late copy changes nothing
+    assert world.store.get(a).status is TimerStatus.COMPLETED
+
+
+# -- loading and recovery --------------------------------------------------------------------
+
+
+def test_the_near_term_load_is_the_window_earliest_first(world: World) -> None:
+    now = world.now()
+    inside = [world.add(s) for s in (50, -100, 10)]
+    outside = [world.add(s) for s in (61, -301)]
+    near = world.store.load_near_term(now - timedelta(seconds=300), now + timedelta(seconds=60))
+    assert [t.id for t in near.timers] == [inside[1], inside[2], inside[0]]
+    assert near.recovered == []
+    unbounded = world.store.load_near_term(None, now + timedelta(seconds=60), limit=2)
+    assert [t.id for t in unbounded.timers] == [outside[1], inside[1]]
+
+
+def test_a_claim_never_started_is_recovered_after_the_enqueue_timeout_when_the_queue_is_idle(
+    world: World,
+) -> None:
+    a = world.add()
+    world.store.claim_due([a])
+    assert recovered(world) == set()
+    world.advance(0.4)
+    assert recovered(world, BUSY) == set()  # its message may be waiting in a long queue
+    assert recovered(world) == {a}
+    timer = world.store.get(a)
+    assert timer.status is TimerStatus.PENDING and timer.last_error == LOST_CLAIM
+    assert world.store.claim_due([a])[0].attempts == 2
+
+
+def test_a_delivery_is_recovered_only_once_its_lease_lapsed(world: World) -> None:
+    renewed, lapsed = world.add(), world.add()
+    world.store.claim_due([renewed, lapsed])
+    world.store.begin_deliveries([(renewed, 1), (lapsed, 1)], lease=0.5)
+    for _ in range(3):
+        world.advance(0.25)
+        world.store.renew_leases([(renewed, 1)], lease=0.5)
+    assert recovered(world) == {lapsed}
+    timer = world.store.get(lapsed)
+    assert timer.last_error == LOST_DELIVERY
+    assert timer.started_at is None and timer.leased_until is None
+    assert world.status(renewed) is TimerStatus.EXECUTING
+
+
+def test_a_late_copy_of_an_old_claims_message_is_ignored(world: World) -> None:
+    a = world.add()
+    world.store.claim_due([a])
+    world.advance(0.4)
+    assert recovered(world) == {a}
+    world.store.claim_due([a])
+    assert world.store.begin_deliveries([(a, 1)], lease=60) == []
+    assert world.store.finish_many([(a, 1, None)]) == 0
+    assert len(world.store.begin_deliveries([(a, 2)], lease=60)) == 1
+    assert world.store.finish_many([(a, 2, None)]) == 1
+
+
+def test_no_lease_is_taken_over_until_the_database_has_been_up_for_a_lease(world: World) -> None:
+    a = world.add()
+    world.store.claim_due([a])
+    world.store.begin_deliveries([(a, 1)], lease=0.1)
+    world.advance(0.2)
+    # Recovery with a lease longer than the database's uptime: as if it had just restarted,
+    # the workers get a whole lease to renew or record before anything is taken over.
+    just_restarted = RecoveryRules(enqueue_timeout=0.3, lease=uptime(world) + 60, queue_idle=True)
+    assert recovered(world, just_restarted) == set()
+    assert recovered(world) == {a}
+
+
+def uptime(world: World) -> float:
+    if isinstance(world.store, InMemoryStore):
+        return (world.now() - world.store.started_at).total_seconds()
+    assert isinstance(world.store, TimerStore)
+    with world.store.engine.connect() as conn:
+        query = text("SELECT extract(epoch FROM now() - pg_postmaster_start_time())")
+        return float(conn.execute(query).scalar_one())
+
+
+# -- change notifications --------------------------------------------------------------------
+
+
+def test_the_feed_names_timers_that_became_pending_changed_or_were_canceled(world: World) -> None:
+    feed = world.store.changes()
+    feed.open()
+    try:
+        a, b = world.add(5), world.add(-1)
+        world.store.cancel(a)
+        world.store.claim_due([b])  # claims are not notified
+        world.store.release([(b, 1)])
+        seen: list[uuid.UUID] = []
+        deadline = time.monotonic() + 5
+        while len(seen) < 4 and time.monotonic() < deadline:
+            seen += [c.timer_id for c in feed.wait(0.2)]
+        assert seen == [a, b, a, b]
+    finally:
+        feed.close()

@@ -1,0 +1,413 @@
+"""In-memory twins of the scheduler's outside world, for tests that must run in milliseconds:
+`InMemoryStore` (the `Store` protocol on dicts, with a clock you can move) and `RecordingEnqueuer`
+(an `Enqueuer` that keeps its messages and can be told the broker is down).
+
+They behave as PostgreSQL and the Celery broker do for everything the scheduler and the workers
+rely on: tests/contract runs the same suite against each twin and its real counterpart. Where a
+twin can't follow (PostgreSQL's `now()` is another host's clock; a database restart), the suite
+says so.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from timers.models import DueTime, Timer, TimerStatus, uuid7
+from timers.storage import (
+    LOST_CLAIM,
+    LOST_DELIVERY,
+    SORT_COLUMNS,
+    SORT_ORDERS,
+    Change,
+    Claim,
+    NearTerm,
+    NewTimer,
+    Outcome,
+    Recovered,
+    RecoveryRules,
+    StoreUnavailable,
+    TimerNotFound,
+    TimerNotPending,
+    TimerPage,
+    clip_error,
+)
+
+
+class ManualClock:
+    """A wall clock that moves only when told to."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class InMemoryStore:
+    """The `Store` protocol on a dict of timers, one lock around every operation (each is atomic,
+    as each PostgreSQL statement is). Set `unavailable` to make every call raise StoreUnavailable,
+    as an unreachable database does."""
+
+    def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
+        self.clock = clock
+        self.unavailable = False
+        # PostgreSQL's pg_postmaster_start_time(): long ago, unless `restart()` says otherwise.
+        self.started_at = clock() - timedelta(days=365)
+        self._timers: dict[uuid.UUID, Timer] = {}
+        self._lock = threading.RLock()
+        self._feeds: list[InMemoryFeed] = []
+
+    def restart(self) -> None:
+        """As if the database had just restarted (recovery then waits a lease)."""
+        self.started_at = self.clock()
+
+    @contextmanager
+    def _operation(self) -> Iterator[datetime]:
+        with self._lock:
+            if self.unavailable:
+                raise StoreUnavailable("the database is unavailable (in-memory store)")
+            yield self.clock()
+
+    def _put(self, timer: Timer, before: Timer | None) -> None:
+        """Store a new version of a row, and notify as the migrations' trigger does."""
+        self._timers[timer.id] = timer
+        became_pending = timer.status is TimerStatus.PENDING
+        canceled = (
+            before is not None
+            and before.status is TimerStatus.PENDING
+            and timer.status is TimerStatus.CANCELED
+        )
+        if became_pending or canceled:
+            for feed in self._feeds:
+                feed.notify(Change(timer.id, timer.execute_at))
+
+    def _update(self, timer: Timer, now: datetime, **changes: Any) -> Timer:
+        updated = replace(timer, updated_at=now, **changes)
+        self._put(updated, timer)
+        return updated
+
+    # -- API and clients --------------------------------------------------------------------
+
+    def create(self, new: NewTimer) -> Timer:
+        return self.create_many([new])[0]
+
+    def create_many(self, batch: Sequence[NewTimer]) -> list[Timer]:
+        with self._operation() as now:
+            made = [
+                Timer(
+                    id=uuid7(),
+                    execute_at=new.execute_at,
+                    callback_type=new.callback_type,
+                    callback_config=dict(new.callback_config),
+                    status=TimerStatus.PENDING,
+                    created_at=now,
+                    updated_at=now,
+                    metadata=None if new.metadata is None else dict(new.metadata),
+                )
+                for new in batch
+            ]
+            for timer in made:
+                self._put(timer, None)
+            return made
+
+    def find(self, timer_id: uuid.UUID) -> Timer | None:
+        with self._operation():
+            return self._timers.get(timer_id)
+
+    def get(self, timer_id: uuid.UUID) -> Timer:
+        timer = self.find(timer_id)
+        if timer is None:
+            raise TimerNotFound(timer_id)
+        return timer
+
+    def page(
+        self,
+        *,
+        status: TimerStatus | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        sort: str = "created_at",
+        order: str = "desc",
+    ) -> TimerPage:
+        if sort not in SORT_COLUMNS or order not in SORT_ORDERS:
+            raise ValueError(f"bad sort {sort!r} / order {order!r}")
+        with self._operation():
+            rows = [t for t in self._timers.values() if status is None or t.status is status]
+        rows.sort(key=lambda t: (getattr(t, sort), t.id), reverse=order == "desc")
+        return TimerPage(timers=rows[offset : offset + limit], total=len(rows))
+
+    def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
+        allowed = {"execute_at", "callback_type", "callback_config", "metadata"}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"cannot change {sorted(unknown)}")
+        return self._change_pending(timer_id, dict(changes))
+
+    def cancel(self, timer_id: uuid.UUID) -> Timer:
+        return self._change_pending(timer_id, {"status": TimerStatus.CANCELED})
+
+    def _change_pending(self, timer_id: uuid.UUID, changes: dict[str, Any]) -> Timer:
+        with self._operation() as now:
+            timer = self._timers.get(timer_id)
+            if timer is None:
+                raise TimerNotFound(timer_id)
+            if timer.status is not TimerStatus.PENDING:
+                raise TimerNotPending(timer_id, timer.status)
+            return self._update(timer, now, **changes)
+
+    def ping(self) -> None:
+        with self._operation():
+            pass
+
+    # -- scheduler ---------------------------------------------------------------------------
+
+    def load_near_term(
+        self,
+        start: datetime | None,
+        end: datetime,
+        limit: int = 100_000,
+        recovery: RecoveryRules | None = None,
+    ) -> NearTerm:
+        with self._operation() as now:
+            # PostgreSQL's statement reads the table as it was before its own recovery UPDATE.
+            near = sorted(
+                (
+                    t
+                    for t in self._timers.values()
+                    if t.status is TimerStatus.PENDING
+                    and t.execute_at <= end
+                    and (start is None or t.execute_at >= start)
+                ),
+                key=lambda t: t.execute_at,
+            )[:limit]
+            recovered = self._recover(recovery, now) if recovery is not None else []
+        loaded = [DueTime(t.id, t.execute_at) for t in near]
+        return NearTerm(loaded + [DueTime(r.id, r.execute_at) for r in recovered], recovered)
+
+    def _recover(self, rules: RecoveryRules, now: datetime) -> list[Recovered]:
+        lease = timedelta(seconds=rules.lease)
+        database_up_long_enough = self.started_at < now - lease
+        recovered = []
+        for timer in list(self._timers.values()):
+            if timer.status is not TimerStatus.EXECUTING:
+                continue
+            if timer.started_at is not None:
+                lease_end = timer.leased_until or timer.started_at + lease
+                stranded = lease_end < now and database_up_long_enough
+            else:
+                stranded = (
+                    rules.queue_idle
+                    and timer.claimed_at is not None
+                    and timer.claimed_at < now - timedelta(seconds=rules.enqueue_timeout)
+                )
+            if stranded:
+                reason = LOST_CLAIM if timer.started_at is None else LOST_DELIVERY
+                self._update(
+                    timer,
+                    now,
+                    status=TimerStatus.PENDING,
+                    claimed_at=None,
+                    started_at=None,
+                    leased_until=None,
+                    last_error=reason,
+                )
+                recovered.append(Recovered(timer.id, timer.execute_at, reason))
+        return recovered
+
+    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[Timer]:
+        with self._operation():
+            found = (self._timers.get(i) for i in set(timer_ids))
+            return [t for t in found if t is not None and t.status is TimerStatus.PENDING]
+
+    def changes(self) -> InMemoryFeed:
+        feed = InMemoryFeed(self)
+        with self._lock:
+            self._feeds.append(feed)
+        return feed
+
+    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
+        with self._operation() as now:
+            claimed = []
+            for timer_id in dict.fromkeys(timer_ids):
+                timer = self._timers.get(timer_id)
+                if timer is None or timer.status is not TimerStatus.PENDING:
+                    continue
+                if timer.execute_at > now:
+                    continue
+                claimed.append(
+                    self._update(
+                        timer,
+                        now,
+                        status=TimerStatus.EXECUTING,
+                        claimed_at=now,
+                        started_at=None,
+                        leased_until=None,
+                        attempts=timer.attempts + 1,
+                    )
+                )
+            return claimed
+
+    def release(self, claims: Sequence[Claim]) -> int:
+        with self._operation() as now:
+            released = 0
+            for timer in self._under_claim(claims, unstarted=True):
+                self._update(timer, now, status=TimerStatus.PENDING, claimed_at=None)
+                released += 1
+            return released
+
+    def fail_missed(self, recovery_window: float) -> int:
+        with self._operation() as now:
+            cutoff = now - timedelta(seconds=recovery_window)
+            missed = [
+                t
+                for t in self._timers.values()
+                if t.status is TimerStatus.PENDING and t.execute_at < cutoff
+            ]
+            for timer in missed:
+                due = timer.execute_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+                error = (
+                    f"missed: due at {due}Z, more than {recovery_window:g}s before a scheduler "
+                    "could fire it"
+                )
+                self._update(timer, now, status=TimerStatus.FAILED, last_error=error)
+            return len(missed)
+
+    # -- worker ------------------------------------------------------------------------------
+
+    def _under_claim(self, claims: Sequence[Claim], *, unstarted: bool = False) -> list[Timer]:
+        found: dict[uuid.UUID, Timer] = {}
+        for timer_id, attempt in claims:
+            timer = self._timers.get(timer_id)
+            if timer is None or timer.status is not TimerStatus.EXECUTING:
+                continue
+            if timer.attempts != attempt or (unstarted and timer.started_at is not None):
+                continue
+            found[timer.id] = timer
+        return list(found.values())
+
+    def begin_deliveries(self, claims: Sequence[Claim], lease: float) -> list[Timer]:
+        with self._operation() as now:
+            until = now + timedelta(seconds=lease)
+            return [
+                self._update(timer, now, started_at=now, leased_until=until)
+                for timer in self._under_claim(claims, unstarted=True)
+            ]
+
+    def renew_leases(self, claims: Sequence[Claim], lease: float) -> int:
+        with self._operation() as now:
+            until = now + timedelta(seconds=lease)
+            renewed = self._under_claim(claims)
+            for timer in renewed:
+                self._update(timer, now, leased_until=until)
+            return len(renewed)
+
+    def finish_many(self, outcomes: Sequence[Outcome]) -> int:
+        with self._operation() as now:
+            errors = {(timer_id, attempt): error for timer_id, attempt, error in outcomes}
+            finished = self._under_claim(list(errors))
+            for timer in finished:
+                error = errors[(timer.id, timer.attempts)]
+                self._update(
+                    timer,
+                    now,
+                    status=TimerStatus.COMPLETED if error is None else TimerStatus.FAILED,
+                    last_error=clip_error(error),
+                    executed_at=now,
+                    leased_until=None,
+                )
+            return len(finished)
+
+
+class InMemoryFeed:
+    """The twin of PostgreSQL's LISTEN/NOTIFY feed: changes made while it is open."""
+
+    def __init__(self, store: InMemoryStore) -> None:
+        self.store = store
+        self._changes: list[Change] = []
+        self._arrived = threading.Condition()
+        self._open = False
+
+    def notify(self, change: Change) -> None:
+        with self._arrived:
+            if self._open:
+                self._changes.append(change)
+                self._arrived.notify_all()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def open(self) -> None:
+        if self.store.unavailable:
+            raise StoreUnavailable("the database is unavailable (in-memory store)")
+        with self._arrived:
+            self._open = True
+            self._changes.clear()
+
+    def wait(self, timeout: float) -> list[Change]:
+        with self._arrived:
+            if not self._open:
+                raise StoreUnavailable("change feed lost (in-memory store)")
+            if not self._changes:
+                self._arrived.wait(timeout)
+            changes, self._changes = self._changes, []
+            return changes
+
+    def close(self) -> None:
+        with self._arrived:
+            self._open = False
+            self._changes.clear()
+
+
+class RecordingEnqueuer:
+    """The twin of `CeleryEnqueuer`: keeps the claims it was given, one list per message of up to
+    `per_task`; while `down`, it refuses every message and `ready()` is False."""
+
+    def __init__(self, per_task: int = 50) -> None:
+        self.per_task = per_task
+        self.down = False
+        self.messages: list[list[Claim]] = []
+        self.consumed = 0  # messages taken from the queue by workers
+        self._refused = False
+
+    def queue_idle(self) -> bool:
+        if self.down:
+            raise ConnectionError("the broker is down (recording enqueuer)")
+        return self.consumed == len(self.messages)
+
+    def consume(self) -> None:
+        """Workers take every waiting message."""
+        self.consumed = len(self.messages)
+
+    def ready(self) -> bool:
+        if self._refused and self.down:
+            return False
+        self._refused = False
+        return True
+
+    def enqueue(self, timers: Sequence[Timer]) -> list[uuid.UUID]:
+        if self.down:
+            self._refused = True
+            return [t.id for t in timers]
+        for start in range(0, len(timers), self.per_task):
+            self.messages.append(
+                [(t.id, t.attempts) for t in timers[start : start + self.per_task]]
+            )
+        return []
+
+    @property
+    def sent(self) -> list[Claim]:
+        return [claim for message in self.messages for claim in message]
