@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support.services import Services, execute_autocommit, find_services
+from tests.support.databases import create_database, drop_database
+from tests.support.services import API_KEY, Services, find_services
 from timers.config import Settings
 from timers.migrations import upgrade
 from timers.store import TimerStore, database_engine
-
-API_KEY = "test-api-key"
-_counter = itertools.count()
-
-
-def admin_execute(services: Services, sql: str) -> None:
-    execute_autocommit(services.postgres_url, sql)
-
-
-def create_database(services: Services, template: str | None = None) -> str:
-    name = f"timers_test_{os.getpid()}_{next(_counter)}"
-    clause = f' TEMPLATE "{template}"' if template else ""
-    admin_execute(services, f'CREATE DATABASE "{name}"{clause}')
-    return name
-
-
-def drop_database(services: Services, name: str) -> None:
-    admin_execute(services, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,11 @@ import pytest
 import redis
 from sqlalchemy import inspect
 
-from tests.conftest import API_KEY, create_database, drop_database
 from tests.support import processes
 from tests.support.broker import queued_timer_ids
+from tests.support.databases import create_database, drop_database
 from tests.support.receiver import wait_until
-from tests.support.services import Services
+from tests.support.services import API_KEY, Services
 from timers.embedded import free_port
 from timers.models import TimerStatus
 from timers.store import TimerStore, database_engine

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import API_KEY
+from tests.support.services import API_KEY
 from timers.api import create_app
 from timers.config import Settings
 from timers.store import TimerStore

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
-from tests.conftest import API_KEY, admin_execute
-from tests.support.services import Services
+from tests.support.databases import admin_execute
+from tests.support.services import API_KEY, Services
 from timers.api import create_app
 from timers.config import Settings
 from timers.store import TimerStore

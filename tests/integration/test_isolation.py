@@ -13,8 +13,8 @@ import pytest
 import redis
 from sqlalchemy import text
 
-from tests.conftest import create_database, drop_database
 from tests.support import processes
+from tests.support.databases import create_database, drop_database
 from tests.support.receiver import Receiver, wait_until
 from tests.support.services import Services
 from timers.models import TimerStatus, uuid7

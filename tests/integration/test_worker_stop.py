@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 import redis
 
-from tests.conftest import create_database, drop_database
 from tests.support import processes
+from tests.support.databases import create_database, drop_database
 from tests.support.receiver import Receiver, wait_until
 from tests.support.services import Services
 from tests.support.timers import add_timer

@@ -14,6 +14,8 @@ from sqlalchemy.engine import make_url
 
 from timers.embedded import port_is_open, start_postgres, start_redis
 
+API_KEY = "test-api-key"  # the API key every test app and process is given
+
 
 @dataclass
 class Services:

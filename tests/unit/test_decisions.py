@@ -22,9 +22,7 @@ class World:
         self.cache = TimerCache()
         self.enqueuer = RecordingEnqueuer(per_task=per_task)
         self.broker_idle = True
-        self.recovery = Recovery(
-            enqueue_timeout=15, lease=15, queue_idle=lambda: self.broker_idle
-        )
+        self.recovery = Recovery(enqueue_timeout=15, lease=15, queue_idle=lambda: self.broker_idle)
         self.loader = MemoryLoader(
             self.store,
             self.cache,
