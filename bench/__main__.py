@@ -1,15 +1,25 @@
 """`make bench` (python -m bench): the same workloads through three systems, on this machine, in one
-run, against the same receiver on 127.0.0.1 and the same Celery worker settings.
+run, against the same receiver on 127.0.0.1. Every worker runs as shipped: `celery -A <app>
+worker` with no pool or concurrency flags, so celeryconfig.py decides (prefork, one process per CPU).
 
 Systems:
-  celery-eta  plain `apply_async(eta=…)` of a task making the same HTTP POST (no PostgreSQL)
-  seed        our scheduler as the seed designed it: 30 s loads, 1 s ticks, one UPDATE per
-              timer, no notifications or wake-ups (TIMERS_LISTEN=off, TIMERS_CLAIM_BATCH=1)
+  celery-eta  plain `apply_async(eta=…)` of a task doing a synchronous `requests.post` to the same
+              URL with the same headers (bench/eta_app.py; no PostgreSQL)
+  seed        our scheduler as the seed designed it (TIMERS_MODE=seed): 30 s loads, 1 s ticks,
+              one UPDATE and one task per timer, no notifications or wake-ups
   timers      our scheduler with its defaults
 
-Workloads: burst (5,000 due in the same second), steady (500/s coming due for 60 s), short (200
-timers each created 2 s before due, while running), scale (steady with 1,000,000 pending rows
-over the next 30 days; timers only). Prints one table and writes the raw numbers as JSON.
+Workloads: burst (5,000 due in the same second), isolation (2,000 timers to the healthy receiver
+and 200 to 200 receivers that never answer, interleaved, all due within 5 s; measured on the
+healthy 2,000 only), steady (500/s coming due for 60 s), short (200 timers each created 2 s before
+due, while running), scale (steady with 1,000,000 pending rows over the next 30 days; timers
+only); then idle (PostgreSQL statements of an idle scheduler for a minute) and rates (timer
+creation through the API). Prints one table, with the ratios against celery-eta, and writes the
+raw numbers as JSON. `--only isolation,burst` runs just those.
+
+Lateness is the receiver's arrival time minus `execute_at`. A timer that has not arrived when the
+cell stops waiting counts as `never`; its lateness is then known only to exceed the time waited,
+and a percentile that depends on such a timer is printed as a lower bound (`>`).
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ import redis
 import requests
 from sqlalchemy import text
 
-from tests.support.services import Services, find_services
+from bench.services import Services, find_services
 from timers.embedded import free_port
 from timers.migrations import upgrade
 from timers.models import uuid7
@@ -45,14 +55,11 @@ from timers.store import NewTimer, TimerStore, database_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# The same worker settings for every system: a thread pool suits I/O-bound callbacks.
-WORKER_ARGS = [
-    "--pool=threads",
-    "--concurrency=16",
-    "--loglevel=INFO",
-    "--without-gossip",
-    "--without-mingle",
-]
+# Every worker as shipped: no --pool or --concurrency, so celeryconfig.py decides (prefork, one
+# process per CPU). Only logging and the cluster chatter between workers are set here.
+WORKER_ARGS = ["--loglevel=INFO", "--without-gossip", "--without-mingle"]
+ALL_WORKLOADS = ("burst", "isolation", "steady", "short", "scale")
+EXTRAS = ("idle", "rates")
 
 
 @dataclass
@@ -85,6 +92,8 @@ class Cell:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     throughput: float = 0.0
+    # Statistics ("p50", "p99", "max") that are only lower bounds: they depend on `never` timers.
+    lower_bounds: list[str] = field(default_factory=list)
     pg_statements_per_min: float | None = None
     scheduler_cpu_s: float | None = None
     scheduler_peak_rss_mb: float | None = None
@@ -102,10 +111,8 @@ class Bench:
     # -- plumbing ----------------------------------------------------------------------------
 
     def database(self, name: str) -> str:
-        from tests.conftest import admin_execute
-
-        admin_execute(self.services, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin_execute(self.services, f'CREATE DATABASE "{name}"')
+        self.services.admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.services.admin_execute(f'CREATE DATABASE "{name}"')
         url = self.services.database_url(name)
         upgrade(url)
         return url
@@ -153,16 +160,32 @@ class Bench:
         self.wait_log(f"receiver-{tag}", "ready")
         return Receiver(f"http://127.0.0.1:{port}/bench", proc, out)
 
+    def hanging_receivers(self, tag: str, count: int, lifetime: float) -> tuple[list[str], Path]:
+        """`count` receivers (distinct ports on 127.0.0.1) that accept and never answer, in one
+        process that exits by itself after `lifetime` seconds. Returns their URLs and the file
+        where the process keeps its count of accepted connections."""
+        out = self.workdir / f"hang-{tag}.json"
+        self.spawn(
+            [sys.executable, "-m", "bench.hang", str(count), f"{lifetime:.0f}", str(out)],
+            {},
+            f"hang-{tag}",
+        )
+        self.wait_log(f"hang-{tag}", "ready")
+        ports = json.loads(out.read_text())
+        return [f"http://127.0.0.1:{port}/hang" for port in ports], out.with_suffix(".count")
+
     def env(self, database_url: str, system: str) -> dict[str, str]:
-        env = {"DATABASE_URL": database_url, "REDIS_URL": self.broker, "LOG_LEVEL": "WARNING"}
+        env = {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": self.broker,
+            "LOG_LEVEL": "WARNING",
+            # The receivers are on loopback, which outbound callbacks may not reach by default.
+            "TIMERS_ALLOWED_NETWORKS": "127.0.0.0/8",
+        }
         if system == "seed":
-            env.update(
-                {
-                    "TIMERS_LISTEN": "off",
-                    "TIMERS_CLAIM_BATCH": "1",
-                    "TIMERS_CALLBACKS_PER_TASK": "1",
-                }
-            )
+            # The original polling design: no notifications or wake-ups, one UPDATE and one task
+            # per timer.
+            env["TIMERS_MODE"] = "seed"
         return env
 
     def start_worker(self, system: str, env: dict[str, str], tag: str) -> None:
@@ -194,26 +217,44 @@ def xacts(store: TimerStore, name: str) -> int:
         )
 
 
-def summarize(cell: Cell, due: dict[str, float], arrivals: dict[str, list[float]]) -> Cell:
-    late = []
+def summarize(
+    cell: Cell, due: dict[str, float], arrivals: dict[str, list[float]], gave_up_at: float
+) -> Cell:
+    """Count once/twice/never and the lateness percentiles over every timer in `due`. A timer that
+    never arrived is late by more than `gave_up_at - due` (unix time when the cell stopped
+    waiting): it enters the percentiles with that lower bound, and a percentile at or above the
+    rank of such a timer is marked as a lower bound in `cell.lower_bounds`."""
+    late: list[tuple[float, bool]] = []  # (ms, only a lower bound)
     firsts = []
     for timer_id, at in due.items():
         got = sorted(arrivals.get(timer_id, []))
         if not got:
             cell.never += 1
+            late.append((max(0.0, gave_up_at - at) * 1000, True))
             continue
         if len(got) == 1:
             cell.once += 1
         else:
             cell.twice += 1
-        late.append((got[0] - at) * 1000)
+        late.append(((got[0] - at) * 1000, False))
         firsts.append(got[0])
     cell.timers = len(due)
     if late:
         late.sort()
-        cell.p50_ms = statistics.median(late)
-        cell.p99_ms = late[min(len(late) - 1, int(len(late) * 0.99))]
-        cell.max_ms = late[-1]
+
+        def at_rank(index: int, name: str) -> float:
+            # Exact unless a censored value sits at or below this rank (raising the censored
+            # values to their true lateness could then move the percentile up).
+            if any(censored for _, censored in late[: index + 1]):
+                cell.lower_bounds.append(name)
+            return late[index][0]
+
+        cell.p50_ms = at_rank((len(late) - 1) // 2, "p50")
+        if len(late) % 2 == 0 and "p50" not in cell.lower_bounds:
+            cell.p50_ms = statistics.median(v for v, _ in late)
+        cell.p99_ms = at_rank(min(len(late) - 1, int(len(late) * 0.99)), "p99")
+        cell.max_ms = at_rank(len(late) - 1, "max")
+    if firsts:
         span = max(firsts) - min(firsts)
         cell.throughput = len(firsts) / span if span > 0 else float(len(firsts))
     return cell
@@ -235,28 +276,64 @@ class Workload:
     live: bool = False  # created while running, each `live_lead` seconds before due
     live_lead: float = 2.0
     background_rows: int = 0
+    # Timers to receivers that never answer, interleaved with the `count` measured ones (each to
+    # a receiver of its own); only the `count` healthy timers are measured.
+    hanging: int = 0
+    # How long to wait for arrivals after the last due time (None: 20 s, 45 s for the seed).
+    wait_after_due: float | None = None
+    systems: tuple[str, ...] | None = None  # None: every system
 
 
 def workloads(steady_seconds: float) -> list[Workload]:
     rate = 500
     return [
         Workload("burst", 5000, 1.0),
+        # celery-eta's prefork processes sit on the hanging receivers (30 s each), so its healthy
+        # timers queue behind them: wait 120 s after the last due time, then count the rest never.
+        Workload("isolation", 2000, 5.0, hanging=200, wait_after_due=120.0),
         Workload("steady", int(rate * steady_seconds), steady_seconds),
         Workload("short", 200, 10.0, live=True),
-        Workload("scale", int(rate * steady_seconds), steady_seconds, background_rows=1_000_000),
+        Workload(
+            "scale",
+            int(rate * steady_seconds),
+            steady_seconds,
+            background_rows=1_000_000,
+            systems=("timers",),  # the 1,000,000-row table is about our scheduler's loader
+        ),
     ]
 
 
-def insert_timers(store: TimerStore, dues: list[tuple[uuid.UUID, datetime]], url: str) -> None:
+def interleave(
+    t0: datetime, wl: Workload, hanging_urls: list[str], healthy_url: str
+) -> list[tuple[uuid.UUID, datetime, str]]:
+    """(id, due, url) for the workload's timers, spread evenly over `wl.spread` seconds from `t0`;
+    the hanging ones (if any) evenly among the healthy ones, one per hanging receiver."""
+    total = wl.count + wl.hanging
+    every = total // wl.hanging if wl.hanging else 0
+    plan = []
+    hanging_left = list(hanging_urls)
+    for i in range(total):
+        at = t0 + timedelta(seconds=wl.spread * i / total)
+        healthy = not (every and i % every == every - 1 and hanging_left)
+        plan.append((uuid7(), at, healthy_url if healthy else hanging_left.pop(0)))
+    assert not hanging_left and len(plan) == total
+    return plan
+
+
+def callback_config(url: str) -> dict[str, Any]:
+    return {"type": "http", "url": url, "payload": {"bench": True}}
+
+
+def insert_timers(store: TimerStore, plan: list[tuple[uuid.UUID, datetime, str]]) -> None:
     rows = [
         {
             "id": tid,
             "execute_at": at,
             "callback_type": "http",
             "status": "pending",
-            "callback_config": {"type": "http", "url": url, "payload": {"bench": True}},
+            "callback_config": callback_config(url),
         }
-        for tid, at in dues
+        for tid, at, url in plan
     ]
     with store.engine.begin() as conn:
         for i in range(0, len(rows), 5000):
@@ -312,7 +389,16 @@ def run_cell(bench: Bench, system: str, wl: Workload) -> Cell:
     env = bench.env(url, system)
     due: dict[str, float] = {}
     scheduler = None
+    hang_count: Path | None = None
+    hanging_urls: list[str] = []
+    gave_up_at = time.time()
+    wait_after_due = wl.wait_after_due or (45.0 if system == "seed" else 20.0)
+    eta_app = None
     try:
+        if wl.hanging:
+            # Lives through the lead, the due window and the wait, then exits by itself.
+            lifetime = 60 + wl.spread + wait_after_due + 60
+            hanging_urls, hang_count = bench.hanging_receivers(tag, wl.hanging, lifetime)
         if wl.background_rows:
             started = time.monotonic()
             fill_background(store, wl.background_rows)
@@ -321,26 +407,26 @@ def run_cell(bench: Bench, system: str, wl: Workload) -> Cell:
                 f"{time.monotonic() - started:.0f}s"
             )
         bench.start_worker(system, env, tag)
-        eta_app = None
         if system == "celery-eta":
             from bench.eta_app import create_app
 
             eta_app = create_app(bench.broker)
-        lead = 4.0 + wl.count / 1500
+        lead = 4.0 + (wl.count + wl.hanging) / 1500
         t0 = datetime.now(UTC) + timedelta(seconds=lead)
-        plan = [
-            (uuid7(), t0 + timedelta(seconds=wl.spread * i / wl.count)) for i in range(wl.count)
-        ]
-        config = {"type": "http", "url": receiver.url, "payload": {"bench": True}}
+        plan = interleave(t0, wl, hanging_urls, receiver.url)
+        config = callback_config(receiver.url)
         if not wl.live:
             if eta_app is not None:
                 with eta_app.producer_or_acquire() as producer:
-                    for tid, at in plan:
+                    for tid, at, target in plan:
                         eta_app.send_task(
-                            "bench.post", args=[str(tid), config], eta=at, producer=producer
+                            "bench.post",
+                            args=[str(tid), callback_config(target)],
+                            eta=at,
+                            producer=producer,
                         )
             else:
-                insert_timers(store, plan, receiver.url)
+                insert_timers(store, plan)
                 # Fresh statistics now, not an autovacuum pass in the middle of the measurement.
                 with store.engine.connect() as conn:
                     conn.execute(text("VACUUM ANALYZE timers"))
@@ -351,7 +437,8 @@ def run_cell(bench: Bench, system: str, wl: Workload) -> Cell:
                         f"{ms:.1f} ms for {rows:,} rows, partial index "
                         f"{'used' if uses_index else 'NOT used'}"
                     )
-            due = {str(tid): at.timestamp() for tid, at in plan}
+            # Only the timers to the healthy receiver are measured.
+            due = {str(tid): at.timestamp() for tid, at, target in plan if target == receiver.url}
         if system != "celery-eta":
             scheduler = bench.start_scheduler(env, tag)
         before = xacts(store, db_name)
@@ -373,10 +460,20 @@ def run_cell(bench: Bench, system: str, wl: Workload) -> Cell:
                     ).id
                 due[str(tid)] = at.timestamp()
         last_due = max(due.values())
-        grace = 45.0 if system == "seed" else 20.0
-        deadline = time.monotonic() + max(0.0, last_due - time.time()) + grace
+        deadline = time.monotonic() + max(0.0, last_due - time.time()) + wait_after_due
         while time.monotonic() < deadline and receiver.count() < len(due):
             time.sleep(0.25)
+        gave_up_at = time.time()
+        if wl.hanging:
+            cell.notes.append(
+                f"healthy timers only; {wl.hanging} timers to {wl.hanging} never-answering "
+                "receivers interleaved ({hung} connections to them accepted)"
+            )
+        if receiver.count() < len(due):
+            cell.notes.append(
+                f"stopped waiting {wait_after_due:.0f}s after the last due time; "
+                "timers not arrived by then count as never"
+            )
         elapsed_min = (time.monotonic() - measure_start) / 60
         if system != "celery-eta":
             cell.pg_statements_per_min = (xacts(store, db_name) - before) / elapsed_min
@@ -391,13 +488,22 @@ def run_cell(bench: Bench, system: str, wl: Workload) -> Cell:
             ]
             cell.scheduler_peak_rss_mb = int(hwm[0].split()[1]) / 1024 if hwm else None
         time.sleep(1.0)
+        # Read after the pause: the hanging receivers refresh their count every 0.5 s.
+        cell.notes = [note.replace("{hung}", str(read_count(hang_count))) for note in cell.notes]
     finally:
         arrivals = receiver.collect()
         bench.stop_all()
         store.engine.dispose()
         if eta_app is not None:
             eta_app.close()
-    return summarize(cell, due, arrivals)
+    return summarize(cell, due, arrivals, gave_up_at)
+
+
+def read_count(path: Path | None) -> int:
+    try:
+        return int(path.read_text() or 0) if path else 0
+    except (OSError, ValueError):
+        return 0
 
 
 def idle_statements(bench: Bench, system: str, seconds: float) -> float:
@@ -481,26 +587,106 @@ def creation_rates(bench: Bench, seconds: float) -> dict[str, float]:
     return {"post_timers_per_s": single, "post_batch_timers_per_s": batch}
 
 
-def table(cells: list[Cell], idle: dict[str, tuple[float, float]], rates: dict[str, float]) -> str:
+def ratios(cells: list[Cell]) -> list[dict[str, Any]]:
+    """timers against celery-eta in this run: throughput for burst, p99 lateness for isolation,
+    with the targets they are held to."""
+    by = {(c.workload, c.system): c for c in cells}
+    out: list[dict[str, Any]] = []
+    burst_t, burst_e = by.get(("burst", "timers")), by.get(("burst", "celery-eta"))
+    if burst_t and burst_e and burst_e.throughput > 0:
+        ratio = burst_t.throughput / burst_e.throughput
+        out.append(
+            {
+                "workload": "burst",
+                "what": "throughput timers/celery-eta",
+                "timers": burst_t.throughput,
+                "celery_eta": burst_e.throughput,
+                "ratio": ratio,
+                "lower_bound": False,
+                "text": (
+                    f"burst throughput timers/celery-eta: {ratio:.2f}x "
+                    f"({burst_t.throughput:.0f} vs {burst_e.throughput:.0f} cb/s)"
+                ),
+            }
+        )
+    iso_t, iso_e = by.get(("isolation", "timers")), by.get(("isolation", "celery-eta"))
+    if iso_t and iso_e and iso_t.p99_ms > 0:
+        ratio = iso_e.p99_ms / iso_t.p99_ms
+        bound = "p99" in iso_e.lower_bounds and "p99" not in iso_t.lower_bounds
+        gt = ">" if bound else ""
+        out.append(
+            {
+                "workload": "isolation",
+                "what": "p99 lateness celery-eta/timers",
+                "timers": iso_t.p99_ms,
+                "celery_eta": iso_e.p99_ms,
+                "ratio": ratio,
+                "lower_bound": bound,
+                "text": (
+                    f"isolation p99 lateness celery-eta/timers: {gt}{ratio:,.0f}x "
+                    f"(timers {iso_t.p99_ms:.0f} ms vs celery-eta {gt}{iso_e.p99_ms:.0f} ms; "
+                    f"timers/celery-eta {'<' if bound else ''}{1 / ratio:.4f})"
+                ),
+            }
+        )
+    return out
+
+
+def targets(cells: list[Cell]) -> list[str]:
+    by = {(c.workload, c.system): c for c in cells}
+    lines = []
+    iso = by.get(("isolation", "timers"))
+    if iso:
+        ok = iso.p99_ms <= 100 and iso.never == 0 and "p99" not in iso.lower_bounds
+        lines.append(
+            f"target isolation/timers healthy p99 <= 100 ms, none never: "
+            f"{'met' if ok else 'MISSED'} ({iso.p99_ms:.0f} ms, {iso.never} never)"
+        )
+    burst, eta = by.get(("burst", "timers")), by.get(("burst", "celery-eta"))
+    if burst:
+        ok = burst.p99_ms <= 2000 and burst.never == 0
+        lines.append(
+            f"target burst/timers p99 <= 2 s: {'met' if ok else 'MISSED'} ({burst.p99_ms:.0f} ms)"
+        )
+        if eta and eta.throughput > 0:
+            ok = burst.throughput >= 2 * eta.throughput
+            lines.append(
+                f"target burst/timers throughput >= 2x celery-eta: {'met' if ok else 'MISSED'} "
+                f"({burst.throughput / eta.throughput:.2f}x)"
+            )
+    return lines
+
+
+def table(cells: list[Cell], idle: dict[str, float], rates: dict[str, float]) -> str:
     header = (
-        f"{'workload':<8} {'system':<11}{'timers':>7}{'once':>7}{'twice':>6}{'never':>6}"
+        f"{'workload':<10}{'system':<11}{'timers':>7}{'once':>7}{'twice':>6}{'never':>6}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cb/s':>8}{'pg tx/min':>10}"
         f"{'sched cpu s':>12}{'sched MB':>9}"
     )
     lines = [header, "-" * len(header)]
+
+    def opt(v: float | None, fmt: str) -> str:
+        return format(v, fmt) if v is not None else "-"
+
     for c in cells:
 
-        def opt(v: float | None, fmt: str) -> str:
-            return format(v, fmt) if v is not None else "-"
+        def ms(name: str, v: float, c: Cell = c) -> str:
+            return (">" if name in c.lower_bounds else "") + format(v, ".0f")
 
         lines.append(
-            f"{c.workload:<8} {c.system:<11}{c.timers:>7}{c.once:>7}{c.twice:>6}{c.never:>6}"
-            f"{c.p50_ms:>9.0f}{c.p99_ms:>9.0f}{c.max_ms:>9.0f}{c.throughput:>8.0f}"
+            f"{c.workload:<10}{c.system:<11}{c.timers:>7}{c.once:>7}{c.twice:>6}{c.never:>6}"
+            f"{ms('p50', c.p50_ms):>9}{ms('p99', c.p99_ms):>9}{ms('max', c.max_ms):>9}"
+            f"{c.throughput:>8.0f}"
             f"{opt(c.pg_statements_per_min, '.0f'):>10}{opt(c.scheduler_cpu_s, '.1f'):>12}"
             f"{opt(c.scheduler_peak_rss_mb, '.0f'):>9}"
         )
         for note in c.notes:
-            lines.append(f"{'':<20}note: {note}")
+            lines.append(f"{'':<21}note: {note}")
+    found = ratios(cells)
+    if found:
+        lines.append("")
+        lines.extend(r["text"] for r in found)
+    lines.extend(targets(cells))
     lines.append("")
     for system, per_min in idle.items():
         lines.append(
@@ -520,12 +706,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--steady-seconds", type=float, default=60.0)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
-    parser.add_argument("--systems", default="celery-eta,seed,timers")
-    parser.add_argument("--workloads", default="burst,steady,short,scale")
+    parser.add_argument(
+        "--systems",
+        default="celery-eta,seed,timers",
+        help="comma-separated systems to run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--only",
+        "--workloads",
+        dest="only",
+        default=",".join(ALL_WORKLOADS + EXTRAS),
+        metavar="WORKLOAD[,WORKLOAD]",
+        help="run only these, comma-separated, from: %(default)s (default: all)",
+    )
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
-    systems = args.systems.split(",")
-    chosen = set(args.workloads.split(","))
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(systems) - {"celery-eta", "seed", "timers"}
+    if unknown:
+        parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
+    chosen = {w.strip() for w in args.only.split(",") if w.strip()}
+    unknown = chosen - set(ALL_WORKLOADS + EXTRAS)
+    if unknown:
+        parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
     workdir = Path(tempfile.mkdtemp(prefix="timers-bench-"))
     services = find_services(workdir)
     bench = Bench(services, workdir, args.steady_seconds)
@@ -536,17 +739,20 @@ def main(argv: list[str] | None = None) -> int:
             if wl.name not in chosen:
                 continue
             for system in systems:
-                if wl.name == "scale" and system != "timers":
-                    continue  # the 1,000,000-row table is about our scheduler's loader
+                if wl.systems is not None and system not in wl.systems:
+                    continue
                 print(f"running {wl.name} / {system} …", file=sys.stderr, flush=True)
                 cells.append(run_cell(bench, system, wl))
         idle: dict[str, float] = {}
-        for system in systems:
-            if system != "celery-eta" and args.idle_seconds > 0:
-                print(f"idle minute / {system} …", file=sys.stderr, flush=True)
-                idle[system] = idle_statements(bench, system, args.idle_seconds)
-        print("creation rates …", file=sys.stderr, flush=True)
-        rates = creation_rates(bench, 10.0)
+        if "idle" in chosen and args.idle_seconds > 0:
+            for system in systems:
+                if system != "celery-eta":
+                    print(f"idle minute / {system} …", file=sys.stderr, flush=True)
+                    idle[system] = idle_statements(bench, system, args.idle_seconds)
+        rates: dict[str, float] = {}
+        if "rates" in chosen:
+            print("creation rates …", file=sys.stderr, flush=True)
+            rates = creation_rates(bench, 10.0)
     finally:
         bench.stop_all()
         services.stop()
@@ -558,6 +764,8 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "cells": [asdict(c) for c in cells],
+                "ratios": [{k: v for k, v in r.items() if k != "text"} for r in ratios(cells)],
+                "targets": targets(cells),
                 "idle": idle,
                 "rates": rates,
                 "machine": {"cpus": os.cpu_count()},

@@ -1,0 +1,82 @@
+"""Finding PostgreSQL and Redis for the benchmark: `DATABASE_URL` / `REDIS_URL` if set, else the local
+services on 127.0.0.1:5432 / 6379, else embedded ones (timers.embedded) started under a scratch
+directory. The same rules as the test suite's, kept here so that bench/ does not import tests/."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import redis
+from sqlalchemy.engine import make_url
+
+from timers.embedded import port_is_open, start_postgres, start_redis
+
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOCAL_REDIS = "redis://127.0.0.1:6379/9"  # a database of its own on a shared server
+
+
+@dataclass
+class Services:
+    postgres_url: str  # an admin connection: the bench creates and drops databases through it
+    redis_url: str
+    embedded: list[Any] = field(default_factory=list)
+
+    def database_url(self, name: str) -> str:
+        return make_url(self.postgres_url).set(database=name).render_as_string(hide_password=False)
+
+    def redis_database(self, index: int) -> str:
+        """The same Redis server, another numbered database."""
+        base = self.redis_url.rsplit("/", 1)[0] if self.redis_url.count("/") > 2 else self.redis_url
+        return f"{base}/{index}"
+
+    def admin_execute(self, sql: str) -> None:
+        """Run one statement outside a transaction (CREATE/DROP DATABASE need that)."""
+        conn = psycopg2.connect(_dsn(self.postgres_url))
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql)
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        for server in self.embedded:
+            server.stop()
+
+
+def _dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _postgres_reachable(url: str) -> bool:
+    try:
+        psycopg2.connect(_dsn(url), connect_timeout=2).close()
+        return True
+    except psycopg2.Error:
+        return False
+
+
+def find_services(scratch: Path) -> Services:
+    embedded: list[Any] = []
+    pg_url = os.environ.get("DATABASE_URL")
+    if not pg_url:
+        if port_is_open("127.0.0.1", 5432) and _postgres_reachable(LOCAL_POSTGRES):
+            pg_url = LOCAL_POSTGRES
+        else:
+            pg = start_postgres(scratch / "pg")
+            embedded.append(pg)
+            pg_url = pg.url
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        if port_is_open("127.0.0.1", 6379):
+            redis_url = LOCAL_REDIS
+        else:
+            rd = start_redis(scratch / "redis")
+            embedded.append(rd)
+            redis_url = rd.url
+    redis.Redis.from_url(redis_url).ping()
+    return Services(postgres_url=pg_url, redis_url=redis_url, embedded=embedded)
