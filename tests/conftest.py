@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.databases import create_database, drop_database
-from tests.support.services import API_KEY, Services, find_services
+from tests.support.services import API_KEY, LOCAL_NETWORKS, Services, find_services
 from timers.config import Settings
 from timers.migrations import upgrade
 from timers.store import TimerStore, database_engine
@@ -48,4 +48,9 @@ def store(database_url: str) -> Iterator[TimerStore]:
 
 @pytest.fixture
 def settings(database_url: str, services: Services) -> Settings:
-    return Settings(database_url=database_url, redis_url=services.redis_url, api_key=API_KEY)
+    return Settings(
+        database_url=database_url,
+        redis_url=services.redis_url,
+        api_key=API_KEY,
+        allowed_networks=(LOCAL_NETWORKS,),
+    )

@@ -15,6 +15,7 @@ import aiohttp
 
 from timers import __version__
 from timers.models import HttpCallback
+from timers.outbound import Blocked, OutboundPolicy
 
 USER_AGENT = f"timers/{__version__}"
 # A receiver's answer matters only for its status; the body is read (so the connection can be
@@ -24,12 +25,13 @@ MAX_RESPONSE_BYTES = 64 * 1024
 CONTRACT_HEADERS = ("content-type", "x-timer-id", "user-agent")
 
 
-def new_session() -> aiohttp.ClientSession:
+def new_session(policy: OutboundPolicy) -> aiohttp.ClientSession:
     """A session for one worker process (call it on the delivery loop): connections to receivers
-    are kept alive between callbacks; no proxy or `.netrc` from the environment and no cookies
-    carried from one timer to the next. Concurrency limits are the engine's, not the pool's."""
+    are kept alive between callbacks and made only to addresses `policy` allows (checked after
+    DNS resolution, see `timers.outbound`); no proxy or `.netrc` from the environment and no
+    cookies carried from one timer to the next. Concurrency limits are the engine's."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, resolver=policy.resolver()),
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
         timeout=aiohttp.ClientTimeout(total=None),
@@ -51,14 +53,22 @@ def request_headers(timer_id: uuid.UUID, callback: HttpCallback) -> dict[str, st
 
 
 async def deliver(
-    session: aiohttp.ClientSession, timer_id: uuid.UUID, callback: HttpCallback, timeout: float
+    session: aiohttp.ClientSession,
+    timer_id: uuid.UUID,
+    callback: HttpCallback,
+    timeout: float,
+    policy: OutboundPolicy,
 ) -> str | None:
     """POST `callback.payload` as JSON to `callback.url`, all of it within `timeout` seconds.
 
     Returns None on a 2xx answer, else a short reason: `HTTP 500`, `timeout after 30s`,
-    `connection error: …`, `TLS error: …`, `request error: …`. Redirects are not followed (a 3xx
-    is a failure).
+    `connection error: …`, `TLS error: …`, `request error: …`, `blocked: …` (a destination the
+    outbound policy refuses). Redirects are not followed (a 3xx is a failure).
     """
+    try:
+        policy.check_url(callback.url)  # IP literals: aiohttp does not resolve them
+    except Blocked as exc:
+        return f"blocked: {exc}"
     body = json.dumps(callback.payload, separators=(",", ":"), ensure_ascii=False).encode()
     try:
         async with asyncio.timeout(timeout):
@@ -75,6 +85,8 @@ async def deliver(
     except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
         return f"TLS error: {_reason(exc)}"
     except aiohttp.ClientConnectorDNSError as exc:
+        if isinstance(exc.os_error, Blocked):
+            return f"blocked: {exc.os_error}"
         return f"connection error: DNS lookup of {exc.host} failed ({_reason(exc)})"
     except aiohttp.ClientConnectorError as exc:
         if isinstance(exc.os_error, ConnectionRefusedError):

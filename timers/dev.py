@@ -28,6 +28,10 @@ from timers.embedded import EmbeddedError, port_is_open, start_postgres, start_r
 STOP_GRACE = 10.0
 
 
+FLOWER_USER = "timers"
+DEV_ALLOWED_NETWORKS = "127.0.0.0/8,::1/128"
+
+
 class DevError(RuntimeError):
     """The stack could not start; the message says what and how to fix it."""
 
@@ -40,9 +44,11 @@ def api_key_for(settings: Settings) -> str:
     if path.is_file():
         return path.read_text().strip()
     settings.home.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(24)
-    path.write_text(key + "\n")
-    path.chmod(0o600)
+    key = secrets.token_urlsafe(32)
+    # Readable by its owner only from the moment it exists.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(key + "\n")
     return key
 
 
@@ -114,8 +120,12 @@ class Stack:
             "API_KEY": api_key_for(self.settings),
             "PORT": str(self.settings.port),
             "PYTHONUNBUFFERED": "1",
-            "FLOWER_UNAUTHENTICATED_API": "true",
+            # Flower's pages and API (which can shut workers down) need the API key.
+            "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{api_key_for(self.settings)}",
+            # The demo receiver runs on this host.
+            "TIMERS_ALLOWED_NETWORKS": allowed_networks(self.settings),
         }
+        env.pop("FLOWER_UNAUTHENTICATED_API", None)
         if self.settings.celery_broker_url:
             env["CELERY_BROKER_URL"] = self.settings.celery_broker_url
         python = sys.executable
@@ -225,6 +235,12 @@ def _create_database(admin_url: str, name: str) -> None:
         engine.dispose()
 
 
+def allowed_networks(settings: Settings) -> str:
+    """What callbacks may reach besides public addresses: the operator's choice, else this host
+    (where the demo receiver runs)."""
+    return ",".join(str(n) for n in settings.allowed_networks) or DEV_ALLOWED_NETWORKS
+
+
 def banner(settings: Settings, api_key: str) -> str:
     api = f"http://127.0.0.1:{settings.port}"
     at = "$(date -u -d '+10 seconds' +%Y-%m-%dT%H:%M:%SZ)"
@@ -232,7 +248,8 @@ def banner(settings: Settings, api_key: str) -> str:
 timers is up.
   API:      {api}   (docs: {api}/docs)
   API key:  {api_key}
-  Flower:   http://127.0.0.1:{settings.flower_port}
+  Flower:   http://127.0.0.1:{settings.flower_port}   (user {FLOWER_USER}, password: the API key)
+  Callbacks may reach {allowed_networks(settings)} and public addresses (TIMERS_ALLOWED_NETWORKS).
 
 Create a timer that calls back in 10 seconds:
   curl -s -X POST {api}/timers -H 'X-API-Key: {api_key}' -H 'Content-Type: application/json' \\

@@ -37,6 +37,7 @@ import aiohttp
 
 from timers.delivery import deliver, new_session
 from timers.models import HttpCallback, InvalidCallback, Timer
+from timers.outbound import OutboundPolicy
 from timers.storage import Claim
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,10 @@ class DeliveryEngine:
         callback_timeout: float,
         max_per_destination: int,
         on_outcome: Callable[[Outcome], None],
+        policy: OutboundPolicy,
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
+        self.policy = policy
         self.callback_timeout = callback_timeout
         self.max_per_destination = max_per_destination
         self.on_outcome = on_outcome
@@ -165,8 +168,10 @@ class DeliveryEngine:
         try:
             async with gate.semaphore:
                 if self._session is None:
-                    self._session = new_session()
-                return await deliver(self._session, timer.id, callback, self.callback_timeout)
+                    self._session = new_session(self.policy)
+                return await deliver(
+                    self._session, timer.id, callback, self.callback_timeout, self.policy
+                )
         finally:
             gate.users -= 1
             if gate.users == 0:

@@ -8,6 +8,7 @@ Times that several hosts compare (is a timer due?) come from the database's `now
 
 from __future__ import annotations
 
+import json
 import logging
 import select as io_select
 import uuid
@@ -37,7 +38,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from timers.models import DueTime, Timer, TimerStatus, uuid7
+from timers.models import MAX_INT_DIGITS, DueTime, Timer, TimerStatus, TooLongInteger, uuid7
 from timers.schema import timers
 from timers.storage import (
     LOST_CLAIM,
@@ -85,7 +86,19 @@ def database_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("isolation_level", "AUTOCOMMIT")
     kwargs.setdefault("connect_args", {"connect_timeout": 5})
+    kwargs.setdefault("json_deserializer", load_json)
     return create_engine(parsed, **kwargs)
+
+
+def load_json(text: str) -> Any:
+    """JSON from the database. An integer too long for Python to convert (only a direct write
+    can store one) is kept as its text (`TooLongInteger`), so that its row stays readable and
+    fails only its own delivery instead of every read that touches it."""
+    return json.loads(text, parse_int=_integer)
+
+
+def _integer(text: str) -> int | str:
+    return int(text) if len(text.lstrip("-")) <= MAX_INT_DIGITS else TooLongInteger(text)
 
 
 def near_term_query(start: datetime | None, end: datetime, limit: int) -> Any:

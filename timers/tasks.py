@@ -25,6 +25,7 @@ from celery import Celery, Task
 from timers.config import Settings
 from timers.engine import DeliveryEngine
 from timers.enqueuer import BATCH_TASK_NAME, TASK_NAME
+from timers.outbound import OutboundPolicy
 from timers.recorder import OutcomeRecorder
 from timers.storage import Claim, StoreUnavailable
 from timers.store import TimerStore, database_engine
@@ -57,6 +58,7 @@ class WorkerResources:
                 callback_timeout=self.settings.callback_timeout,
                 max_per_destination=self.settings.max_in_flight_per_host,
                 on_outcome=lambda outcome: holder[0].record(outcome),
+                policy=OutboundPolicy(self.settings.allowed_networks),
             )
             recorder = OutcomeRecorder(
                 store, lease=self.settings.delivery_lease, running=deliveries.running

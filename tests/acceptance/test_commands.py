@@ -81,14 +81,26 @@ def test_migrate_creates_the_schema(empty_database_url: str) -> None:
         (scheduler_cli(), {"DATABASE_URL": "", "REDIS_URL": "x"}, 2, "DATABASE_URL is not set"),
         (timers_cli("migrate"), {"DATABASE_URL": UNREACHABLE_DB}, 1, "cannot migrate"),
         (timers_cli("api"), {"API_KEY": ""}, 2, "API_KEY is not set"),
+        (timers_cli("api"), {"API_KEY": "short"}, 2, "API_KEY: a key must be at least 32"),
+        (timers_cli("api"), {"API_KEYS": "a" * 32 + ",b"}, 2, "API_KEYS: a key must be at least"),
         (timers_cli("api"), {"TIMERS_LOOKAHEAD": "soon"}, 2, "TIMERS_LOOKAHEAD must be a number"),
+        (timers_cli("api"), {"TIMERS_ALLOWED_NETWORKS": "10.0.0.0/33"}, 2, "TIMERS_ALLOWED_NET"),
     ],
-    ids=["scheduler-no-db", "scheduler-no-url", "migrate-no-db", "api-no-key", "bad-setting"],
+    ids=[
+        "scheduler-no-db",
+        "scheduler-no-url",
+        "migrate-no-db",
+        "api-no-key",
+        "api-short-key",
+        "api-short-second-key",
+        "bad-setting",
+        "bad-network",
+    ],
 )
 def test_commands_fail_fast_with_one_line(
     services: Services, argv: list[str], env: dict[str, str], code: int, message: str
 ) -> None:
-    full = {"REDIS_URL": services.redis_url, "API_KEY": "k", **env}
+    full = {"REDIS_URL": services.redis_url, "API_KEY": API_KEY, **env}
     result = run(argv, full, timeout=30)
     assert result.returncode == code, result.stderr
     assert message in result.stderr

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from tests.support import processes
-from tests.support.services import Services
+from tests.support.services import API_KEY, LOCAL_NETWORKS, Services
 from timers.embedded import free_port
 
 PROCFILE = processes.ROOT / "Procfile"
@@ -43,7 +43,8 @@ def test_each_procfile_command_comes_up(services: Services, database_url: str) -
     env = {
         "DATABASE_URL": database_url,
         "REDIS_URL": services.redis_database(13),
-        "API_KEY": "k",
+        "TIMERS_ALLOWED_NETWORKS": LOCAL_NETWORKS,
+        "API_KEY": API_KEY,
         "PORT": str(port),
         "FLOWER_PORT": str(flower_port),
         "PATH": f"{processes.BIN}{os.pathsep}{os.environ['PATH']}",
@@ -84,20 +85,30 @@ def compose_command() -> list[str] | None:
     return [legacy] if legacy else None
 
 
-def test_docker_compose_config_is_valid() -> None:
+def test_docker_compose_config_is_valid_and_keeps_flower_private() -> None:
     command = compose_command()
     if command is None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed")
-    result = subprocess.run(
-        [*command, "config"],
-        cwd=processes.ROOT,
-        env={**os.environ, "API_KEY": "k"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def config(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, "config"],
+            cwd=processes.ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    result = config(API_KEY="k" * 32, FLOWER_BASIC_AUTH="admin:secret")
     assert result.returncode == 0, result.stderr
     for service in ("postgres", "redis", "migrate", "api", "scheduler", "worker", "flower"):
         assert f"  {service}:" in result.stdout
     assert "service_completed_successfully" in result.stdout
     assert "service_healthy" in result.stdout
+    # Flower can shut workers down: behind a password, and on this host's loopback only.
+    assert "FLOWER_BASIC_AUTH: admin:secret" in result.stdout
+    assert "127.0.0.1:5555:5555" in result.stdout
+    refused = config(API_KEY="k" * 32, FLOWER_BASIC_AUTH="")
+    assert refused.returncode != 0
+    assert "FLOWER_BASIC_AUTH" in refused.stderr

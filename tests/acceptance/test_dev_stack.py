@@ -4,11 +4,13 @@ restart that keeps the data."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,21 +134,35 @@ def test_demo_reports_20_fired_and_0_lost(stack: tuple[processes.Process, dict[s
     assert "20 fired" in result.stdout and "0 lost" in result.stdout, result.stdout
 
 
-def test_flower_sees_the_worker_and_the_callback_tasks(
-    stack: tuple[processes.Process, dict[str, str]],
+def test_flower_sees_the_worker_and_the_callback_tasks_behind_the_api_key(
+    stack: tuple[processes.Process, dict[str, str]], home: Path
 ) -> None:
     _, env = stack
     flower = f"http://127.0.0.1:{env['TIMERS_FLOWER_PORT']}"
+    login = base64.b64encode(f"timers:{api_key(home)}".encode()).decode()
 
-    def get(path: str) -> object:
-        with urllib.request.urlopen(flower + path, timeout=15) as response:
+    def get(path: str, authorization: str | None = f"Basic {login}") -> object:
+        request = urllib.request.Request(flower + path)
+        if authorization:
+            request.add_header("Authorization", authorization)
+        with urllib.request.urlopen(request, timeout=15) as response:
             return json.load(response)
 
+    # Without the key, Flower's pages and its API (which can shut workers down) are refused.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get("/api/workers", authorization=None)
+    assert refused.value.code == 401
     workers = get("/api/workers?refresh=1")
     assert isinstance(workers, dict) and any(name.startswith("dev@") for name in workers)
     tasks = get("/api/tasks?limit=100")
     assert isinstance(tasks, dict)
     assert any(t["name"] == "timers.execute_callbacks" for t in tasks.values())
+
+
+def test_the_dev_key_file_is_private_and_long_enough(home: Path) -> None:
+    key_file = home / "api_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert len(api_key(home)) >= 32
 
 
 def test_ctrl_c_stops_everything_and_a_restart_keeps_the_data(

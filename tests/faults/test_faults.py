@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from tests.support import processes
 from tests.support.private_services import PrivatePostgres, PrivateRedis
 from tests.support.receiver import Receiver, wait_until
+from tests.support.services import API_KEY, LOCAL_NETWORKS
 from timers.embedded import free_port
 from timers.migrations import upgrade
 from timers.models import uuid7
@@ -211,7 +212,8 @@ def run_scenario(
     env = {
         "DATABASE_URL": pg.url(database),
         "REDIS_URL": rd.url,
-        "API_KEY": "faults",
+        "TIMERS_ALLOWED_NETWORKS": LOCAL_NETWORKS,
+        "API_KEY": API_KEY,
         "PORT": str(free_port()),
         "TIMERS_LOAD_INTERVAL": "2",
         "TIMERS_EXECUTE_INTERVAL": "0.2",

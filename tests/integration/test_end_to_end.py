@@ -18,7 +18,7 @@ from sqlalchemy import text
 from tests.support import processes
 from tests.support.databases import create_database, drop_database
 from tests.support.receiver import Receiver, wait_until
-from tests.support.services import API_KEY, Services
+from tests.support.services import API_KEY, LOCAL_NETWORKS, Services
 from timers import __version__
 from timers.api import create_app
 from timers.celery_app import create_celery_app
@@ -50,6 +50,7 @@ def env(e2e_settings: Settings) -> dict[str, str]:
     return {
         "DATABASE_URL": e2e_settings.database_url or "",
         "REDIS_URL": e2e_settings.redis_url or "",
+        "TIMERS_ALLOWED_NETWORKS": LOCAL_NETWORKS,
         "TIMERS_CALLBACK_TIMEOUT": str(CALLBACK_TIMEOUT),
         "TIMERS_LOAD_INTERVAL": "1",
         "TIMERS_EXECUTE_INTERVAL": "0.1",

@@ -13,6 +13,9 @@ import pytest
 from tests.support.receiver import Receiver, wait_until
 from timers.engine import DeliveryEngine, Outcome, destination
 from timers.models import Timer, TimerStatus, uuid7
+from timers.outbound import OutboundPolicy
+
+LOCAL = OutboundPolicy(["127.0.0.0/8"])
 
 
 def started_timer(url: str, **config: Any) -> Timer:
@@ -57,7 +60,9 @@ def test_one_receiver_gets_at_most_the_cap_and_others_are_not_held_up(
 ) -> None:
     slow, fast = receivers
     outcomes = Outcomes()
-    engine = DeliveryEngine(callback_timeout=10, max_per_destination=3, on_outcome=outcomes)
+    engine = DeliveryEngine(
+        callback_timeout=10, max_per_destination=3, on_outcome=outcomes, policy=LOCAL
+    )
     try:
         engine.submit([started_timer(slow.url("/slow/0.5")) for _ in range(9)])
         quick = [started_timer(fast.url("/ok")) for _ in range(20)]
@@ -77,7 +82,9 @@ def test_running_lists_the_claims_in_flight_until_their_outcome_is_handed_over(
 ) -> None:
     slow, _ = receivers
     outcomes = Outcomes()
-    engine = DeliveryEngine(callback_timeout=10, max_per_destination=8, on_outcome=outcomes)
+    engine = DeliveryEngine(
+        callback_timeout=10, max_per_destination=8, on_outcome=outcomes, policy=LOCAL
+    )
     try:
         timers = [started_timer(slow.url("/slow/0.5")) for _ in range(3)]
         engine.submit(timers)
@@ -91,11 +98,61 @@ def test_running_lists_the_claims_in_flight_until_their_outcome_is_handed_over(
 def test_close_lets_running_deliveries_finish(receivers: tuple[Receiver, Receiver]) -> None:
     slow, _ = receivers
     outcomes = Outcomes()
-    engine = DeliveryEngine(callback_timeout=10, max_per_destination=8, on_outcome=outcomes)
+    engine = DeliveryEngine(
+        callback_timeout=10, max_per_destination=8, on_outcome=outcomes, policy=LOCAL
+    )
     timer = started_timer(slow.url("/slow/0.5"))
     engine.submit([timer])
     assert engine.close(5) is True
     assert outcomes.items[str(timer.id)].error is None
+
+
+def test_an_exception_inside_one_delivery_fails_that_timer_alone(
+    receivers: tuple[Receiver, Receiver],
+) -> None:
+    _, fast = receivers
+    outcomes = Outcomes()
+    engine = DeliveryEngine(
+        callback_timeout=10, max_per_destination=8, on_outcome=outcomes, policy=LOCAL
+    )
+
+    # Something unforeseen raises inside one delivery (here: the policy check).
+    class Unforeseen(OutboundPolicy):
+        def check_url(self, url: str) -> None:
+            if url.endswith("/poison"):
+                raise RuntimeError("something nobody planned for")
+            super().check_url(url)
+
+    engine.policy = Unforeseen(["127.0.0.0/8"])
+    poison = started_timer(fast.url("/poison"))
+    healthy = [started_timer(fast.url("/ok")) for _ in range(5)]
+    try:
+        engine.submit([healthy[0], poison, *healthy[1:]])
+        assert wait_until(lambda: len(outcomes) == 6, 10)
+    finally:
+        engine.close(5)
+    error = outcomes.items[str(poison.id)].error or ""
+    assert error == "delivery error: RuntimeError: something nobody planned for", error
+    assert all(outcomes.items[str(t.id)].error is None for t in healthy)
+
+
+def test_the_outbound_policy_is_applied_after_resolution_and_to_literals() -> None:
+    outcomes = Outcomes()
+    engine = DeliveryEngine(
+        callback_timeout=5, max_per_destination=8, on_outcome=outcomes, policy=OutboundPolicy()
+    )
+    by_name = started_timer("http://localhost:9/hook")  # resolved, then refused
+    literal = started_timer("http://127.0.0.1:9/hook")
+    legacy = started_timer("http://0x7f000001:9/hook")
+    try:
+        engine.submit([by_name, literal, legacy])
+        assert wait_until(lambda: len(outcomes) == 3, 10)
+    finally:
+        engine.close(5)
+    for timer in (by_name, literal, legacy):
+        error = outcomes.items[str(timer.id)].error or ""
+        assert error.startswith("blocked: "), error
+        assert "loopback" in error, error
 
 
 def test_destination_is_scheme_host_and_port() -> None:

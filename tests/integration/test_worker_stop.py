@@ -13,7 +13,7 @@ import redis
 from tests.support import processes
 from tests.support.databases import create_database, drop_database
 from tests.support.receiver import Receiver, wait_until
-from tests.support.services import Services
+from tests.support.services import LOCAL_NETWORKS, Services
 from tests.support.timers import add_timer
 from timers.models import TimerStatus
 from timers.store import TimerStore, database_engine
@@ -27,6 +27,7 @@ def env(services: Services, template_database: str) -> Iterator[dict[str, str]]:
     yield {
         "DATABASE_URL": services.database_url(name),
         "REDIS_URL": broker,
+        "TIMERS_ALLOWED_NETWORKS": LOCAL_NETWORKS,
         "TIMERS_CALLBACK_TIMEOUT": "10",
     }
     redis.Redis.from_url(broker).flushdb()

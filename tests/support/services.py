@@ -14,7 +14,10 @@ from sqlalchemy.engine import make_url
 
 from timers.embedded import port_is_open, start_postgres, start_redis
 
-API_KEY = "test-api-key"  # the API key every test app and process is given
+# The API key every test app and process is given (keys are at least 32 characters).
+API_KEY = "test-api-key-0123456789abcdefghijklmnop"
+# The receivers of the tests listen on this host.
+LOCAL_NETWORKS = "127.0.0.0/8"
 
 
 @dataclass

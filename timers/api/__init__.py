@@ -6,17 +6,19 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
 
 from timers import __version__
 from timers.api import health, routes
 from timers.api.body_limit import BodyLimit
-from timers.api.deps import require_api_key
+from timers.api.deps import reject_unknown_query, require_api_key
 from timers.api.envelope import install_handlers
-from timers.config import ConfigError, Settings, load_settings
+from timers.config import Settings, load_settings
+from timers.outbound import OutboundPolicy
 from timers.storage import StoreError
 from timers.store import TimerStore, database_engine
 
@@ -37,10 +39,7 @@ def create_app(
     clock: Callable[[], datetime] = utc_now,
 ) -> FastAPI:
     """The API app. It owns the store's engine (and disposes it at shutdown) unless one is given."""
-    if not settings.api_key:
-        raise ConfigError(
-            "API_KEY is not set: every route but /health needs an X-API-Key to compare"
-        )
+    api_keys = settings.require_api_keys()
     owned = store is None
     timer_store = store or TimerStore(database_engine(settings.require_database_url()))
 
@@ -62,14 +61,35 @@ def create_app(
     )
     app.state.store = timer_store
     app.state.clock = clock
-    app.state.api_key = settings.api_key
+    app.state.api_keys = api_keys
+    app.state.policy = OutboundPolicy(settings.allowed_networks)
+    app.state.max_delay = timedelta(seconds=settings.max_delay)
     install_handlers(app)
-    app.include_router(health.router)
-    app.include_router(routes.router, dependencies=[Depends(require_api_key)])
+    app.include_router(health.router, dependencies=[Depends(reject_unknown_query)])
+    app.include_router(
+        routes.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]
+    )
     app.add_middleware(
         BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={"/timers/batch": MAX_BATCH_BODY_BYTES}
     )
+    app.openapi = lambda: contract(app)  # type: ignore[method-assign]
     return app
+
+
+def contract(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, as the API behaves: FastAPI's own 422 answer is never given (bad
+    input is a 400 in the envelope), so it is not documented."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def __getattr__(name: str) -> Any:

@@ -53,16 +53,26 @@ def describe_validation_error(errors: Any) -> str:
     """One line naming each bad field: `execute_at: Input should have timezone info`."""
     parts = []
     for error in errors:
-        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
         if error.get("type") == "json_invalid":
             parts.append(
                 f"body: malformed JSON ({error.get('ctx', {}).get('error', 'parse error')})"
             )
             continue
-        field = ".".join(loc) or "body"
+        loc = [p for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        field = ""
+        for part in loc:
+            field += f"[{part}]" if isinstance(part, int) else f".{part}" if field else str(part)
         msg = str(error.get("msg", "invalid"))
-        parts.append(f"{field}: {msg}")
+        if error.get("type") == "string_pattern_mismatch":
+            msg = _PATTERN_MEANING.get(str(loc[-1]) if loc else "", msg)
+            if "headers" in loc[:-1]:
+                msg = "header names must be tokens and values visible ASCII, spaces and tabs"
+        parts.append(f"{field or 'body'}: {msg}")
     return "; ".join(parts) or "invalid request"
+
+
+# What a broken pattern means, for the fields that have one.
+_PATTERN_MEANING = {"url": "must be an absolute http:// or https:// URL, with no spaces"}
 
 
 def install_handlers(app: FastAPI) -> None:

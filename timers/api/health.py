@@ -10,14 +10,19 @@ from fastapi.responses import JSONResponse
 from timers import __version__
 from timers.api.deps import Store
 from timers.api.envelope import Code, envelope
-from timers.api.schemas import Envelope
+from timers.api.schemas import Envelope, ErrorEnvelope, Health
 from timers.storage import StoreError
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=Envelope, summary="Liveness and database reachability")
+@router.get(
+    "/health",
+    response_model=Envelope[Health],
+    responses={500: {"model": ErrorEnvelope, "description": "database unreachable (code 1)"}},
+    summary="Liveness and database reachability",
+)
 def health(store: Store) -> JSONResponse:
     try:
         store.ping()

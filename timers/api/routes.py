@@ -9,18 +9,25 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from timers.api.deps import Clock, Store
+from timers.api.deps import Clock, MaxDelay, Policy, Store
 from timers.api.envelope import ApiError, Code, envelope
 from timers.api.schemas import (
+    MAX_OFFSET,
+    Canceled,
     Envelope,
+    HttpCallbackConfig,
+    JsonObject,
     TimerBatch,
+    TimerBatchCreated,
     TimerCreate,
     TimerList,
     TimerOut,
     TimerSummary,
     TimerUpdate,
+    errors,
 )
-from timers.models import CALLBACK_TYPES, HttpCallback, InvalidCallback, TimerStatus
+from timers.models import HttpCallback, InvalidCallback, TimerStatus, check_json
+from timers.outbound import Blocked
 from timers.storage import NewTimer, TimerNotFound, TimerNotPending
 
 router = APIRouter(prefix="/timers", tags=["timers"])
@@ -29,30 +36,43 @@ router = APIRouter(prefix="/timers", tags=["timers"])
 CLOCK_GRACE = timedelta(seconds=1)
 
 
-def _check_execute_at(execute_at: datetime, now: datetime) -> None:
-    if execute_at < now - CLOCK_GRACE:
+def _check_execute_at(execute_at: datetime, now: datetime, max_delay: timedelta) -> None:
+    try:
+        in_the_past = execute_at < now - CLOCK_GRACE
+        too_far = execute_at > now + max_delay
+    except OverflowError:  # beyond year 9999 once converted to UTC
+        in_the_past, too_far = False, True
+    if in_the_past:
         raise ApiError(
             Code.VALIDATION,
             f"execute_at: {execute_at.isoformat()} is in the past (server time {now.isoformat()})",
         )
-
-
-def _check_callback(callback_type: str, config: dict[str, Any]) -> dict[str, Any]:
-    if callback_type not in CALLBACK_TYPES:
+    if too_far:
         raise ApiError(
             Code.VALIDATION,
-            f"callback_type: must be one of {', '.join(CALLBACK_TYPES)}, got {callback_type!r}",
+            f"execute_at: {execute_at.isoformat()} is more than {max_delay.days} days ahead "
+            "(TIMERS_MAX_DELAY)",
         )
-    if config.get("type", callback_type) != callback_type:
-        raise ApiError(
-            Code.VALIDATION,
-            f"callback_config.type: {config.get('type')!r} does not match "
-            f"callback_type {callback_type!r}",
-        )
+
+
+def _check_callback(config: HttpCallbackConfig, policy: Policy) -> dict[str, Any]:
     try:
-        return HttpCallback.from_config(config).to_config()
+        callback = HttpCallback.from_config(config.model_dump())
     except InvalidCallback as exc:
         raise ApiError(Code.VALIDATION, str(exc)) from None
+    try:
+        policy.check_url(callback.url)
+    except Blocked as exc:
+        raise ApiError(Code.VALIDATION, f"callback_config.url: refused: {exc}") from None
+    return callback.to_config()
+
+
+def _check_metadata(metadata: JsonObject | None) -> JsonObject | None:
+    try:
+        check_json(metadata, "metadata")
+    except InvalidCallback as exc:
+        raise ApiError(Code.VALIDATION, str(exc)) from None
+    return metadata
 
 
 def _not_found(timer_id: UUID) -> ApiError:
@@ -67,32 +87,47 @@ def _not_pending(exc: TimerNotPending) -> ApiError:
     )
 
 
-@router.post("", status_code=201, response_model=Envelope, summary="Create a timer")
-def create_timer(body: TimerCreate, store: Store, clock: Clock) -> JSONResponse:
-    _check_execute_at(body.execute_at, clock())
-    config = _check_callback(body.callback_type, body.callback_config)
+@router.post(
+    "",
+    status_code=201,
+    response_model=Envelope[TimerSummary],
+    responses=errors(400, 401, 413, 500),
+    summary="Create a timer",
+)
+def create_timer(
+    body: TimerCreate, store: Store, clock: Clock, policy: Policy, max_delay: MaxDelay
+) -> JSONResponse:
+    _check_execute_at(body.execute_at, clock(), max_delay)
+    config = _check_callback(body.callback_config, policy)
     timer = store.create(
         NewTimer(
             execute_at=body.execute_at,
             callback_type=body.callback_type,
             callback_config=config,
-            metadata=body.metadata,
+            metadata=_check_metadata(body.metadata),
         )
     )
     return envelope(TimerSummary.of(timer), message="created", status=201)
 
 
 @router.post(
-    "/batch", status_code=201, response_model=Envelope, summary="Create up to 1,000 timers"
+    "/batch",
+    status_code=201,
+    response_model=Envelope[TimerBatchCreated],
+    responses=errors(400, 401, 413, 500),
+    summary="Create up to 1,000 timers",
 )
-def create_timers(body: TimerBatch, store: Store, clock: Clock) -> JSONResponse:
+def create_timers(
+    body: TimerBatch, store: Store, clock: Clock, policy: Policy, max_delay: MaxDelay
+) -> JSONResponse:
     """All or nothing: one invalid timer rejects the whole batch, naming its index."""
     now = clock()
     batch = []
     for index, item in enumerate(body.timers):
         try:
-            _check_execute_at(item.execute_at, now)
-            config = _check_callback(item.callback_type, item.callback_config)
+            _check_execute_at(item.execute_at, now, max_delay)
+            config = _check_callback(item.callback_config, policy)
+            metadata = _check_metadata(item.metadata)
         except ApiError as exc:
             raise ApiError(exc.code, f"timers[{index}].{exc.message}") from None
         batch.append(
@@ -100,16 +135,23 @@ def create_timers(body: TimerBatch, store: Store, clock: Clock) -> JSONResponse:
                 execute_at=item.execute_at,
                 callback_type=item.callback_type,
                 callback_config=config,
-                metadata=item.metadata,
+                metadata=metadata,
             )
         )
     created = store.create_many(batch)
     return envelope(
-        {"timers": [TimerSummary.of(t) for t in created]}, message="created", status=201
+        TimerBatchCreated(timers=[TimerSummary.of(t) for t in created]),
+        message="created",
+        status=201,
     )
 
 
-@router.get("/{timer_id}", response_model=Envelope, summary="Get a timer")
+@router.get(
+    "/{timer_id}",
+    response_model=Envelope[TimerOut],
+    responses=errors(400, 401, 404, 500),
+    summary="Get a timer",
+)
 def get_timer(timer_id: UUID, store: Store) -> JSONResponse:
     try:
         timer = store.get(timer_id)
@@ -118,12 +160,17 @@ def get_timer(timer_id: UUID, store: Store) -> JSONResponse:
     return envelope(TimerOut.of(timer))
 
 
-@router.get("", response_model=Envelope, summary="List timers")
+@router.get(
+    "",
+    response_model=Envelope[TimerList],
+    responses=errors(400, 401, 500),
+    summary="List timers",
+)
 def list_timers(
     store: Store,
     status: TimerStatus | None = None,
     limit: int = Query(50, ge=1, le=200),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     sort: Literal["created_at", "execute_at"] = "created_at",
     order: Literal["asc", "desc"] = "desc",
 ) -> JSONResponse:
@@ -138,8 +185,20 @@ def list_timers(
     )
 
 
-@router.put("/{timer_id}", response_model=Envelope, summary="Change a pending timer")
-def update_timer(timer_id: UUID, body: TimerUpdate, store: Store, clock: Clock) -> JSONResponse:
+@router.put(
+    "/{timer_id}",
+    response_model=Envelope[TimerOut],
+    responses=errors(400, 401, 404, 413, 500),
+    summary="Change a pending timer",
+)
+def update_timer(
+    timer_id: UUID,
+    body: TimerUpdate,
+    store: Store,
+    clock: Clock,
+    policy: Policy,
+    max_delay: MaxDelay,
+) -> JSONResponse:
     given = body.model_fields_set
     if not given:
         raise ApiError(
@@ -151,21 +210,15 @@ def update_timer(timer_id: UUID, body: TimerUpdate, store: Store, clock: Clock) 
         if name in given and getattr(body, name) is None:
             raise ApiError(Code.VALIDATION, f"{name}: must not be null")
     if body.execute_at is not None:
-        _check_execute_at(body.execute_at, clock())
+        _check_execute_at(body.execute_at, clock(), max_delay)
         changes["execute_at"] = body.execute_at
-    if body.callback_type is not None or body.callback_config is not None:
-        try:
-            current = store.get(timer_id)
-        except TimerNotFound:
-            raise _not_found(timer_id) from None
-        callback_type = body.callback_type or current.callback_type
-        config = body.callback_config or dict(current.callback_config)
-        if body.callback_config is None:
-            config = {**config, "type": callback_type}
-        changes["callback_type"] = callback_type
-        changes["callback_config"] = _check_callback(callback_type, config)
+    if body.callback_config is not None:
+        changes["callback_type"] = body.callback_config.type
+        changes["callback_config"] = _check_callback(body.callback_config, policy)
+    elif body.callback_type is not None:
+        changes["callback_type"] = body.callback_type
     if "metadata" in given:
-        changes["metadata"] = body.metadata
+        changes["metadata"] = _check_metadata(body.metadata)
     try:
         timer = store.update_pending(timer_id, changes)
     except TimerNotFound:
@@ -175,7 +228,12 @@ def update_timer(timer_id: UUID, body: TimerUpdate, store: Store, clock: Clock) 
     return envelope(TimerOut.of(timer), message="updated")
 
 
-@router.delete("/{timer_id}", response_model=Envelope, summary="Cancel a pending timer")
+@router.delete(
+    "/{timer_id}",
+    response_model=Envelope[Canceled],
+    responses=errors(400, 401, 404, 500),
+    summary="Cancel a pending timer",
+)
 def cancel_timer(timer_id: UUID, store: Store) -> JSONResponse:
     try:
         timer = store.cancel(timer_id)
@@ -183,4 +241,4 @@ def cancel_timer(timer_id: UUID, store: Store) -> JSONResponse:
         raise _not_found(timer_id) from None
     except TimerNotPending as exc:
         raise _not_pending(exc) from None
-    return envelope({"id": timer.id, "status": timer.status.value}, message="canceled")
+    return envelope(Canceled(id=timer.id, status="canceled"), message="canceled")

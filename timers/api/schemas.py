@@ -1,40 +1,80 @@
-"""Request and response bodies of the REST API."""
+"""Request and response bodies of the REST API. The constraints here are the ones the API enforces,
+so the OpenAPI document describes what is accepted; checks that need more than a schema (the
+destination's address, `execute_at` against the clock) follow in the routes."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from timers.models import Timer, TimerStatus
+from timers.models import (
+    HEADER_NAME_PATTERN,
+    HEADER_VALUE_PATTERN,
+    MAX_URL_LENGTH,
+    Timer,
+    TimerStatus,
+)
+
+REDACTED = "***"
+MAX_BATCH = 1000
+MAX_OFFSET = 1_000_000
 
 
-class CallbackConfig(BaseModel):
-    """For `callback_type` `http`: POST `payload` as JSON to `url` with `headers`."""
+def _iso_8601_text(value: Any) -> Any:
+    # Pydantic would take a bare number as Unix time; the contract says ISO 8601 text.
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an ISO 8601 date-time string with an offset")
+    return value
 
-    model_config = ConfigDict(extra="allow")
-    type: str = "http"
-    url: str
-    headers: dict[str, Any] = Field(default_factory=dict)
-    payload: Any = None
+
+ExecuteAt = Annotated[
+    AwareDatetime,
+    BeforeValidator(_iso_8601_text),
+    Field(
+        description="When to fire: ISO 8601 with an offset (`Z` or `+01:00`), not in the past "
+        "and at most TIMERS_MAX_DELAY ahead.",
+        examples=["2030-01-01T14:03:07.250Z"],
+    ),
+]
+HeaderName = Annotated[str, StringConstraints(pattern=HEADER_NAME_PATTERN, max_length=256)]
+HeaderValue = Annotated[str, StringConstraints(pattern=HEADER_VALUE_PATTERN, max_length=8192)]
+JsonObject = dict[str, Any]
+
+
+class HttpCallbackConfig(BaseModel):
+    """POST `payload` as JSON to `url` with `headers`. Framing and hop-by-hop headers (`Host`,
+    `Content-Length`, `Transfer-Encoding`, `Connection`, …) can't be given; `Content-Type`,
+    `User-Agent` and `X-Timer-Id` are set by the service."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["http"] = "http"
+    url: str = Field(
+        min_length=8,
+        max_length=MAX_URL_LENGTH,
+        pattern=r"^https?://[\x21-\x7e]+$",
+        description="An absolute http:// or https:// URL without credentials, to a public "
+        "address unless TIMERS_ALLOWED_NETWORKS opens more.",
+        json_schema_extra={"format": "uri"},
+        examples=["https://example.com/hook"],
+    )
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
+    payload: Any = Field(
+        default=None,
+        description="Any JSON, nested at most 32 levels, finite numbers, no NUL characters.",
+    )
 
 
 class TimerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    execute_at: AwareDatetime = Field(
-        description="When to fire: ISO 8601 with an offset, not in the past.",
-        examples=["2030-01-01T14:03:07.250Z"],
+    execute_at: ExecuteAt
+    callback_type: Literal["http"] = "http"
+    callback_config: HttpCallbackConfig
+    metadata: JsonObject | None = Field(
+        default=None, description="Your own JSON object, kept with the timer."
     )
-    callback_type: str = Field(default="http", examples=["http"])
-    callback_config: dict[str, Any] = Field(
-        examples=[{"type": "http", "url": "https://example.com/hook", "headers": {}, "payload": {}}]
-    )
-    metadata: dict[str, Any] | None = None
-
-
-MAX_BATCH = 1000
 
 
 class TimerBatch(BaseModel):
@@ -43,13 +83,13 @@ class TimerBatch(BaseModel):
 
 
 class TimerUpdate(BaseModel):
-    """Any subset of the create fields; `metadata: null` clears it."""
+    """Any subset of the create fields (at least one); `metadata: null` clears it."""
 
-    model_config = ConfigDict(extra="forbid")
-    execute_at: AwareDatetime | None = None
-    callback_type: str | None = None
-    callback_config: dict[str, Any] | None = None
-    metadata: dict[str, Any] | None = None
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    execute_at: ExecuteAt | None = None
+    callback_type: Literal["http"] | None = None
+    callback_config: HttpCallbackConfig | None = None
+    metadata: JsonObject | None = None
 
 
 class TimerSummary(BaseModel):
@@ -68,12 +108,27 @@ class TimerSummary(BaseModel):
         )
 
 
+class TimerBatchCreated(BaseModel):
+    timers: list[TimerSummary]
+
+
+def redacted(config: Any) -> dict[str, Any]:
+    """A callback config as responses show it: header names kept, their values replaced."""
+    shown = dict(config) if isinstance(config, dict) else {"value": config}
+    headers = shown.get("headers")
+    if isinstance(headers, dict):
+        shown["headers"] = {name: REDACTED for name in headers}
+    return shown
+
+
 class TimerOut(BaseModel):
     id: UUID
     status: TimerStatus
     execute_at: datetime
     callback_type: str
-    callback_config: dict[str, Any]
+    callback_config: dict[str, Any] = Field(
+        description="As given, except header values, which are never shown (`***`)."
+    )
     created_at: datetime
     updated_at: datetime
     executed_at: datetime | None
@@ -88,7 +143,7 @@ class TimerOut(BaseModel):
             status=timer.status,
             execute_at=timer.execute_at,
             callback_type=timer.callback_type,
-            callback_config=dict(timer.callback_config),
+            callback_config=redacted(timer.callback_config),
             created_at=timer.created_at,
             updated_at=timer.updated_at,
             executed_at=timer.executed_at,
@@ -105,7 +160,44 @@ class TimerList(BaseModel):
     offset: int
 
 
-class Envelope(BaseModel):
-    code: int = 0
+class Canceled(BaseModel):
+    id: UUID
+    status: Literal["canceled"]
+
+
+class Health(BaseModel):
+    status: Literal["up", "degraded"]
+    database: Literal["connected", "unreachable"]
+    version: str
+
+
+T = TypeVar("T")
+
+
+class Envelope(BaseModel, Generic[T]):
+    """Every successful response: `code` 0 and the data."""
+
+    code: Literal[0] = 0
     message: str = "ok"
+    data: T
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error: `code` 1 internal, 2 validation, 3 not found, 4 unauthorized; `message` says
+    what went wrong and names the field."""
+
+    code: Literal[1, 2, 3, 4]
+    message: str
     data: Any = None
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses` of a route: each error status it can answer, with the envelope."""
+    meaning = {
+        400: "invalid request (code 2), naming the field",
+        401: "missing or wrong X-API-Key (code 4)",
+        404: "no such timer (code 3)",
+        413: "body too large (code 2)",
+        500: "internal error or database unavailable (code 1)",
+    }
+    return {s: {"model": ErrorEnvelope, "description": meaning[s]} for s in statuses}
