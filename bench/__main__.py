@@ -53,6 +53,7 @@ from timers.models import uuid7
 from timers.schema import timers as timers_table
 from timers.store import NewTimer, TimerStore, database_engine
 
+API_KEY = "bench-api-key-0123456789abcdefghijklmn"  # keys are at least 32 characters
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # Every worker as shipped: no --pool or --concurrency, so celeryconfig.py decides (prefork, one
@@ -543,7 +544,12 @@ def creation_rates(bench: Bench, seconds: float) -> dict[str, float]:
     port = free_port()
     bench.spawn(
         [str(BIN / "timers"), "api", "--host", "127.0.0.1", "--port", str(port)],
-        {"DATABASE_URL": url, "API_KEY": "bench", "LOG_LEVEL": "WARNING"},
+        {
+            "DATABASE_URL": url,
+            "API_KEY": API_KEY,
+            "TIMERS_ALLOWED_NETWORKS": "127.0.0.0/8",
+            "LOG_LEVEL": "WARNING",
+        },
         "api",
     )
     base = f"http://127.0.0.1:{port}"
@@ -555,7 +561,7 @@ def creation_rates(bench: Bench, seconds: float) -> dict[str, float]:
         except requests.RequestException:
             time.sleep(0.2)
     body = {
-        "execute_at": "2099-01-01T00:00:00Z",
+        "execute_at": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
         "callback_type": "http",
         "callback_config": {"type": "http", "url": "http://127.0.0.1:9/", "payload": {"n": 1}},
     }
@@ -566,7 +572,7 @@ def creation_rates(bench: Bench, seconds: float) -> dict[str, float]:
 
         def client(i: int) -> None:
             session = requests.Session()
-            session.headers["X-API-Key"] = "bench"
+            session.headers["X-API-Key"] = API_KEY
             while time.monotonic() < stop_at:
                 if session.post(base + path, json=payload, timeout=30).status_code == 201:
                     created[i] += per_request
