@@ -147,7 +147,7 @@ def test_api_command_serves_over_http(services: Services, database_url: str) -> 
             {
                 "execute_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
                 "callback_type": "http",
-                "callback_config": {"url": "http://127.0.0.1:9/hook"},
+                "callback_config": {"url": "https://receiver.example/hook"},
             }
         ).encode()
         request = urllib.request.Request(

@@ -40,6 +40,7 @@ def e2e_settings(services: Services, template_database: str) -> Iterator[Setting
         redis_url=broker,
         api_key=API_KEY,
         callback_timeout=CALLBACK_TIMEOUT,
+        allowed_networks=(LOCAL_NETWORKS,),
     )
     redis.Redis.from_url(broker).flushdb()
     drop_database(services, name)

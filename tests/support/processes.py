@@ -62,6 +62,7 @@ class Process:
                 self.popen.wait(5)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)  # children left behind, if any
+        self.log.close()
         return self.popen.returncode
 
 
