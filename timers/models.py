@@ -45,9 +45,9 @@ class TooLongInteger(str):
 
 
 def check_json(value: Any, field: str, depth: int = 0) -> None:
-    """Refuse what PostgreSQL's JSONB or the wire can't hold as it is: nesting deeper than
-    MAX_JSON_DEPTH, non-finite numbers, NUL characters and lone surrogates. Raises InvalidCallback
-    naming the field."""
+    """Refuse what isn't JSON, or what PostgreSQL's JSONB or the wire can't hold as it is: nesting
+    deeper than MAX_JSON_DEPTH, non-finite numbers, NUL characters and lone surrogates. Raises
+    InvalidCallback naming the field."""
     if depth > MAX_JSON_DEPTH:
         raise InvalidCallback(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, float) and not math.isfinite(value):
@@ -60,11 +60,15 @@ def check_json(value: Any, field: str, depth: int = 0) -> None:
         _check_text(value, field)
     elif isinstance(value, Mapping):
         for key, item in value.items():
-            _check_text(str(key), field)
+            if not isinstance(key, str):
+                raise InvalidCallback(field, f"object keys must be strings, got {key!r}")
+            _check_text(key, field)
             check_json(item, f"{field}.{key}", depth + 1)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             check_json(item, f"{field}[{index}]", depth + 1)
+    elif value is not None and not isinstance(value, bool | int | float):
+        raise InvalidCallback(field, f"{type(value).__name__} is not JSON")
 
 
 def _check_text(text: str, field: str) -> None:
