@@ -11,12 +11,13 @@ the same synchronous psycopg2 store as everywhere else (outcomes are written by 
 `OutcomeRecorder` thread, never on the loop).
 
 Limits, all per worker process:
-- at most `max_per_destination` deliveries at once to one receiver (scheme, host and port): one
+- at most `max_per_destination` deliveries at once to one receiver (for HTTP: scheme, host and
+  port; for Celery tasks: the queue): one
   slow receiver cannot take every connection; its other timers wait their turn (their leases are
   renewed meanwhile, and their deadline starts when they are sent);
 - at most `MAX_IN_FLIGHT` deliveries in all; past that, starting more blocks the task (backpressure
   to the broker instead of unbounded memory);
-- each delivery has one deadline for connect + send + wait + read (see `timers.delivery`).
+- each delivery has one deadline (`context.timeout`), kept by its kind (see `timers.callbacks`).
 
 Any exception a delivery raises fails that timer alone, with the exception in `last_error`.
 """
@@ -31,13 +32,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-import aiohttp
-
-from timers.delivery import deliver, new_session
-from timers.models import HttpCallback, InvalidCallback, Timer
-from timers.outbound import OutboundPolicy
+from timers import callbacks
+from timers.callbacks import DeliveryContext
+from timers.models import InvalidCallback, Timer
 from timers.storage import Claim
 
 log = logging.getLogger(__name__)
@@ -55,14 +53,6 @@ class Outcome:
     late_ms: float = 0.0
 
 
-def destination(url: str) -> str:
-    """The receiver a URL names, for the per-destination cap: scheme, host and port."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or (443 if scheme == "https" else 80)
-    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
-
-
 class _Gate:
     """A semaphore for one destination, dropped when no delivery uses it."""
 
@@ -75,14 +65,12 @@ class DeliveryEngine:
     def __init__(
         self,
         *,
-        callback_timeout: float,
         max_per_destination: int,
         on_outcome: Callable[[Outcome], None],
-        policy: OutboundPolicy,
+        context: DeliveryContext,
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
-        self.policy = policy
-        self.callback_timeout = callback_timeout
+        self.context = context
         self.max_per_destination = max_per_destination
         self.on_outcome = on_outcome
         self._slots = threading.BoundedSemaphore(max_in_flight)
@@ -91,7 +79,6 @@ class DeliveryEngine:
         self._idle = threading.Condition(self._lock)
         self._loop = asyncio.new_event_loop()
         self._gates: dict[str, _Gate] = {}
-        self._session: aiohttp.ClientSession | None = None
         self._thread = threading.Thread(target=self._run_loop, name="delivery-engine", daemon=True)
         self._thread.start()
 
@@ -138,8 +125,7 @@ class DeliveryEngine:
         for task in asyncio.all_tasks():
             if task is not current:
                 task.cancel()
-        if self._session is not None:
-            await self._session.close()
+        await self.context.close()
 
     async def _deliver(self, timer: Timer) -> None:
         error: str | None
@@ -157,21 +143,17 @@ class DeliveryEngine:
 
     async def _attempt(self, timer: Timer) -> str | None:
         try:
-            callback = HttpCallback.from_config(timer.callback_config)
+            callback = callbacks.parse(timer.callback_type, timer.callback_config)
         except InvalidCallback as exc:
             return f"invalid callback_config: {exc}"
-        key = destination(callback.url)
+        key = callback.destination()
         gate = self._gates.get(key)
         if gate is None:
             gate = self._gates[key] = _Gate(self.max_per_destination)
         gate.users += 1
         try:
             async with gate.semaphore:
-                if self._session is None:
-                    self._session = new_session(self.policy)
-                return await deliver(
-                    self._session, timer.id, callback, self.callback_timeout, self.policy
-                )
+                return await callback.deliver(timer.id, self.context)
         finally:
             gate.users -= 1
             if gate.users == 0:

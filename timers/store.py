@@ -90,6 +90,32 @@ def database_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(parsed, **kwargs)
 
 
+# The insert `create_in` runs on a caller's connection, in the two placeholder styles.
+_INSERT = (
+    "INSERT INTO timers (id, execute_at, callback_type, callback_config, metadata, status) "
+    "VALUES ({id}, {execute_at}, {callback_type}, CAST({callback_config} AS jsonb), "
+    "CAST({metadata} AS jsonb), 'pending') RETURNING *"
+)
+_FIELDS = ("id", "execute_at", "callback_type", "callback_config", "metadata")
+INSERT_SQL_NAMED = _INSERT.format(
+    **{f: f"CAST(:{f} AS uuid)" if f == "id" else f":{f}" for f in _FIELDS}
+)
+INSERT_SQL_PYFORMAT = _INSERT.format(
+    **{f: f"CAST(%({f})s AS uuid)" if f == "id" else f"%({f})s" for f in _FIELDS}
+)
+
+
+def _decoded(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row read on a caller's connection: its JSON may come back as text, its id as text."""
+    decoded = dict(row)
+    for name in ("callback_config", "metadata"):
+        if isinstance(decoded.get(name), str):
+            decoded[name] = load_json(decoded[name])
+    if isinstance(decoded.get("id"), str):
+        decoded["id"] = uuid.UUID(decoded["id"])
+    return decoded
+
+
 def load_json(text: str) -> Any:
     """JSON from the database. An integer too long for Python to convert (only a direct write
     can store one) is kept as its text (`TooLongInteger`), so that its row stays readable and
@@ -161,6 +187,10 @@ def database_errors() -> Iterator[None]:
         if exc.connection_invalidated:
             raise StoreUnavailable(describe_database_error(exc)) from exc
         raise StoreError(describe_database_error(exc)) from exc
+    except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:  # a caller's connection
+        raise StoreUnavailable(describe_database_error(exc)) from exc
+    except psycopg2.Error as exc:
+        raise StoreError(describe_database_error(exc)) from exc
 
 
 class TimerStore:
@@ -207,6 +237,30 @@ class TimerStore:
         with self._statement() as conn:
             row = conn.execute(stmt).mappings().one()
         return Timer.from_row(row)
+
+    def create_in(self, connection: Any, new: NewTimer) -> Timer:
+        """Insert one `pending` timer inside the caller's open transaction on the same database:
+        `connection` is a SQLAlchemy `Connection` or a psycopg2 connection. The timer exists (and
+        the scheduler hears of it) when the caller commits, and never if it rolls back."""
+        timer_id = uuid7()
+        config = json.dumps(dict(new.callback_config))
+        metadata = None if new.metadata is None else json.dumps(dict(new.metadata))
+        params = {
+            "id": str(timer_id),
+            "execute_at": new.execute_at,
+            "callback_type": new.callback_type,
+            "callback_config": config,
+            "metadata": metadata,
+        }
+        if hasattr(connection, "execute") and hasattr(connection, "dialect"):
+            with database_errors():
+                row = connection.execute(text(INSERT_SQL_NAMED), params).mappings().one()
+            return Timer.from_row(_decoded(row))
+        with database_errors(), connection.cursor() as cursor:
+            cursor.execute(INSERT_SQL_PYFORMAT, params)
+            names = [c.name for c in cursor.description]
+            row = dict(zip(names, cursor.fetchone(), strict=True))
+        return Timer.from_row(_decoded(row))
 
     def find(self, timer_id: uuid.UUID) -> Timer | None:
         """The timer with this id, or None."""

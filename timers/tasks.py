@@ -22,6 +22,7 @@ from typing import Any
 
 from celery import Celery, Task
 
+from timers.callbacks import DeliveryContext
 from timers.config import Settings
 from timers.engine import DeliveryEngine
 from timers.enqueuer import BATCH_TASK_NAME, TASK_NAME
@@ -55,10 +56,13 @@ class WorkerResources:
             store = TimerStore(engine)
             holder: list[OutcomeRecorder] = []
             deliveries = DeliveryEngine(
-                callback_timeout=self.settings.callback_timeout,
                 max_per_destination=self.settings.max_in_flight_per_host,
                 on_outcome=lambda outcome: holder[0].record(outcome),
-                policy=OutboundPolicy(self.settings.allowed_networks),
+                context=DeliveryContext(
+                    timeout=self.settings.callback_timeout,
+                    policy=OutboundPolicy(self.settings.allowed_networks),
+                    task_broker_url=self.settings.task_broker,
+                ),
             )
             recorder = OutcomeRecorder(
                 store, lease=self.settings.delivery_lease, running=deliveries.running

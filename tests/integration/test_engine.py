@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from tests.support.receiver import Receiver, wait_until
-from timers.engine import DeliveryEngine, Outcome, destination
+from timers.callbacks import DeliveryContext
+from timers.callbacks.http import HttpCallback
+from timers.engine import DeliveryEngine, Outcome
 from timers.models import Timer, TimerStatus, uuid7
 from timers.outbound import OutboundPolicy
 
@@ -61,7 +63,9 @@ def test_one_receiver_gets_at_most_the_cap_and_others_are_not_held_up(
     slow, fast = receivers
     outcomes = Outcomes()
     engine = DeliveryEngine(
-        callback_timeout=10, max_per_destination=3, on_outcome=outcomes, policy=LOCAL
+        max_per_destination=3,
+        on_outcome=outcomes,
+        context=DeliveryContext(timeout=10, policy=LOCAL),
     )
     try:
         engine.submit([started_timer(slow.url("/slow/0.5")) for _ in range(9)])
@@ -83,7 +87,9 @@ def test_running_lists_the_claims_in_flight_until_their_outcome_is_handed_over(
     slow, _ = receivers
     outcomes = Outcomes()
     engine = DeliveryEngine(
-        callback_timeout=10, max_per_destination=8, on_outcome=outcomes, policy=LOCAL
+        max_per_destination=8,
+        on_outcome=outcomes,
+        context=DeliveryContext(timeout=10, policy=LOCAL),
     )
     try:
         timers = [started_timer(slow.url("/slow/0.5")) for _ in range(3)]
@@ -99,7 +105,9 @@ def test_close_lets_running_deliveries_finish(receivers: tuple[Receiver, Receive
     slow, _ = receivers
     outcomes = Outcomes()
     engine = DeliveryEngine(
-        callback_timeout=10, max_per_destination=8, on_outcome=outcomes, policy=LOCAL
+        max_per_destination=8,
+        on_outcome=outcomes,
+        context=DeliveryContext(timeout=10, policy=LOCAL),
     )
     timer = started_timer(slow.url("/slow/0.5"))
     engine.submit([timer])
@@ -113,7 +121,9 @@ def test_an_exception_inside_one_delivery_fails_that_timer_alone(
     _, fast = receivers
     outcomes = Outcomes()
     engine = DeliveryEngine(
-        callback_timeout=10, max_per_destination=8, on_outcome=outcomes, policy=LOCAL
+        max_per_destination=8,
+        on_outcome=outcomes,
+        context=DeliveryContext(timeout=10, policy=LOCAL),
     )
 
     # Something unforeseen raises inside one delivery (here: the policy check).
@@ -123,7 +133,7 @@ def test_an_exception_inside_one_delivery_fails_that_timer_alone(
                 raise RuntimeError("something nobody planned for")
             super().check_url(url)
 
-    engine.policy = Unforeseen(["127.0.0.0/8"])
+    engine.context.policy = Unforeseen(["127.0.0.0/8"])
     poison = started_timer(fast.url("/poison"))
     healthy = [started_timer(fast.url("/ok")) for _ in range(5)]
     try:
@@ -139,7 +149,9 @@ def test_an_exception_inside_one_delivery_fails_that_timer_alone(
 def test_the_outbound_policy_is_applied_after_resolution_and_to_literals() -> None:
     outcomes = Outcomes()
     engine = DeliveryEngine(
-        callback_timeout=5, max_per_destination=8, on_outcome=outcomes, policy=OutboundPolicy()
+        max_per_destination=8,
+        on_outcome=outcomes,
+        context=DeliveryContext(timeout=5, policy=OutboundPolicy()),
     )
     by_name = started_timer("http://localhost:9/hook")  # resolved, then refused
     literal = started_timer("http://127.0.0.1:9/hook")
@@ -156,6 +168,9 @@ def test_the_outbound_policy_is_applied_after_resolution_and_to_literals() -> No
 
 
 def test_destination_is_scheme_host_and_port() -> None:
+    def destination(url: str) -> str:
+        return HttpCallback(url).destination()
+
     assert destination("http://Example.com/a") == "http://example.com:80"
     assert destination("https://example.com/a") == "https://example.com:443"
     assert destination("http://example.com:8080/a?b") == "http://example.com:8080"

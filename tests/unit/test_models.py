@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from timers.callbacks.http import HttpCallback
 from timers.config import ConfigError, settings_from_env
-from timers.models import HttpCallback, InvalidCallback, Timer, TimerStatus, uuid7
+from timers.models import InvalidCallback, Timer, TimerStatus, uuid7
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

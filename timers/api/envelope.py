@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from timers.callbacks import CALLBACK_TYPES
 from timers.storage import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,26 @@ def describe_validation_error(errors: Any) -> str:
             )
             continue
         loc = [p for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        # A callback kind's tag (`callback_config.http.url`) is not part of the field's name.
+        loc = [
+            p
+            for i, p in enumerate(loc)
+            if not (i and loc[i - 1] == "callback_config" and p in CALLBACK_TYPES)
+        ]
+        bad_key = loc[-1] == "[key]" if loc else False
+        if bad_key:
+            key, loc = loc[-2], loc[:-2]
         field = ""
         for part in loc:
             field += f"[{part}]" if isinstance(part, int) else f".{part}" if field else str(part)
         msg = str(error.get("msg", "invalid"))
-        if error.get("type") == "string_pattern_mismatch":
+        if bad_key:
+            msg = f"invalid {'header name' if 'headers' in loc else 'key'} {key!r}"
+        elif error.get("type") == "union_tag_invalid":
+            ctx = error.get("ctx", {})
+            field = f"{field}.type" if field else "type"
+            msg = f"must be one of {ctx.get('expected_tags', '')}, got {ctx.get('tag')!r}"
+        elif error.get("type") == "string_pattern_mismatch":
             msg = _PATTERN_MEANING.get(str(loc[-1]) if loc else "", msg)
             if "headers" in loc[:-1]:
                 msg = "header names must be tokens and values visible ASCII, spaces and tabs"

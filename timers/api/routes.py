@@ -8,14 +8,15 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
+from timers import callbacks
 from timers.api.deps import Clock, MaxDelay, Policy, Store
 from timers.api.envelope import ApiError, Code, envelope
 from timers.api.schemas import (
     MAX_OFFSET,
     Canceled,
     Envelope,
-    HttpCallbackConfig,
     JsonObject,
     TimerBatch,
     TimerBatchCreated,
@@ -26,8 +27,7 @@ from timers.api.schemas import (
     TimerUpdate,
     errors,
 )
-from timers.models import HttpCallback, InvalidCallback, TimerStatus, check_json
-from timers.outbound import Blocked
+from timers.models import InvalidCallback, TimerStatus, check_json
 from timers.storage import NewTimer, TimerNotFound, TimerNotPending
 
 router = APIRouter(prefix="/timers", tags=["timers"])
@@ -55,15 +55,13 @@ def _check_execute_at(execute_at: datetime, now: datetime, max_delay: timedelta)
         )
 
 
-def _check_callback(config: HttpCallbackConfig, policy: Policy) -> dict[str, Any]:
+def _check_callback(callback_type: str, config: BaseModel, policy: Policy) -> dict[str, Any]:
     try:
-        callback = HttpCallback.from_config(config.model_dump())
+        callback = callbacks.parse(
+            callback_type, config.model_dump(exclude_none=True), policy=policy
+        )
     except InvalidCallback as exc:
         raise ApiError(Code.VALIDATION, str(exc)) from None
-    try:
-        policy.check_url(callback.url)
-    except Blocked as exc:
-        raise ApiError(Code.VALIDATION, f"callback_config.url: refused: {exc}") from None
     return callback.to_config()
 
 
@@ -98,11 +96,13 @@ def create_timer(
     body: TimerCreate, store: Store, clock: Clock, policy: Policy, max_delay: MaxDelay
 ) -> JSONResponse:
     _check_execute_at(body.execute_at, clock(), max_delay)
-    config = _check_callback(body.callback_config, policy)
+    config = _check_callback(
+        body.callback_type or body.callback_config.type, body.callback_config, policy
+    )
     timer = store.create(
         NewTimer(
             execute_at=body.execute_at,
-            callback_type=body.callback_type,
+            callback_type=config["type"],
             callback_config=config,
             metadata=_check_metadata(body.metadata),
         )
@@ -126,14 +126,16 @@ def create_timers(
     for index, item in enumerate(body.timers):
         try:
             _check_execute_at(item.execute_at, now, max_delay)
-            config = _check_callback(item.callback_config, policy)
+            config = _check_callback(
+                item.callback_type or item.callback_config.type, item.callback_config, policy
+            )
             metadata = _check_metadata(item.metadata)
         except ApiError as exc:
             raise ApiError(exc.code, f"timers[{index}].{exc.message}") from None
         batch.append(
             NewTimer(
                 execute_at=item.execute_at,
-                callback_type=item.callback_type,
+                callback_type=config["type"],
                 callback_config=config,
                 metadata=metadata,
             )
@@ -213,10 +215,13 @@ def update_timer(
         _check_execute_at(body.execute_at, clock(), max_delay)
         changes["execute_at"] = body.execute_at
     if body.callback_config is not None:
-        changes["callback_type"] = body.callback_config.type
-        changes["callback_config"] = _check_callback(body.callback_config, policy)
+        callback_type = body.callback_type or body.callback_config.type
+        changes["callback_type"] = callback_type
+        changes["callback_config"] = _check_callback(callback_type, body.callback_config, policy)
     elif body.callback_type is not None:
-        changes["callback_type"] = body.callback_type
+        raise ApiError(
+            Code.VALIDATION, "callback_type: give callback_config too when changing the kind"
+        )
     if "metadata" in given:
         changes["metadata"] = _check_metadata(body.metadata)
     try:

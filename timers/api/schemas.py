@@ -8,15 +8,19 @@ from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
-
-from timers.models import (
-    HEADER_NAME_PATTERN,
-    HEADER_VALUE_PATTERN,
-    MAX_URL_LENGTH,
-    Timer,
-    TimerStatus,
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
 )
+
+from timers.callbacks.celery import CeleryConfig
+from timers.callbacks.http import HttpConfig
+from timers.models import Timer, TimerStatus
 
 REDACTED = "***"
 MAX_BATCH = 1000
@@ -39,39 +43,30 @@ ExecuteAt = Annotated[
         examples=["2030-01-01T14:03:07.250Z"],
     ),
 ]
-HeaderName = Annotated[str, StringConstraints(pattern=HEADER_NAME_PATTERN, max_length=256)]
-HeaderValue = Annotated[str, StringConstraints(pattern=HEADER_VALUE_PATTERN, max_length=8192)]
 JsonObject = dict[str, Any]
+CallbackType = Literal["http", "celery"]
 
 
-class HttpCallbackConfig(BaseModel):
-    """POST `payload` as JSON to `url` with `headers`. Framing and hop-by-hop headers (`Host`,
-    `Content-Length`, `Transfer-Encoding`, `Connection`, …) can't be given; `Content-Type`,
-    `User-Agent` and `X-Timer-Id` are set by the service."""
+def _config_kind(config: Any) -> str:
+    if isinstance(config, dict):
+        return str(config.get("type", "http"))
+    return str(getattr(config, "type", "http"))
 
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["http"] = "http"
-    url: str = Field(
-        min_length=8,
-        max_length=MAX_URL_LENGTH,
-        pattern=r"^https?://[\x21-\x7e]+$",
-        description="An absolute http:// or https:// URL without credentials, to a public "
-        "address unless TIMERS_ALLOWED_NETWORKS opens more.",
-        json_schema_extra={"format": "uri"},
-        examples=["https://example.com/hook"],
-    )
-    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
-    payload: Any = Field(
-        default=None,
-        description="Any JSON, nested at most 32 levels, finite numbers, no NUL characters.",
-    )
+
+# One schema per callback kind, told apart by `type` (`http` when absent).
+CallbackConfig = Annotated[
+    Annotated[HttpConfig, Tag("http")] | Annotated[CeleryConfig, Tag("celery")],
+    Discriminator(_config_kind),
+]
 
 
 class TimerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     execute_at: ExecuteAt
-    callback_type: Literal["http"] = "http"
-    callback_config: HttpCallbackConfig
+    callback_type: CallbackType | None = Field(
+        default=None, description="The callback kind; by default `callback_config.type`."
+    )
+    callback_config: CallbackConfig
     metadata: JsonObject | None = Field(
         default=None, description="Your own JSON object, kept with the timer."
     )
@@ -87,8 +82,8 @@ class TimerUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
     execute_at: ExecuteAt | None = None
-    callback_type: Literal["http"] | None = None
-    callback_config: HttpCallbackConfig | None = None
+    callback_type: CallbackType | None = None
+    callback_config: CallbackConfig | None = None
     metadata: JsonObject | None = None
 
 

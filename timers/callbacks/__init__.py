@@ -1,0 +1,106 @@
+"""Callback kinds: what a timer does when it fires. One module per kind, each behind the same small
+interface: a request schema for the API, `parse` (check a stored or submitted config; raise
+InvalidCallback naming the field) and, on the parsed callback, `destination` and `deliver`.
+Adding a kind touches this folder and `KINDS` below, nothing else.
+
+- `http`: POST a JSON payload to a URL (`timers.callbacks.http`);
+- `celery`: publish a Celery task message, task id = timer id (`timers.callbacks.celery`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from timers.models import InvalidCallback
+from timers.outbound import OutboundPolicy
+
+
+class Callback(Protocol):
+    kind: str
+
+    def to_config(self) -> dict[str, Any]:
+        """The config as stored (`callback_config`)."""
+        ...
+
+    def destination(self) -> str:
+        """Who receives it, for the per-destination cap (e.g. scheme, host and port)."""
+        ...
+
+    async def deliver(self, timer_id: uuid.UUID, context: DeliveryContext) -> str | None:
+        """Deliver it within `context.timeout`; None when delivered, else a short reason. May
+        raise for the unforeseen (the engine then fails this timer alone)."""
+        ...
+
+
+@dataclass
+class DeliveryContext:
+    """What deliveries of one worker process share: the deadline, the outbound policy, the
+    broker for task messages, and resources each kind makes once and reuses (an HTTP session, a
+    broker connection pool), closed with the context."""
+
+    timeout: float
+    policy: OutboundPolicy
+    task_broker_url: str | None = None
+    _resources: dict[str, Any] = field(default_factory=dict)
+    _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def resource(
+        self, key: str, make: Callable[[], Any], close: Callable[[Any], Awaitable[None]]
+    ) -> Any:
+        if key not in self._resources:
+            made = self._resources[key] = make()
+            self._closers.append(lambda: close(made))
+        return self._resources[key]
+
+    async def close(self) -> None:
+        for closer in reversed(self._closers):
+            await closer()
+        self._closers.clear()
+        self._resources.clear()
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    schema: type[BaseModel]  # the API's request schema for its callback_config
+    # Checks a config; with a policy, also refuses destinations it forbids (at the API).
+    parse: Callable[[Any, str, OutboundPolicy | None], Callback]
+
+
+def _kinds() -> dict[str, Kind]:
+    from timers.callbacks import celery, http
+
+    return {kind.name: kind for kind in (http.KIND, celery.KIND)}
+
+
+KINDS = _kinds()
+CALLBACK_TYPES = tuple(KINDS)
+
+
+def parse(
+    callback_type: str,
+    config: Any,
+    field_name: str = "callback_config",
+    policy: OutboundPolicy | None = None,
+) -> Callback:
+    """The callback a timer's `callback_type` and `callback_config` describe; raises
+    InvalidCallback naming the field. With `policy`, a destination it refuses is refused here
+    too (the API's check; delivery checks again after DNS resolution)."""
+    kind = KINDS.get(callback_type)
+    if kind is None:
+        raise InvalidCallback(
+            "callback_type", f"must be one of {', '.join(CALLBACK_TYPES)}, got {callback_type!r}"
+        )
+    if not isinstance(config, Mapping):
+        raise InvalidCallback(field_name, "must be an object")
+    given = config.get("type", callback_type)
+    if given != callback_type:
+        raise InvalidCallback(
+            f"{field_name}.type", f"{given!r} does not match callback_type {callback_type!r}"
+        )
+    return kind.parse(config, field_name, policy)

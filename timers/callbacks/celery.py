@@ -1,0 +1,212 @@
+"""The `celery` callback kind: publish a Celery task message when the timer fires, with task id =
+timer id, so Flower, the result backend and the application all see the timer's id.
+
+    {"type": "celery", "task": "shop.tasks.expire_order", "args": [42],
+     "kwargs": {"reason": "unpaid"}, "queue": "shop", "priority": 5, "headers": {"tenant": "acme"}}
+
+The message goes to `TIMERS_TASK_BROKER_URL` (default: the timers broker), to `queue` (Celery's
+default `celery` when not given), in Celery's message protocol 2 with JSON. `completed` means the
+broker accepted it; publishing is retried until the callback timeout, and only then is the timer
+`failed`. What the task then does is Celery's business (its result backend, Flower). Delivery is at
+least once, like every callback: a task that must not run twice checks its own id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from timers.models import InvalidCallback, check_json
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from timers.callbacks import DeliveryContext
+
+TASK_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+MAX_NAME_LENGTH = 255
+# Headers Celery's message protocol uses itself; a timer's own headers can't replace them.
+PROTOCOL_HEADERS = frozenset(
+    {
+        "id", "task", "root_id", "parent_id", "group", "lang", "eta", "expires", "retries",
+        "timelimit", "argsrepr", "kwargsrepr", "origin", "shadow", "ignore_result",
+        "replaced_task_nesting", "stamped_headers", "stamps",
+    }
+)  # fmt: skip
+RETRY_EVERY = 0.5  # seconds between attempts to publish while the broker refuses
+
+
+class CeleryConfig(BaseModel):
+    """Publish the Celery task `task` with `args` and `kwargs` (all JSON), task id = timer id."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["celery"]
+    task: str = Field(
+        pattern=TASK_NAME_PATTERN,
+        max_length=MAX_NAME_LENGTH,
+        description="The task's registered name, a dotted identifier.",
+        examples=["shop.tasks.expire_order"],
+    )
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    queue: str | None = Field(
+        default=None, pattern=QUEUE_PATTERN, max_length=MAX_NAME_LENGTH, examples=["shop"]
+    )
+    priority: int | None = Field(default=None, ge=0, le=255)
+    headers: dict[str, Any] = Field(
+        default_factory=dict, description="Extra message headers (JSON values)."
+    )
+
+
+@dataclass(frozen=True)
+class CeleryCallback:
+    kind = "celery"
+    task: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Any, field_prefix: str = "callback_config") -> CeleryCallback:
+        """Parse and validate a `callback_config` object; raise InvalidCallback naming the field."""
+        if not isinstance(config, Mapping):
+            raise InvalidCallback(field_prefix, "must be an object")
+        known = {"type", "task", "args", "kwargs", "queue", "priority", "headers"}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise InvalidCallback(field_prefix, f"unknown field {unknown[0]!r}")
+        if config.get("type") != "celery":
+            raise InvalidCallback(
+                f"{field_prefix}.type", f"must be 'celery', got {config.get('type')!r}"
+            )
+        task = config.get("task")
+        if (
+            not isinstance(task, str)
+            or len(task) > MAX_NAME_LENGTH
+            or not re.fullmatch(TASK_NAME_PATTERN, task)
+        ):
+            raise InvalidCallback(
+                f"{field_prefix}.task", "is required: a task name such as shop.tasks.expire_order"
+            )
+        args = config.get("args", [])
+        if not isinstance(args, list):
+            raise InvalidCallback(f"{field_prefix}.args", "must be a list")
+        kwargs = config.get("kwargs", {})
+        if not isinstance(kwargs, Mapping):
+            raise InvalidCallback(f"{field_prefix}.kwargs", "must be an object")
+        for name in kwargs:
+            if not isinstance(name, str) or not name.isidentifier():
+                raise InvalidCallback(f"{field_prefix}.kwargs", f"{name!r} is not an argument name")
+        queue = config.get("queue")
+        if queue is not None and (
+            not isinstance(queue, str)
+            or len(queue) > MAX_NAME_LENGTH
+            or not re.fullmatch(QUEUE_PATTERN, queue)
+        ):
+            raise InvalidCallback(f"{field_prefix}.queue", "must be a queue name such as shop")
+        priority = config.get("priority")
+        if priority is not None and (
+            isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 255
+        ):
+            raise InvalidCallback(f"{field_prefix}.priority", "must be a whole number 0-255")
+        headers = config.get("headers", {})
+        if not isinstance(headers, Mapping):
+            raise InvalidCallback(f"{field_prefix}.headers", "must be an object")
+        for name in headers:
+            if name in PROTOCOL_HEADERS:
+                raise InvalidCallback(
+                    f"{field_prefix}.headers.{name}", "is set by Celery's message protocol"
+                )
+        for name, value in (("args", args), ("kwargs", kwargs), ("headers", headers)):
+            check_json(value, f"{field_prefix}.{name}")
+        return cls(task, list(args), dict(kwargs), queue, priority, dict(headers))
+
+    def to_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"type": "celery", "task": self.task, "args": self.args}
+        config["kwargs"] = self.kwargs
+        if self.queue is not None:
+            config["queue"] = self.queue
+        if self.priority is not None:
+            config["priority"] = self.priority
+        if self.headers:
+            config["headers"] = self.headers
+        return config
+
+    def destination(self) -> str:
+        return f"celery:{self.queue or 'celery'}"
+
+    async def deliver(self, timer_id: uuid.UUID, context: DeliveryContext) -> str | None:
+        publisher: Publisher = context.resource(
+            "celery-publisher", lambda: Publisher(context.task_broker_url), _close_publisher
+        )
+        deadline = time.monotonic() + context.timeout
+        while True:
+            reason = await publisher.publish(self, timer_id)
+            if reason is None:
+                return None
+            if time.monotonic() + RETRY_EVERY > deadline:
+                return f"could not publish the task within {context.timeout:g}s: {reason}"
+            await asyncio.sleep(RETRY_EVERY)
+
+
+class Publisher:
+    """A Celery app on the task broker, used only to publish; its connection pool is shared by
+    the threads that publish (kombu's calls block, so they run off the delivery loop)."""
+
+    def __init__(self, broker_url: str | None) -> None:
+        from celery import Celery
+
+        self.app: Celery = Celery("timers-publisher", broker=broker_url, set_as_current=False)
+        self.app.conf.task_serializer = "json"
+        self.app.conf.broker_connection_retry_on_startup = False
+        self.threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="task-publisher")
+
+    async def publish(self, callback: CeleryCallback, timer_id: uuid.UUID) -> str | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.threads, self._publish, callback, timer_id)
+
+    def _publish(self, callback: CeleryCallback, timer_id: uuid.UUID) -> str | None:
+        options: dict[str, Any] = {"task_id": str(timer_id), "retry": False}
+        if callback.queue is not None:
+            options["queue"] = callback.queue
+        if callback.priority is not None:
+            options["priority"] = callback.priority
+        if callback.headers:
+            options["headers"] = dict(callback.headers)
+        try:
+            self.app.send_task(callback.task, args=callback.args, kwargs=callback.kwargs, **options)
+        except Exception as exc:  # the broker refused or is unreachable: retried by deliver
+            return " ".join(str(exc).split()) or type(exc).__name__
+        return None
+
+    def close(self) -> None:
+        self.threads.shutdown(wait=False)
+        self.app.close()
+
+
+async def _close_publisher(publisher: Publisher) -> None:
+    publisher.close()
+
+
+def _parse(config: Any, field_name: str, policy: Any) -> CeleryCallback:
+    return CeleryCallback.from_config(config, field_name)
+
+
+def _kind() -> Any:
+    from timers.callbacks import Kind
+
+    return Kind("celery", CeleryConfig, _parse)
+
+
+KIND = _kind()

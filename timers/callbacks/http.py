@@ -1,0 +1,299 @@
+"""The `http` callback kind: POST the payload as JSON to a URL.
+
+Checked at the API and again in the worker (`HttpCallback.from_config`); delivered by `deliver`, a
+coroutine on an aiohttp session that never raises for anything a receiver or a stored config can
+do. Its whole life (connect, send, wait, read) is bounded by one deadline, it reads at most
+`MAX_RESPONSE_BYTES` of the answer, and it connects only where the outbound policy allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from timers import __version__
+from timers.models import InvalidCallback, check_json
+from timers.outbound import Blocked, OutboundPolicy
+
+if TYPE_CHECKING:
+    from timers.callbacks import DeliveryContext
+
+MAX_URL_LENGTH = 2048
+# RFC 9110 token characters: what a header field name may contain.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# What a header value can carry on the wire as it is: visible ASCII, spaces and tabs.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
+HEADER_NAME_PATTERN = r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"
+HEADER_VALUE_PATTERN = r"^[\x20-\x7e\t]*$"
+# Headers that frame the request or concern one connection: the HTTP client sets them, a timer
+# can't.
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
+
+HeaderName = Annotated[str, StringConstraints(pattern=HEADER_NAME_PATTERN, max_length=256)]
+HeaderValue = Annotated[str, StringConstraints(pattern=HEADER_VALUE_PATTERN, max_length=8192)]
+
+
+class HttpConfig(BaseModel):
+    """POST `payload` as JSON to `url` with `headers`. Framing and hop-by-hop headers (`Host`,
+    `Content-Length`, `Transfer-Encoding`, `Connection`, …) can't be given; `Content-Type`,
+    `User-Agent` and `X-Timer-Id` are set by the service."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["http"] = "http"
+    url: str = Field(
+        min_length=8,
+        max_length=MAX_URL_LENGTH,
+        pattern=r"^https?://[\x21-\x7e]+$",
+        description="An absolute http:// or https:// URL without credentials, to a public "
+        "address unless TIMERS_ALLOWED_NETWORKS opens more.",
+        json_schema_extra={"format": "uri"},
+        examples=["https://example.com/hook"],
+    )
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
+    payload: Any = Field(
+        default=None,
+        description="Any JSON, nested at most 32 levels, finite numbers, no NUL characters.",
+    )
+
+
+@dataclass(frozen=True)
+class HttpCallback:
+    """An HTTP POST of `payload` as JSON to `url` with `headers`."""
+
+    kind = "http"
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    payload: Any = None
+
+    @classmethod
+    def from_config(cls, config: Any, field_prefix: str = "callback_config") -> HttpCallback:
+        """Parse and validate a `callback_config` object; raise InvalidCallback naming the field."""
+        if not isinstance(config, Mapping):
+            raise InvalidCallback(field_prefix, "must be an object")
+        unknown = sorted(set(config) - {"type", "url", "headers", "payload"})
+        if unknown:
+            raise InvalidCallback(field_prefix, f"unknown field {unknown[0]!r}")
+        kind = config.get("type", "http")
+        if kind != "http":
+            raise InvalidCallback(f"{field_prefix}.type", f"must be 'http', got {kind!r}")
+        url = config.get("url")
+        if not isinstance(url, str) or not url:
+            raise InvalidCallback(f"{field_prefix}.url", "is required and must be a string")
+        _check_url(url, f"{field_prefix}.url")
+        headers = config.get("headers", {}) or {}
+        if not isinstance(headers, Mapping):
+            raise InvalidCallback(f"{field_prefix}.headers", "must be an object of strings")
+        for name, value in headers.items():
+            if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+                raise InvalidCallback(f"{field_prefix}.headers", f"invalid header name {name!r}")
+            if name.lower() in FORBIDDEN_HEADERS:
+                raise InvalidCallback(
+                    f"{field_prefix}.headers.{name}",
+                    "is set by the HTTP client (framing and hop-by-hop headers can't be given)",
+                )
+            if not isinstance(value, str):
+                raise InvalidCallback(
+                    f"{field_prefix}.headers.{name}", "header values must be strings"
+                )
+            if not _HEADER_VALUE.fullmatch(value):
+                raise InvalidCallback(
+                    f"{field_prefix}.headers.{name}",
+                    "header values may hold only visible ASCII characters, spaces and tabs",
+                )
+        payload = config.get("payload")
+        check_json(payload, f"{field_prefix}.payload")
+        return cls(url=url, headers=dict(headers), payload=payload)
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "url": self.url,
+            "headers": dict(self.headers),
+            "payload": self.payload,
+        }
+
+    def destination(self) -> str:
+        parts = urlsplit(self.url)
+        scheme = parts.scheme.lower()
+        port = parts.port or (443 if scheme == "https" else 80)
+        return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+    async def deliver(self, timer_id: uuid.UUID, context: DeliveryContext) -> str | None:
+        session = context.resource(
+            "http-session", lambda: new_session(context.policy), _close_session
+        )
+        return await deliver(session, timer_id, self, context.timeout, context.policy)
+
+
+async def _close_session(session: aiohttp.ClientSession) -> None:
+    await session.close()
+
+
+def _parse(config: Any, field_name: str, policy: OutboundPolicy | None) -> HttpCallback:
+    callback = HttpCallback.from_config(config, field_name)
+    if policy is not None:
+        try:
+            policy.check_url(callback.url)
+        except Blocked as exc:
+            raise InvalidCallback(f"{field_name}.url", f"refused: {exc}") from None
+    return callback
+
+
+def _check_url(url: str, field_name: str) -> None:
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidCallback(field_name, f"must be at most {MAX_URL_LENGTH} characters")
+    if not url.isascii():
+        raise InvalidCallback(field_name, "must be ASCII (encode non-ASCII host names as IDNA)")
+    if any(c.isspace() for c in url):
+        raise InvalidCallback(field_name, "must not contain whitespace")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as exc:
+        raise InvalidCallback(field_name, f"is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidCallback(field_name, "must be an absolute http:// or https:// URL")
+    if not parts.hostname:
+        raise InvalidCallback(field_name, "must have a host")
+    host = parts.hostname.rstrip(".")
+    if not host.startswith("[") and ":" not in host:
+        labels = host.split(".")
+        if len(host) > 253 or any(not 0 < len(label) < 64 for label in labels):
+            raise InvalidCallback(field_name, f"host {parts.hostname!r} is not a valid name")
+
+
+USER_AGENT = f"timers/{__version__}"
+# A receiver's answer matters only for its status; the body is read (so the connection can be
+# reused) up to this much, and a longer one closes the connection instead.
+MAX_RESPONSE_BYTES = 64 * 1024
+# Headers the delivery sets itself; a timer's own header of the same name is dropped.
+CONTRACT_HEADERS = ("content-type", "x-timer-id", "user-agent")
+
+
+def new_session(policy: OutboundPolicy) -> aiohttp.ClientSession:
+    """A session for one worker process (call it on the delivery loop): connections to receivers
+    are kept alive between callbacks and made only to addresses `policy` allows (checked after
+    DNS resolution, see `timers.outbound`); no proxy or `.netrc` from the environment and no
+    cookies carried from one timer to the next. Concurrency limits are the engine's."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, resolver=policy.resolver()),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        trust_env=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+    )
+
+
+def request_headers(timer_id: uuid.UUID, callback: HttpCallback) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT}
+    headers.update(
+        (name, value)
+        for name, value in callback.headers.items()
+        if name.lower() not in CONTRACT_HEADERS
+    )
+    headers["Content-Type"] = "application/json"
+    headers["X-Timer-Id"] = str(timer_id)
+    return headers
+
+
+async def deliver(
+    session: aiohttp.ClientSession,
+    timer_id: uuid.UUID,
+    callback: HttpCallback,
+    timeout: float,
+    policy: OutboundPolicy,
+) -> str | None:
+    """POST `callback.payload` as JSON to `callback.url`, all of it within `timeout` seconds.
+
+    Returns None on a 2xx answer, else a short reason: `HTTP 500`, `timeout after 30s`,
+    `connection error: …`, `TLS error: …`, `request error: …`, `blocked: …` (a destination the
+    outbound policy refuses). Redirects are not followed (a 3xx is a failure).
+    """
+    try:
+        policy.check_url(callback.url)  # IP literals: aiohttp does not resolve them
+    except Blocked as exc:
+        return f"blocked: {exc}"
+    body = json.dumps(callback.payload, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        async with asyncio.timeout(timeout):
+            async with session.post(
+                callback.url,
+                data=body,
+                headers=request_headers(timer_id, callback),
+                allow_redirects=False,
+            ) as response:
+                await _drain(response)
+                status = response.status
+    except TimeoutError:
+        return f"timeout after {timeout:g}s"
+    except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
+        return f"TLS error: {_reason(exc)}"
+    except aiohttp.ClientConnectorDNSError as exc:
+        if isinstance(exc.os_error, Blocked):
+            return f"blocked: {exc.os_error}"
+        return f"connection error: DNS lookup of {exc.host} failed ({_reason(exc)})"
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"connection error: {exc.host}:{exc.port} refused the connection"
+        return f"connection error: {_reason(exc)}"
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        return f"connection error: {_reason(exc)}"
+    except aiohttp.ClientError as exc:
+        return f"request error: {_reason(exc)}"
+    if 200 <= status < 300:
+        return None
+    return f"HTTP {status}"
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read the answer up to MAX_RESPONSE_BYTES; a longer one is cut off with its connection."""
+    read = 0
+    while read <= MAX_RESPONSE_BYTES:
+        chunk = await response.content.read(MAX_RESPONSE_BYTES + 1 - read)
+        if not chunk:
+            return
+        read += len(chunk)
+    response.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause's message, which names the real problem (refused, DNS, certificate)."""
+    inner: BaseException = exc
+    while inner.__cause__ is not None or inner.__context__ is not None:
+        inner = inner.__cause__ or inner.__context__  # type: ignore[assignment]
+    text = str(inner) or str(exc) or type(exc).__name__
+    return text[:200]
+
+
+def _kind() -> Any:
+    from timers.callbacks import Kind
+
+    return Kind("http", HttpConfig, _parse)
+
+
+KIND = _kind()

@@ -1,0 +1,28 @@
+"""The errors the Python API (`timers.Timers`) and the REST client (`timers.client.Client`) raise,
+in one place so code can catch them whichever way it reaches timers."""
+
+from __future__ import annotations
+
+from timers.storage import StoreError, StoreUnavailable, TimerNotFound, TimerNotPending
+
+__all__ = [
+    "InvalidTimer",
+    "StoreError",
+    "StoreUnavailable",
+    "TimerNotFound",
+    "TimerNotPending",
+    "TimersUnavailable",
+    "Unauthorized",
+]
+
+
+class InvalidTimer(ValueError):
+    """The timer was refused (the API's code 2): the message names the field. Nothing was stored."""
+
+
+class Unauthorized(PermissionError):
+    """The API key was missing or wrong (the API's code 4)."""
+
+
+class TimersUnavailable(ConnectionError):
+    """The service could not be reached or failed (the API's code 1); try again later."""
