@@ -29,13 +29,13 @@ test-unit: $(INSTALLED)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check timers tests bench celeryconfig.py
-	$(BIN)/ruff format --check timers tests bench celeryconfig.py
+	$(BIN)/ruff check timers tests bench examples celeryconfig.py
+	$(BIN)/ruff format --check timers tests bench examples celeryconfig.py
 	$(BIN)/mypy timers
 
 format: $(INSTALLED)
-	$(BIN)/ruff check --fix timers tests bench celeryconfig.py
-	$(BIN)/ruff format timers tests bench celeryconfig.py
+	$(BIN)/ruff check --fix timers tests bench examples celeryconfig.py
+	$(BIN)/ruff format timers tests bench examples celeryconfig.py
 
 ## The whole stack on this machine (embedded PostgreSQL and Redis unless configured).
 run: $(INSTALLED)

@@ -25,17 +25,17 @@ app.conf.broker_connection_retry_on_startup = True
 
 
 @functools.cache
-def _redis() -> redis.Redis:
+def redis_client() -> redis.Redis:
     return redis.Redis.from_url(app.conf.broker_url)
 
 
 @app.task(name="shop.tasks.expire_order", bind=True)
 def expire_order(self: Task, order_id: int, reason: str | None = None) -> str:
     run = {"task_id": self.request.id, "args": [order_id], "reason": reason, "at": time.time()}
-    _redis().rpush(RUNS, json.dumps(run))
+    redis_client().rpush(RUNS, json.dumps(run))
     return f"order {order_id} expired ({reason})"
 
 
 def runs() -> list[dict[str, Any]]:
     """Every run of the task so far, oldest first."""
-    return [json.loads(raw) for raw in _redis().lrange(RUNS, 0, -1)]
+    return [json.loads(raw) for raw in redis_client().lrange(RUNS, 0, -1)]

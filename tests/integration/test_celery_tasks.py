@@ -91,7 +91,7 @@ def shop_worker(world: dict[str, str]) -> processes.Process:
 @pytest.fixture(scope="module")
 def shop_app(world: dict[str, str]) -> Iterator[Any]:
     shop.app.conf.broker_url = world["SHOP_BROKER_URL"]
-    shop._redis.cache_clear()
+    shop.redis_client.cache_clear()
     yield shop.app
 
 
@@ -195,14 +195,17 @@ def test_canceled_through_each_path_never_runs(
 
 
 def test_rescheduled_runs_at_the_new_time_only(
-    client: Client, api: Timers, running_shop: processes.Process
+    client: Client, api: Timers, running_shop: processes.Process, shop_app: Any
 ) -> None:
+    timers.celery.durable_eta(shop_app, threshold=1, timers=api)
+    by_drop_in = shop.expire_order.apply_async((13,), countdown=DUE_IN)
     by_api = api.schedule(shop.expire_order.s(8), countdown=DUE_IN)
     by_client = client.schedule("shop.tasks.expire_order", args=[9], queue="shop", countdown=DUE_IN)
     later = datetime.now(UTC) + timedelta(seconds=DUE_IN + 2)
     api.reschedule(by_api.id, eta=later)
+    api.reschedule(by_drop_in.id, eta=later)
     client.reschedule(by_client.id, eta=later)
-    for timer_id in (by_api.id, by_client.id):
+    for timer_id in (by_api.id, by_client.id, by_drop_in.id):
         run = ran_once_on_time(api, timer_id)
         assert run["at"] >= later.timestamp()
 

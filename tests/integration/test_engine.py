@@ -167,6 +167,34 @@ def test_the_outbound_policy_is_applied_after_resolution_and_to_literals() -> No
         assert "loopback" in error, error
 
 
+def test_a_task_the_broker_wont_take_fails_after_the_callback_timeout() -> None:
+    outcomes = Outcomes()
+    engine = DeliveryEngine(
+        max_per_destination=8,
+        on_outcome=outcomes,
+        context=DeliveryContext(timeout=2, policy=LOCAL, task_broker_url="redis://127.0.0.1:1/0"),
+    )
+    now = datetime.now(UTC)
+    timer = Timer(
+        id=uuid7(),
+        execute_at=now,
+        callback_type="celery",
+        callback_config={"type": "celery", "task": "shop.tasks.expire_order", "args": [1]},
+        status=TimerStatus.EXECUTING,
+        created_at=now,
+        updated_at=now,
+        attempts=1,
+        started_at=now,
+    )
+    try:
+        engine.submit([timer])
+        assert wait_until(lambda: len(outcomes) == 1, 15)
+    finally:
+        engine.close(5)
+    error = outcomes.items[str(timer.id)].error or ""
+    assert error.startswith("could not publish the task within 2s: "), error
+
+
 def test_destination_is_scheme_host_and_port() -> None:
     def destination(url: str) -> str:
         return HttpCallback(url).destination()
