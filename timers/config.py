@@ -87,6 +87,19 @@ def _keys(name: str, raw: str) -> tuple[str, ...]:
     return tuple(key.strip() for key in raw.split(",") if key.strip())
 
 
+def _retry_policy(name: str, raw: str) -> Any:
+    import json
+
+    from timers.models import InvalidCallback
+    from timers.retries import RetryPolicy
+
+    try:
+        return RetryPolicy.from_config(json.loads(raw), name)
+    except ValueError as exc:  # bad JSON, or InvalidCallback naming the field
+        message = str(exc) if isinstance(exc, InvalidCallback) else f"{name}: not JSON ({exc})"
+        raise ConfigError(message) from None
+
+
 def _choice(*choices: str) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip().lower()
@@ -154,6 +167,10 @@ SETTINGS: tuple[Setting, ...] = (
             "comma-separated CIDRs that callbacks may reach besides public addresses (e.g. "
             "`127.0.0.0/8` for a receiver on this host); loopback, private, link-local and other "
             "non-public addresses are refused otherwise", "none"),
+    Setting("TIMERS_DEFAULT_RETRY", "default_retry", _retry_policy, None,
+            "the retry policy of timers that give none, as JSON, e.g. `{\"max_attempts\": 5, "
+            "\"backoff\": \"exponential\", \"initial_delay\": 1, \"max_delay\": 3600}`",
+            "one attempt"),
     Setting("TIMERS_MAX_IN_FLIGHT_PER_HOST", "max_in_flight_per_host", _count, 64,
             "deliveries at once from one worker process to one receiver (scheme, host and "
             "port); the rest wait their turn"),
@@ -206,6 +223,7 @@ class Settings:
     recovery_window: float = _default("recovery_window")
     misfire_policy: str = _default("misfire_policy")
     callback_timeout: float = _default("callback_timeout")
+    default_retry: Any = _default("default_retry")
     allowed_networks: tuple[Any, ...] = _default("allowed_networks")
     max_in_flight_per_host: int = _default("max_in_flight_per_host")
     enqueue_timeout: float = _default("enqueue_timeout")

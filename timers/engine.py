@@ -31,26 +31,17 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from timers import callbacks
 from timers.callbacks import DeliveryContext
 from timers.models import InvalidCallback, Timer
-from timers.storage import Claim
+from timers.retries import DeliveryResult, RetryPolicy, next_delay
+from timers.storage import Claim, Outcome, clip_error
 
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 10_000
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one delivery ended: `error` is None for a 2xx answer, else a short reason."""
-
-    timer_id: uuid.UUID
-    attempt: int
-    error: str | None
-    late_ms: float = 0.0
 
 
 class _Gate:
@@ -68,9 +59,11 @@ class DeliveryEngine:
         max_per_destination: int,
         on_outcome: Callable[[Outcome], None],
         context: DeliveryContext,
+        default_retry: RetryPolicy | None = None,
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.context = context
+        self.default_retry = default_retry or RetryPolicy()
         self.max_per_destination = max_per_destination
         self.on_outcome = on_outcome
         self._slots = threading.BoundedSemaphore(max_in_flight)
@@ -128,24 +121,25 @@ class DeliveryEngine:
         await self.context.close()
 
     async def _deliver(self, timer: Timer) -> None:
-        error: str | None
+        started = datetime.now(UTC)
+        clock = time.monotonic()
         try:
-            error = await self._attempt(timer)
+            result = await self._attempt(timer)
         except asyncio.CancelledError:
             # Shutting down: no outcome; the lease lapses and recovery fires the timer again.
-            self._done(timer, None, record=False)
+            self._done(timer)
             raise
         except Exception as exc:
             # Whatever went wrong, it went wrong for this timer alone.
             log.exception("delivering timer %s raised", timer.id, extra={"timer_id": str(timer.id)})
-            error = f"delivery error: {type(exc).__name__}: {exc}"
-        self._done(timer, error)
+            result = DeliveryResult(f"delivery error: {type(exc).__name__}: {exc}", retryable=False)
+        self._done(timer, self._outcome(timer, result, started, time.monotonic() - clock))
 
-    async def _attempt(self, timer: Timer) -> str | None:
+    async def _attempt(self, timer: Timer) -> DeliveryResult:
         try:
             callback = callbacks.parse(timer.callback_type, timer.callback_config)
         except InvalidCallback as exc:
-            return f"invalid callback_config: {exc}"
+            return DeliveryResult(f"invalid callback_config: {exc}", retryable=False)
         key = callback.destination()
         gate = self._gates.get(key)
         if gate is None:
@@ -153,18 +147,45 @@ class DeliveryEngine:
         gate.users += 1
         try:
             async with gate.semaphore:
-                return await callback.deliver(timer.id, self.context)
+                answer = await callback.deliver(timer.id, self.context)
         finally:
             gate.users -= 1
             if gate.users == 0:
                 del self._gates[key]
+        if isinstance(answer, DeliveryResult):
+            return answer
+        return DeliveryResult(answer)  # a reason alone: worth trying again
 
-    def _done(self, timer: Timer, error: str | None, *, record: bool = True) -> None:
-        if record:
-            started = timer.started_at or timer.execute_at
-            late = (started - timer.execute_at).total_seconds() * 1000
+    def _outcome(
+        self, timer: Timer, result: DeliveryResult, started: datetime, took: float
+    ) -> Outcome:
+        """What follows an attempt: the next one (by the timer's retry policy, else the server's
+        default), or the final status."""
+        try:
+            policy = RetryPolicy.from_config(timer.retry) if timer.retry else self.default_retry
+        except InvalidCallback:
+            policy = self.default_retry
+        attempt = timer.delivery_attempts + 1
+        retry_in = next_delay(policy, attempt, result)
+        if result.error is None:
+            outcome = "completed"
+        else:
+            outcome = "failed" if retry_in is None else "retrying"
+        entry = {
+            "attempt": attempt,
+            "started_at": started.isoformat(),
+            "duration_ms": round(took * 1000),
+            "outcome": outcome,
+            "status": result.status,
+            "error": clip_error(result.error),
+        }
+        late = ((timer.started_at or timer.execute_at) - timer.execute_at).total_seconds() * 1000
+        return Outcome(timer.id, timer.attempts, result.error, retry_in, entry, late)
+
+    def _done(self, timer: Timer, outcome: Outcome | None = None) -> None:
+        if outcome is not None:
             try:
-                self.on_outcome(Outcome(timer.id, timer.attempts, error, late))
+                self.on_outcome(outcome)
             except Exception:
                 log.exception("handing over the outcome of timer %s failed", timer.id)
         with self._idle:

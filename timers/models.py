@@ -101,6 +101,9 @@ class Timer:
     claimed_at: datetime | None = None
     started_at: datetime | None = None
     leased_until: datetime | None = None
+    retry: Mapping[str, Any] | None = None
+    delivery_attempts: int = 0
+    history: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         for name in (
@@ -134,6 +137,9 @@ class Timer:
             claimed_at=row.get("claimed_at"),
             started_at=row.get("started_at"),
             leased_until=row.get("leased_until"),
+            retry=row.get("retry"),
+            delivery_attempts=row.get("delivery_attempts", 0),
+            history=tuple(row.get("history") or ()),
         )
 
 

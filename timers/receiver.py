@@ -2,7 +2,8 @@
 and trying callbacks out.
 
 Paths choose the answer: `/status/<code>` answers that code, `/hang` never answers (until the
-receiver stops), `/slow/<seconds>` answers 200 after that long, `/trickle` sends its answer one
+receiver stops), `/slow/<seconds>` answers 200 after that long, `/status/<code>/retry-after/<s>`
+adds a `Retry-After`, `/sequence/503,503,200` answers a timer's n-th call with the n-th code, `/trickle` sends its answer one
 byte a second (never finishing), `/big/<bytes>` answers 200 with a body that long; anything else
 answers 200.
 """
@@ -89,11 +90,22 @@ class CallbackReceiver:
                 if self.path.startswith("/big/"):
                     self._big(int(self.path.rsplit("/", 1)[1]))
                     return
-                status = 200
+                status, retry_after = 200, None
                 if self.path.startswith("/status/"):
-                    status = int(self.path.rsplit("/", 1)[1])
+                    # /status/<code>, or /status/<code>/retry-after/<seconds>
+                    parts = self.path.split("/")
+                    status = int(parts[2])
+                    if len(parts) > 4 and parts[3] == "retry-after":
+                        retry_after = parts[4]
+                if self.path.startswith("/sequence/"):
+                    # /sequence/503,503,200: the n-th call for a timer gets the n-th status
+                    codes = [int(c) for c in self.path.split("/")[2].split(",")]
+                    seen = len(receiver.for_timer(self.headers.get("X-Timer-Id", "")))
+                    status = codes[min(seen, len(codes)) - 1]
                 try:
                     self.send_response(status)
+                    if retry_after is not None:
+                        self.send_header("Retry-After", retry_after)
                     self.send_header("Content-Length", "2")
                     self.end_headers()
                     self.wfile.write(b"ok")

@@ -19,8 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from timers.engine import Outcome
-from timers.storage import Claim, Store
+from timers.storage import Claim, Outcome, Store
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +86,7 @@ class OutcomeRecorder:
     def _write(self) -> bool:
         batch = self._unwritten[:BATCH]
         try:
-            recorded = self.store.finish_many([(o.timer_id, o.attempt, o.error) for o in batch])
+            recorded = self.store.finish_many(batch)
         except Exception as exc:
             log.warning(
                 "recording %d outcomes failed (%s); they stay queued and are retried",
@@ -108,6 +107,14 @@ class OutcomeRecorder:
             if o.error is None:
                 log.debug(
                     "timer %s completed (%.0f ms after due)", o.timer_id, o.late_ms, extra=context
+                )
+            elif o.retry_in is not None:
+                log.info(
+                    "timer %s: %s; trying again in %.1fs",
+                    o.timer_id,
+                    o.error,
+                    o.retry_in,
+                    extra=context,
                 )
             else:
                 log.info("timer %s failed: %s", o.timer_id, o.error, extra=context)

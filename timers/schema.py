@@ -40,6 +40,11 @@ timers = Table(
     Column("started_at", DateTime(timezone=True), nullable=True),
     # Until when the worker delivering it holds the delivery; renewed while the delivery runs.
     Column("leased_until", DateTime(timezone=True), nullable=True),
+    # The timer's own retry policy (NULL: the server's default), the delivery attempts made under
+    # the current budget, and the last attempts (bounded).
+    Column("retry", JSONB, nullable=True),
+    Column("delivery_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("history", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     CheckConstraint(
         "status IN ('pending', 'executing', 'completed', 'failed', 'canceled')",
         name="ck_timers_status",

@@ -25,8 +25,6 @@ LOST_DELIVERY = "recovered: the worker delivering it stopped renewing its lease"
 
 # A claim: the timer's id and the claim number (`attempts`) it was enqueued under.
 Claim = tuple[uuid.UUID, int]
-# A delivery's outcome: the claim and the error (None: delivered, 2xx).
-Outcome = tuple[uuid.UUID, int, str | None]
 
 
 class StoreError(Exception):
@@ -58,6 +56,30 @@ class NewTimer:
     callback_type: str
     callback_config: Mapping[str, Any]
     metadata: Mapping[str, Any] | None = None
+    retry: Mapping[str, Any] | None = None
+
+
+HISTORY_LENGTH = 20  # attempts kept per timer, the latest ones
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one delivery attempt of a claim ended, and what follows: `retry_in` seconds until the
+    next attempt (the timer goes back to `pending`), or None (`completed` when `error` is None,
+    else `failed`). `entry` is the attempt as the history shows it."""
+
+    timer_id: uuid.UUID
+    attempt: int  # the claim number
+    error: str | None
+    retry_in: float | None = None
+    entry: Mapping[str, Any] | None = None
+    late_ms: float = 0.0
+
+    @property
+    def status(self) -> TimerStatus:
+        if self.retry_in is not None:
+            return TimerStatus.PENDING
+        return TimerStatus.COMPLETED if self.error is None else TimerStatus.FAILED
 
 
 @dataclass(frozen=True)
@@ -213,6 +235,13 @@ class Store(Protocol):
         ...
 
     def finish_many(self, outcomes: Sequence[Outcome]) -> int:
-        """Record outcomes of claims still `executing` under that claim: `completed` (error None)
-        or `failed` with `last_error`; `executed_at` now. Returns how many were recorded."""
+        """Record outcomes of claims still `executing` under that claim: `completed` (error None),
+        `failed` with `last_error`, or back to `pending` for a retry `retry_in` seconds from now;
+        `executed_at` now, one more delivery attempt, the entry appended to the (bounded)
+        history. Returns how many were recorded."""
+        ...
+
+    def redrive(self, timer_id: uuid.UUID) -> Timer:
+        """`failed` → `pending`, due now, with a fresh attempt budget; raises TimerNotFound, or
+        TimerNotPending (with the status) for any other status."""
         ...

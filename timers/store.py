@@ -26,6 +26,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     case,
+    cast,
     column,
     create_engine,
     func,
@@ -34,13 +35,14 @@ from sqlalchemy import (
     text,
     values,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from timers.models import MAX_INT_DIGITS, DueTime, Timer, TimerStatus, TooLongInteger, uuid7
 from timers.schema import timers
 from timers.storage import (
+    HISTORY_LENGTH,
     LOST_CLAIM,
     LOST_DELIVERY,
     SORT_COLUMNS,
@@ -92,11 +94,11 @@ def database_engine(url: str, **kwargs: Any) -> Engine:
 
 # The insert `create_in` runs on a caller's connection, in the two placeholder styles.
 _INSERT = (
-    "INSERT INTO timers (id, execute_at, callback_type, callback_config, metadata, status) "
+    "INSERT INTO timers (id, execute_at, callback_type, callback_config, metadata, retry, status) "
     "VALUES ({id}, {execute_at}, {callback_type}, CAST({callback_config} AS jsonb), "
-    "CAST({metadata} AS jsonb), 'pending') RETURNING *"
+    "CAST({metadata} AS jsonb), CAST({retry} AS jsonb), 'pending') RETURNING *"
 )
-_FIELDS = ("id", "execute_at", "callback_type", "callback_config", "metadata")
+_FIELDS = ("id", "execute_at", "callback_type", "callback_config", "metadata", "retry")
 INSERT_SQL_NAMED = _INSERT.format(
     **{f: f"CAST(:{f} AS uuid)" if f == "id" else f":{f}" for f in _FIELDS}
 )
@@ -108,7 +110,7 @@ INSERT_SQL_PYFORMAT = _INSERT.format(
 def _decoded(row: Mapping[str, Any]) -> dict[str, Any]:
     """A row read on a caller's connection: its JSON may come back as text, its id as text."""
     decoded = dict(row)
-    for name in ("callback_config", "metadata"):
+    for name in ("callback_config", "metadata", "retry", "history"):
         if isinstance(decoded.get(name), str):
             decoded[name] = load_json(decoded[name])
     if isinstance(decoded.get("id"), str):
@@ -142,6 +144,11 @@ def near_term_query(start: datetime | None, end: datetime, limit: int) -> Any:
 
 def _seconds(value: float) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, bindparam(None, value, type_=Float()))
+
+
+def _interval(seconds: Any) -> Any:
+    """An interval of `seconds` (a column or expression)."""
+    return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
 
 
 def _claims_table(claims: Sequence[Claim]) -> Any:
@@ -230,6 +237,7 @@ class TimerStore:
                 callback_type=new.callback_type,
                 callback_config=dict(new.callback_config),
                 metadata=None if new.metadata is None else dict(new.metadata),
+                retry=None if new.retry is None else dict(new.retry),
                 status=TimerStatus.PENDING.value,
             )
             .returning(*timers.c)
@@ -245,7 +253,9 @@ class TimerStore:
         timer_id = uuid7()
         config = json.dumps(dict(new.callback_config))
         metadata = None if new.metadata is None else json.dumps(dict(new.metadata))
+        retry = None if new.retry is None else json.dumps(dict(new.retry))
         params = {
+            "retry": retry,
             "id": str(timer_id),
             "execute_at": new.execute_at,
             "callback_type": new.callback_type,
@@ -279,6 +289,7 @@ class TimerStore:
                 "callback_type": new.callback_type,
                 "callback_config": dict(new.callback_config),
                 "metadata": None if new.metadata is None else dict(new.metadata),
+                "retry": None if new.retry is None else dict(new.retry),
                 "status": TimerStatus.PENDING.value,
             }
             for new in batch
@@ -328,7 +339,7 @@ class TimerStore:
 
         Raises TimerNotFound, or TimerNotPending with the status it has.
         """
-        allowed = {"execute_at", "callback_type", "callback_config", "metadata"}
+        allowed = {"execute_at", "callback_type", "callback_config", "metadata", "retry"}
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)}")
@@ -493,23 +504,38 @@ class TimerStore:
             return int(conn.execute(stmt).rowcount)
 
     def finish_many(self, outcomes: Sequence[Outcome]) -> int:
-        """Record the outcomes of deliveries, (id, attempt, error) each, in one statement:
-        `completed` when error is None, else `failed` with `last_error`; `executed_at` set either
-        way and the lease dropped. Touches only rows still `executing` under that claim; returns
-        how many it recorded (a row recovered and claimed again since is left alone)."""
+        """Record the outcomes of delivery attempts in one statement: `completed` when the error
+        is None, `failed` with `last_error`, or, for a retry, back to `pending` due `retry_in`
+        seconds from now (claim, start and lease cleared, so it is claimed afresh); `executed_at`
+        set, one more delivery attempt counted, and the attempt appended to the history (the last
+        HISTORY_LENGTH kept). Touches only rows still `executing` under that claim; returns how
+        many it recorded (a row recovered and claimed again since is left alone)."""
         if not outcomes:
             return 0
-        rows = []
-        for tid, attempt, error in outcomes:
-            status = TimerStatus.COMPLETED if error is None else TimerStatus.FAILED
-            rows.append((tid, attempt, status.value, clip_error(error)))
+        rows = [
+            (
+                o.timer_id,
+                o.attempt,
+                o.status.value,
+                clip_error(o.error),
+                o.retry_in,
+                json.dumps([dict(o.entry)] if o.entry is not None else []),
+            )
+            for o in outcomes
+        ]
         outcome = values(
             column("id", UUID(as_uuid=True)),
             column("attempt", Integer()),
             column("status", Text()),
             column("error", Text()),
+            column("retry_in", Float()),
+            column("entry", Text()),
             name="outcome",
         ).data(rows)
+        retry_in = cast(outcome.c.retry_in, Float())
+        retrying = outcome.c.retry_in.is_not(None)
+        entry = cast(outcome.c.entry, JSONB)
+        full = func.jsonb_array_length(timers.c.history) >= HISTORY_LENGTH
         stmt = (
             timers.update()
             .where(
@@ -522,10 +548,43 @@ class TimerStore:
                 last_error=outcome.c.error,
                 executed_at=func.now(),
                 leased_until=None,
+                execute_at=case(
+                    (retrying, func.now() + _interval(retry_in)),
+                    else_=timers.c.execute_at,
+                ),
+                claimed_at=case((retrying, None), else_=timers.c.claimed_at),
+                started_at=case((retrying, None), else_=timers.c.started_at),
+                delivery_attempts=timers.c.delivery_attempts + 1,
+                history=case(
+                    (full, timers.c.history.op("-")(0).op("||")(entry)),
+                    else_=timers.c.history.op("||")(entry),
+                ),
             )
         )
         with self._statement() as conn:
             return int(conn.execute(stmt).rowcount)
+
+    def redrive(self, timer_id: uuid.UUID) -> Timer:
+        """Put a `failed` timer back to `pending`, due now, with a fresh attempt budget (its
+        history kept); raises TimerNotFound, or TimerNotPending with the status it has."""
+        stmt = (
+            timers.update()
+            .where(timers.c.id == timer_id, timers.c.status == TimerStatus.FAILED.value)
+            .values(
+                status=TimerStatus.PENDING.value,
+                execute_at=func.now(),
+                delivery_attempts=0,
+                claimed_at=None,
+                started_at=None,
+                leased_until=None,
+            )
+            .returning(*timers.c)
+        )
+        with self._transaction() as conn:
+            row = conn.execute(stmt).mappings().first()
+            if row is None:
+                self._raise_missing_or_not_pending(conn, timer_id)
+        return Timer.from_row(row)
 
     # -- recovery ----------------------------------------------------------------------------
 

@@ -63,6 +63,7 @@ class WorkerResources:
                     policy=OutboundPolicy(self.settings.allowed_networks),
                     task_broker_url=self.settings.task_broker,
                 ),
+                default_retry=self.settings.default_retry,
             )
             recorder = OutcomeRecorder(
                 store, lease=self.settings.delivery_lease, running=deliveries.running

@@ -20,6 +20,7 @@ from typing import Any
 
 from timers.models import DueTime, Timer, TimerStatus, uuid7
 from timers.storage import (
+    HISTORY_LENGTH,
     LOST_CLAIM,
     LOST_DELIVERY,
     SORT_COLUMNS,
@@ -116,6 +117,7 @@ class InMemoryStore:
                     created_at=now,
                     updated_at=now,
                     metadata=None if new.metadata is None else dict(new.metadata),
+                    retry=None if new.retry is None else dict(new.retry),
                 )
                 for new in batch
             ]
@@ -150,7 +152,7 @@ class InMemoryStore:
         return TimerPage(timers=rows[offset : offset + limit], total=len(rows))
 
     def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
-        allowed = {"execute_at", "callback_type", "callback_config", "metadata"}
+        allowed = {"execute_at", "callback_type", "callback_config", "metadata", "retry"}
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)}")
@@ -316,19 +318,47 @@ class InMemoryStore:
 
     def finish_many(self, outcomes: Sequence[Outcome]) -> int:
         with self._operation() as now:
-            errors = {(timer_id, attempt): error for timer_id, attempt, error in outcomes}
-            finished = self._under_claim(list(errors))
+            by_claim = {(o.timer_id, o.attempt): o for o in outcomes}
+            finished = self._under_claim(list(by_claim))
             for timer in finished:
-                error = errors[(timer.id, timer.attempts)]
-                self._update(
-                    timer,
-                    now,
-                    status=TimerStatus.COMPLETED if error is None else TimerStatus.FAILED,
-                    last_error=clip_error(error),
-                    executed_at=now,
-                    leased_until=None,
-                )
+                outcome = by_claim[(timer.id, timer.attempts)]
+                history = list(timer.history)
+                if outcome.entry is not None:
+                    history = [*history, dict(outcome.entry)][-HISTORY_LENGTH:]
+                changes: dict[str, Any] = {
+                    "status": outcome.status,
+                    "last_error": clip_error(outcome.error),
+                    "executed_at": now,
+                    "leased_until": None,
+                    "delivery_attempts": timer.delivery_attempts + 1,
+                    "history": tuple(history),
+                }
+                if outcome.retry_in is not None:
+                    changes.update(
+                        execute_at=now + timedelta(seconds=outcome.retry_in),
+                        claimed_at=None,
+                        started_at=None,
+                    )
+                self._update(timer, now, **changes)
             return len(finished)
+
+    def redrive(self, timer_id: uuid.UUID) -> Timer:
+        with self._operation() as now:
+            timer = self._timers.get(timer_id)
+            if timer is None:
+                raise TimerNotFound(timer_id)
+            if timer.status is not TimerStatus.FAILED:
+                raise TimerNotPending(timer_id, timer.status)
+            return self._update(
+                timer,
+                now,
+                status=TimerStatus.PENDING,
+                execute_at=now,
+                delivery_attempts=0,
+                claimed_at=None,
+                started_at=None,
+                leased_until=None,
+            )
 
 
 class InMemoryFeed:

@@ -21,10 +21,12 @@ from sqlalchemy import text
 
 from timers.models import TimerStatus
 from timers.storage import (
+    HISTORY_LENGTH,
     LOST_CLAIM,
     LOST_DELIVERY,
     MAX_ERROR_LENGTH,
     NewTimer,
+    Outcome,
     RecoveryRules,
     Store,
     TimerNotFound,
@@ -161,7 +163,7 @@ def test_renewing_extends_only_leases_still_under_claim(world: World) -> None:
     a, b = world.add(), world.add()
     world.store.claim_due([a, b])
     world.store.begin_deliveries([(a, 1), (b, 1)], lease=1)
-    world.store.finish_many([(b, 1, None)])
+    world.store.finish_many([Outcome(b, 1, None)])
     world.advance(0.2)
     assert world.store.renew_leases([(a, 1), (b, 1), (a, 7)], lease=5) == 1
     timer = world.store.get(a)
@@ -174,7 +176,9 @@ def test_outcomes_are_recorded_only_under_their_claim(world: World) -> None:
     world.store.claim_due([a, b, c])
     world.store.begin_deliveries([(a, 1), (b, 1), (c, 1)], lease=60)
     long_error = "x" * (MAX_ERROR_LENGTH + 50)
-    recorded = world.store.finish_many([(a, 1, None), (b, 1, long_error), (c, 9, "HTTP 500")])
+    recorded = world.store.finish_many(
+        [Outcome(a, 1, None), Outcome(b, 1, long_error), Outcome(c, 9, "HTTP 500")]
+    )
     assert recorded == 2
     done, failed = world.store.get(a), world.store.get(b)
     assert done.status is TimerStatus.COMPLETED and done.last_error is None
@@ -182,8 +186,50 @@ def test_outcomes_are_recorded_only_under_their_claim(world: World) -> None:
     assert failed.status is TimerStatus.FAILED
     assert failed.last_error is not None and len(failed.last_error) == MAX_ERROR_LENGTH
     assert world.status(c) is TimerStatus.EXECUTING
-    assert world.store.finish_many([(a, 1, "HTTP 500")]) == 0  # a late copy changes nothing
+    assert world.store.finish_many([Outcome(a, 1, "HTTP 500")]) == 0  # a late copy changes nothing
     assert world.store.get(a).status is TimerStatus.COMPLETED
+
+
+def test_a_retry_goes_back_to_pending_at_its_time_and_the_history_stays_bounded(
+    world: World,
+) -> None:
+    a = world.add()
+    for n in range(1, HISTORY_LENGTH + 3):
+        [claimed] = world.store.claim_due([a])
+        world.store.begin_deliveries([(a, claimed.attempts)], lease=60)
+        entry = {"attempt": n, "outcome": "retrying", "error": "HTTP 503", "status": 503}
+        before = world.now()
+        assert world.store.finish_many([Outcome(a, claimed.attempts, "HTTP 503", 0.0, entry)]) == 1
+        timer = world.store.get(a)
+        assert timer.status is TimerStatus.PENDING and timer.last_error == "HTTP 503"
+        assert timer.started_at is None and timer.claimed_at is None
+        assert timer.execute_at >= before - timedelta(seconds=1)
+    assert timer.delivery_attempts == HISTORY_LENGTH + 2
+    assert [e["attempt"] for e in timer.history] == list(range(3, HISTORY_LENGTH + 3))
+    [claimed] = world.store.claim_due([a])
+    world.store.begin_deliveries([(a, claimed.attempts)], lease=60)
+    later = Outcome(a, claimed.attempts, "HTTP 503", 3600.0, {"attempt": 99})
+    world.store.finish_many([later])
+    waiting = world.store.get(a)
+    assert waiting.execute_at >= world.now() + timedelta(seconds=3590)
+    assert world.store.claim_due([a]) == []  # not due before its time
+    world.store.cancel(a)  # a retry that waits can be canceled
+    assert world.status(a) is TimerStatus.CANCELED
+
+
+def test_only_a_failed_timer_is_redriven_with_a_fresh_budget(world: World) -> None:
+    a, b = world.add(), world.add(3600)
+    [claimed] = world.store.claim_due([a])
+    world.store.begin_deliveries([(a, 1)], lease=60)
+    world.store.finish_many([Outcome(a, 1, "HTTP 500", None, {"attempt": 1})])
+    redriven = world.store.redrive(a)
+    assert redriven.status is TimerStatus.PENDING and redriven.delivery_attempts == 0
+    assert redriven.execute_at <= world.now() + timedelta(seconds=1)
+    assert len(redriven.history) == 1
+    with pytest.raises(TimerNotPending):
+        world.store.redrive(b)
+    with pytest.raises(TimerNotFound):
+        world.store.redrive(uuid.uuid4())
 
 
 # -- loading and recovery --------------------------------------------------------------------
@@ -235,9 +281,9 @@ def test_a_late_copy_of_an_old_claims_message_is_ignored(world: World) -> None:
     assert recovered(world) == {a}
     world.store.claim_due([a])
     assert world.store.begin_deliveries([(a, 1)], lease=60) == []
-    assert world.store.finish_many([(a, 1, None)]) == 0
+    assert world.store.finish_many([Outcome(a, 1, None)]) == 0
     assert len(world.store.begin_deliveries([(a, 2)], lease=60)) == 1
-    assert world.store.finish_many([(a, 2, None)]) == 1
+    assert world.store.finish_many([Outcome(a, 2, None)]) == 1
 
 
 def test_no_lease_is_taken_over_until_the_database_has_been_up_for_a_lease(world: World) -> None:

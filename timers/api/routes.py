@@ -28,6 +28,7 @@ from timers.api.schemas import (
     errors,
 )
 from timers.models import InvalidCallback, TimerStatus, check_json
+from timers.retries import RetryPolicy
 from timers.storage import NewTimer, TimerNotFound, TimerNotPending
 
 router = APIRouter(prefix="/timers", tags=["timers"])
@@ -63,6 +64,15 @@ def _check_callback(callback_type: str, config: BaseModel, policy: Policy) -> di
     except InvalidCallback as exc:
         raise ApiError(Code.VALIDATION, str(exc)) from None
     return callback.to_config()
+
+
+def _check_retry(retry: BaseModel | None) -> dict[str, Any] | None:
+    if retry is None:
+        return None
+    try:
+        return RetryPolicy.from_config(retry.model_dump()).to_config()
+    except InvalidCallback as exc:
+        raise ApiError(Code.VALIDATION, str(exc)) from None
 
 
 def _check_metadata(metadata: JsonObject | None) -> JsonObject | None:
@@ -105,6 +115,7 @@ def create_timer(
             callback_type=config["type"],
             callback_config=config,
             metadata=_check_metadata(body.metadata),
+            retry=_check_retry(body.retry),
         )
     )
     return envelope(TimerSummary.of(timer), message="created", status=201)
@@ -130,6 +141,7 @@ def create_timers(
                 item.callback_type or item.callback_config.type, item.callback_config, policy
             )
             metadata = _check_metadata(item.metadata)
+            retry = _check_retry(item.retry)
         except ApiError as exc:
             raise ApiError(exc.code, f"timers[{index}].{exc.message}") from None
         batch.append(
@@ -138,6 +150,7 @@ def create_timers(
                 callback_type=config["type"],
                 callback_config=config,
                 metadata=metadata,
+                retry=retry,
             )
         )
     created = store.create_many(batch)
@@ -224,6 +237,8 @@ def update_timer(
         )
     if "metadata" in given:
         changes["metadata"] = _check_metadata(body.metadata)
+    if "retry" in given:
+        changes["retry"] = _check_retry(body.retry)
     try:
         timer = store.update_pending(timer_id, changes)
     except TimerNotFound:
@@ -247,3 +262,25 @@ def cancel_timer(timer_id: UUID, store: Store) -> JSONResponse:
     except TimerNotPending as exc:
         raise _not_pending(exc) from None
     return envelope(Canceled(id=timer.id, status="canceled"), message="canceled")
+
+
+@router.post(
+    "/{timer_id}/retry",
+    response_model=Envelope[TimerOut],
+    responses=errors(400, 401, 404, 500),
+    summary="Redrive a failed timer",
+)
+def redrive_timer(timer_id: UUID, store: Store) -> JSONResponse:
+    """Put a `failed` timer back to fire now, with a fresh attempt budget (its history is kept);
+    400 for a timer in any other status."""
+    try:
+        timer = store.redrive(timer_id)
+    except TimerNotFound:
+        raise _not_found(timer_id) from None
+    except TimerNotPending as exc:
+        raise ApiError(
+            Code.VALIDATION,
+            f"timer {exc.timer_id} is {exc.status.value}; only failed timers can be retried",
+            {"id": str(exc.timer_id), "status": exc.status.value},
+        ) from None
+    return envelope(TimerOut.of(timer), message="retrying")

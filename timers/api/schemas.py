@@ -21,6 +21,8 @@ from pydantic import (
 from timers.callbacks.celery import CeleryConfig
 from timers.callbacks.http import HttpConfig
 from timers.models import Timer, TimerStatus
+from timers.retries import MAX_ATTEMPTS
+from timers.retries import MAX_DELAY as MAX_RETRY_DELAY
 
 REDACTED = "***"
 MAX_BATCH = 1000
@@ -60,6 +62,17 @@ CallbackConfig = Annotated[
 ]
 
 
+class RetryConfig(BaseModel):
+    """How often, and when, a failed delivery is tried again (network errors, timeouts, 408, 429,
+    5xx; `Retry-After` honoured up to `max_delay`). Full jitter on exponential backoff."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_attempts: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)
+    backoff: Literal["exponential", "fixed"] = "exponential"
+    initial_delay: float = Field(default=1.0, ge=0, le=MAX_RETRY_DELAY)
+    max_delay: float = Field(default=3600.0, ge=0, le=MAX_RETRY_DELAY)
+
+
 class TimerCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     execute_at: ExecuteAt
@@ -69,6 +82,9 @@ class TimerCreate(BaseModel):
     callback_config: CallbackConfig
     metadata: JsonObject | None = Field(
         default=None, description="Your own JSON object, kept with the timer."
+    )
+    retry: RetryConfig | None = Field(
+        default=None, description="This timer's retry policy; by default the server's."
     )
 
 
@@ -85,6 +101,7 @@ class TimerUpdate(BaseModel):
     callback_type: CallbackType | None = None
     callback_config: CallbackConfig | None = None
     metadata: JsonObject | None = None
+    retry: RetryConfig | None = None
 
 
 class TimerSummary(BaseModel):
@@ -116,6 +133,15 @@ def redacted(config: Any) -> dict[str, Any]:
     return shown
 
 
+class Attempt(BaseModel):
+    attempt: int
+    started_at: datetime
+    duration_ms: int
+    outcome: Literal["completed", "failed", "retrying"]
+    status: int | None = Field(description="The receiver's HTTP status, if it answered.")
+    error: str | None
+
+
 class TimerOut(BaseModel):
     id: UUID
     status: TimerStatus
@@ -129,7 +155,13 @@ class TimerOut(BaseModel):
     executed_at: datetime | None
     last_error: str | None
     metadata: dict[str, Any] | None
-    attempts: int
+    attempts: int = Field(description="How many times the scheduler claimed it.")
+    retry: dict[str, Any] | None
+    delivery_attempts: int = Field(description="Delivery attempts under the current budget.")
+    next_attempt_at: datetime | None = Field(
+        description="When a retry that waits will be made (a pending timer that was tried)."
+    )
+    history: list[Attempt] = Field(description="The last attempts, oldest first (at most 20).")
 
     @classmethod
     def of(cls, timer: Timer) -> TimerOut:
@@ -145,6 +177,14 @@ class TimerOut(BaseModel):
             last_error=timer.last_error,
             metadata=None if timer.metadata is None else dict(timer.metadata),
             attempts=timer.attempts,
+            retry=None if timer.retry is None else dict(timer.retry),
+            delivery_attempts=timer.delivery_attempts,
+            next_attempt_at=(
+                timer.execute_at
+                if timer.status is TimerStatus.PENDING and timer.delivery_attempts
+                else None
+            ),
+            history=[Attempt.model_validate(entry) for entry in timer.history],
         )
 
 

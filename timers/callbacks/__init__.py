@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from timers.models import InvalidCallback
 from timers.outbound import OutboundPolicy
+from timers.retries import DeliveryResult
 
 
 class Callback(Protocol):
@@ -31,9 +32,12 @@ class Callback(Protocol):
         """Who receives it, for the per-destination cap (e.g. scheme, host and port)."""
         ...
 
-    async def deliver(self, timer_id: uuid.UUID, context: DeliveryContext) -> str | None:
-        """Deliver it within `context.timeout`; None when delivered, else a short reason. May
-        raise for the unforeseen (the engine then fails this timer alone)."""
+    async def deliver(
+        self, timer_id: uuid.UUID, context: DeliveryContext
+    ) -> str | DeliveryResult | None:
+        """Deliver it within `context.timeout`: None (or a result without error) when delivered,
+        else a short reason (retryable) or a `DeliveryResult` saying more. May raise for the
+        unforeseen (the engine then fails this timer alone)."""
         ...
 
 

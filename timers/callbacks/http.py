@@ -9,11 +9,13 @@ do. Its whole life (connect, send, wait, read) is bounded by one deadline, it re
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from timers import __version__
 from timers.models import InvalidCallback, check_json
 from timers.outbound import Blocked, OutboundPolicy
+from timers.retries import DeliveryResult, retryable_status
 
 if TYPE_CHECKING:
     from timers.callbacks import DeliveryContext
@@ -142,7 +145,7 @@ class HttpCallback:
         port = parts.port or (443 if scheme == "https" else 80)
         return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
 
-    async def deliver(self, timer_id: uuid.UUID, context: DeliveryContext) -> str | None:
+    async def deliver(self, timer_id: uuid.UUID, context: DeliveryContext) -> DeliveryResult:
         session = context.resource(
             "http-session", lambda: new_session(context.policy), _close_session
         )
@@ -227,17 +230,18 @@ async def deliver(
     callback: HttpCallback,
     timeout: float,
     policy: OutboundPolicy,
-) -> str | None:
+) -> DeliveryResult:
     """POST `callback.payload` as JSON to `callback.url`, all of it within `timeout` seconds.
 
-    Returns None on a 2xx answer, else a short reason: `HTTP 500`, `timeout after 30s`,
+    Delivered (error None) on a 2xx answer; else a short reason: `HTTP 500`, `timeout after 30s`,
     `connection error: …`, `TLS error: …`, `request error: …`, `blocked: …` (a destination the
-    outbound policy refuses). Redirects are not followed (a 3xx is a failure).
+    outbound policy refuses), with whether a retry can help (see `timers.retries`) and the
+    receiver's `Retry-After`. Redirects are not followed (a 3xx is a failure).
     """
     try:
         policy.check_url(callback.url)  # IP literals: aiohttp does not resolve them
     except Blocked as exc:
-        return f"blocked: {exc}"
+        return DeliveryResult(f"blocked: {exc}", retryable=False)
     body = json.dumps(callback.payload, separators=(",", ":"), ensure_ascii=False).encode()
     try:
         async with asyncio.timeout(timeout):
@@ -249,25 +253,43 @@ async def deliver(
             ) as response:
                 await _drain(response)
                 status = response.status
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
     except TimeoutError:
-        return f"timeout after {timeout:g}s"
+        return DeliveryResult(f"timeout after {timeout:g}s")
     except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
-        return f"TLS error: {_reason(exc)}"
+        return DeliveryResult(f"TLS error: {_reason(exc)}")
     except aiohttp.ClientConnectorDNSError as exc:
         if isinstance(exc.os_error, Blocked):
-            return f"blocked: {exc.os_error}"
-        return f"connection error: DNS lookup of {exc.host} failed ({_reason(exc)})"
+            return DeliveryResult(f"blocked: {exc.os_error}", retryable=False)
+        return DeliveryResult(f"connection error: DNS lookup of {exc.host} failed ({_reason(exc)})")
     except aiohttp.ClientConnectorError as exc:
         if isinstance(exc.os_error, ConnectionRefusedError):
-            return f"connection error: {exc.host}:{exc.port} refused the connection"
-        return f"connection error: {_reason(exc)}"
+            return DeliveryResult(f"connection error: {exc.host}:{exc.port} refused the connection")
+        return DeliveryResult(f"connection error: {_reason(exc)}")
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-        return f"connection error: {_reason(exc)}"
+        return DeliveryResult(f"connection error: {_reason(exc)}")
     except aiohttp.ClientError as exc:
-        return f"request error: {_reason(exc)}"
+        return DeliveryResult(f"request error: {_reason(exc)}")
     if 200 <= status < 300:
+        return DeliveryResult(None, status)
+    return DeliveryResult(f"HTTP {status}", status, retryable_status(status), retry_after)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds from now: a number of seconds or an HTTP date; None if absent or
+    unreadable."""
+    if not value:
         return None
-    return f"HTTP {status}"
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:
