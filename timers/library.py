@@ -125,7 +125,10 @@ class Timers:
         if store is None:
             from timers.store import TimerStore, database_engine
 
-            store = TimerStore(database_engine(self.settings.require_database_url()))
+            # No ping per checkout (it would double the round trips of a schedule call): a
+            # connection that died is replaced, and the store's create is safe to send again.
+            url = self.settings.require_database_url()
+            store = TimerStore(database_engine(url, pool_pre_ping=False))
         self.store = store
         self.clock = clock
 

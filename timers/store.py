@@ -36,6 +36,7 @@ from sqlalchemy import (
     values,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -228,11 +229,17 @@ class TimerStore:
     # -- API ---------------------------------------------------------------------------------
 
     def create(self, new: NewTimer) -> Timer:
-        """Insert one `pending` timer with a fresh UUIDv7 id."""
+        """Insert one `pending` timer with a fresh UUIDv7 id.
+
+        The id is made here, so the insert can be sent again safely: a pooled connection that
+        died with the database (the engine may skip the ping per checkout) fails the first try,
+        and the second one writes the row, or finds it written if the first did reach the
+        database."""
+        timer_id = uuid7()
         stmt = (
-            timers.insert()
+            pg_insert(timers)
             .values(
-                id=uuid7(),
+                id=timer_id,
                 execute_at=new.execute_at,
                 callback_type=new.callback_type,
                 callback_config=dict(new.callback_config),
@@ -240,11 +247,21 @@ class TimerStore:
                 retry=None if new.retry is None else dict(new.retry),
                 status=TimerStatus.PENDING.value,
             )
+            .on_conflict_do_nothing(index_elements=["id"])
             .returning(*timers.c)
         )
-        with self._statement() as conn:
-            row = conn.execute(stmt).mappings().one()
-        return Timer.from_row(row)
+        for last_try in (False, True):
+            try:
+                with self._statement() as conn:
+                    row = conn.execute(stmt).mappings().first()
+                    if row is None:
+                        by_id = select(timers).where(timers.c.id == timer_id)
+                        row = conn.execute(by_id).mappings().one()
+                return Timer.from_row(row)
+            except StoreUnavailable:
+                if last_try:
+                    raise
+        raise AssertionError("unreachable")
 
     def create_in(self, connection: Any, new: NewTimer) -> Timer:
         """Insert one `pending` timer inside the caller's open transaction on the same database:

@@ -55,3 +55,21 @@ def test_database_down_gives_degraded_health_and_500s_then_recovers(
         listing = client.get("/timers")
         assert listing.status_code == 200
         assert listing.json()["data"]["total"] == 1
+
+
+def test_the_python_api_replaces_a_connection_the_database_dropped(
+    services: Services, database_url: str
+) -> None:
+    from timers.library import Timers
+
+    timers = Timers(database_url)  # no ping per checkout
+    try:
+        first = timers.schedule("shop.tasks.expire_order", countdown=60)
+        # The database restarts (here: kills every connection): the pooled one is dead.
+        set_database_reachable(services, database_url, False)
+        set_database_reachable(services, database_url, True)
+        second = timers.schedule("shop.tasks.expire_order", countdown=60)
+        assert timers.get(second.id).status.value == "pending"
+        assert len(timers.list()) == 2 and first.id != second.id
+    finally:
+        timers.close()
