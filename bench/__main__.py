@@ -13,9 +13,19 @@ Workloads: burst (5,000 due in the same second), isolation (2,000 timers to the 
 and 200 to 200 receivers that never answer, interleaved, all due within 5 s; measured on the
 healthy 2,000 only), steady (500/s coming due for 60 s), short (200 timers each created 2 s before
 due, while running), scale (steady with 1,000,000 pending rows over the next 30 days; timers
-only); then idle (PostgreSQL statements of an idle scheduler for a minute) and rates (timer
+only), celery-tasks (2,000 delayed calls of a user's own Celery task, below; celery-eta and
+timers only); then idle (PostgreSQL statements of an idle scheduler for a minute) and rates (timer
 creation through the API). Prints one table, with the ratios against celery-eta, and writes the
 raw numbers as JSON. `--only isolation,burst` runs just those.
+
+celery-tasks: a user's Celery app (bench/user_app.py: its own broker, queue and worker, Redis's
+visibility timeout 10 s, swept every 10 s) makes 2,000 calls `task.apply_async((n,), countdown=30)` from this
+process; the task records its task id and the time it ran. celery-eta: plain eta messages, run by
+`celery -A bench.user_app worker`. timers: the same calls after `timers.celery.durable_eta(app,
+threshold=1)`, so each becomes a durable timer that the timers stack later publishes to the user's
+broker (task id = timer id), run by the same user worker. Besides runs and lateness (run time
+minus call time + 30 s), it reports the calls per second the caller makes in each system
+(`calls/s`).
 
 Lateness is the receiver's arrival time minus `execute_at`. A timer that has not arrived when the
 cell stops waiting counts as `never`; its lateness is then known only to exceed the time waited,
@@ -59,7 +69,7 @@ BIN = Path(sys.executable).parent
 # Every worker as shipped: no --pool or --concurrency, so celeryconfig.py decides (prefork, one
 # process per CPU). Only logging and the cluster chatter between workers are set here.
 WORKER_ARGS = ["--loglevel=INFO", "--without-gossip", "--without-mingle"]
-ALL_WORKLOADS = ("burst", "isolation", "steady", "short", "scale")
+ALL_WORKLOADS = ("burst", "isolation", "steady", "short", "scale", "celery-tasks")
 EXTRAS = ("idle", "rates")
 
 
@@ -98,6 +108,8 @@ class Cell:
     pg_statements_per_min: float | None = None
     scheduler_cpu_s: float | None = None
     scheduler_peak_rss_mb: float | None = None
+    # celery-tasks: delayed calls per second made by the caller (apply_async or the drop-in).
+    calls_per_s: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -106,6 +118,8 @@ class Bench:
         self.services = services
         self.workdir = workdir
         self.broker = services.redis_database(14)
+        # The user's own broker in the celery-tasks workload (bench/user_app.py).
+        self.user_broker = services.redis_database(15)
         self.steady_seconds = steady_seconds
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -197,6 +211,23 @@ class Bench:
             f"worker-{tag}",
         )
         self.wait_log(f"worker-{tag}", " ready.", 60)
+
+    def start_user_worker(self, tag: str) -> None:
+        """The user's own worker (bench/user_app.py) on its own broker and queue, as shipped."""
+        self.spawn(
+            [
+                str(BIN / "celery"),
+                "-A",
+                "bench.user_app",
+                "worker",
+                *WORKER_ARGS,
+                "-n",
+                f"user-{tag}@%h",
+            ],
+            {"BENCH_USER_BROKER_URL": self.user_broker},
+            f"user-worker-{tag}",
+        )
+        self.wait_log(f"user-worker-{tag}", " ready.", 60)
 
     def start_scheduler(self, env: dict[str, str], tag: str) -> subprocess.Popen[bytes]:
         proc = self.spawn(
@@ -300,6 +331,14 @@ def workloads(steady_seconds: float) -> list[Workload]:
             steady_seconds,
             background_rows=1_000_000,
             systems=("timers",),  # the 1,000,000-row table is about our scheduler's loader
+        ),
+        # 2,000 delayed calls of a user's task, each due 30 s after it is made (run_celery_tasks).
+        Workload(
+            "celery-tasks",
+            2000,
+            0.0,
+            wait_after_due=60.0,
+            systems=("celery-eta", "timers"),  # the drop-in is about Celery's own eta
         ),
     ]
 
@@ -479,15 +518,7 @@ def run_cell(bench: Bench, system: str, wl: Workload) -> Cell:
         if system != "celery-eta":
             cell.pg_statements_per_min = (xacts(store, db_name) - before) / elapsed_min
         if scheduler is not None:
-            process = psutil.Process(scheduler.pid)
-            cpu = process.cpu_times()
-            cell.scheduler_cpu_s = cpu.user + cpu.system
-            hwm = [
-                line
-                for line in Path(f"/proc/{scheduler.pid}/status").read_text().splitlines()
-                if line.startswith("VmHWM")
-            ]
-            cell.scheduler_peak_rss_mb = int(hwm[0].split()[1]) / 1024 if hwm else None
+            scheduler_usage(cell, scheduler)
         time.sleep(1.0)
         # Read after the pause: the hanging receivers refresh their count every 0.5 s.
         cell.notes = [note.replace("{hung}", str(read_count(hang_count))) for note in cell.notes]
@@ -498,6 +529,113 @@ def run_cell(bench: Bench, system: str, wl: Workload) -> Cell:
         if eta_app is not None:
             eta_app.close()
     return summarize(cell, due, arrivals, gave_up_at)
+
+
+COUNTDOWN = 30.0  # celery-tasks: each call's countdown
+# celery-tasks: once every task has run, how long after the last due time to go on watching for
+# second runs (two visibility timeouts; bounded by the workload's wait_after_due).
+SETTLE = 20.0
+
+
+def run_celery_tasks(bench: Bench, system: str, wl: Workload) -> Cell:
+    """The celery-tasks workload: `wl.count` calls `task.apply_async((n,), countdown=30)` from this
+    process through the user's own Celery app (bench/user_app.py), plain (celery-eta) or after
+    `timers.celery.durable_eta(app, threshold=1)` (timers), timed; then wait for the user's worker
+    to run them, at most `wl.wait_after_due` seconds after the last due time, and go on watching
+    for second runs until SETTLE seconds after it. Runs are counted per task id; lateness is the
+    run's time minus the call's start time plus the countdown."""
+    import timers.celery
+    from bench import user_app
+    from timers.library import Timers
+
+    tag = f"{system}-{wl.name}"
+    cell = Cell(system, wl.name)
+    redis.Redis.from_url(bench.user_broker).flushdb()
+    redis.Redis.from_url(bench.broker).flushdb()
+    due: dict[str, float] = {}
+    runs: list[dict[str, Any]] = []
+    scheduler = None
+    store = None
+    library = None
+    db_name = f"bench_{system.replace('-', '_')}_{wl.name.replace('-', '_')}"
+    app = user_app.create_app(bench.user_broker)
+    gave_up_at = time.time()
+    try:
+        bench.start_user_worker(tag)
+        if system != "celery-eta":
+            url = bench.database(db_name)
+            store = TimerStore(database_engine(url))
+            env = {**bench.env(url, system), "TIMERS_TASK_BROKER_URL": bench.user_broker}
+            bench.start_worker(system, env, tag)
+            scheduler = bench.start_scheduler(env, tag)
+            library = Timers(url)
+            timers.celery.durable_eta(app, threshold=1, timers=library)
+        task = app.tasks[user_app.TASK]
+        started = time.perf_counter()
+        for n in range(wl.count):
+            called_at = time.time()
+            result = task.apply_async((n,), countdown=COUNTDOWN)
+            due[str(result.id)] = called_at + COUNTDOWN
+        cell.calls_per_s = wl.count / (time.perf_counter() - started)
+        before = xacts(store, db_name) if store is not None else 0
+        measure_start = time.monotonic()
+        last_due = max(due.values())
+        wait_after_due = wl.wait_after_due or 60.0
+        deadline = time.monotonic() + max(0.0, last_due - time.time()) + wait_after_due
+        settle_until = time.monotonic() + max(0.0, last_due - time.time()) + SETTLE
+        while time.monotonic() < deadline:
+            runs = user_app.runs(bench.user_broker)
+            if len({run["id"] for run in runs} & due.keys()) >= len(due):
+                break
+            time.sleep(0.5)
+        gave_up_at = time.time()
+        # Second runs come at about the same time as the first ones (each copy of a redelivered
+        # eta message waits for the same eta), or later (a redelivery): keep watching a while.
+        while time.monotonic() < min(deadline, settle_until):
+            time.sleep(0.5)
+        runs = user_app.runs(bench.user_broker)
+        if len({run["id"] for run in runs} & due.keys()) < len(due):
+            cell.notes.append(
+                f"stopped waiting {wait_after_due:.0f}s after the last due time; "
+                "tasks not run by then count as never"
+            )
+        if store is not None:
+            elapsed_min = (time.monotonic() - measure_start) / 60
+            cell.pg_statements_per_min = (xacts(store, db_name) - before) / elapsed_min
+        if scheduler is not None:
+            scheduler_usage(cell, scheduler)
+    finally:
+        bench.stop_all()
+        app.close()
+        if library is not None:
+            library.close()
+        if store is not None:
+            store.engine.dispose()
+    arrivals: dict[str, list[float]] = {}
+    for run in runs:
+        arrivals.setdefault(str(run["id"]), []).append(float(run["at"]))
+    strangers = len(arrivals.keys() - due.keys())
+    if strangers:
+        cell.notes.append(f"{strangers} runs under task ids that no call returned")
+    cell.notes.append(
+        f"{wl.count} calls apply_async(countdown={COUNTDOWN:.0f}) "
+        + ("through timers.celery.durable_eta" if system == "timers" else "plain")
+        + f": {cell.calls_per_s:,.0f} calls/s; user app visibility_timeout "
+        f"{user_app.VISIBILITY_TIMEOUT}s, restore sweep every 10 s"
+    )
+    return summarize(cell, due, arrivals, gave_up_at)
+
+
+def scheduler_usage(cell: Cell, scheduler: subprocess.Popen[bytes]) -> None:
+    """The scheduler's CPU time so far and its peak resident memory, into `cell`."""
+    cpu = psutil.Process(scheduler.pid).cpu_times()
+    cell.scheduler_cpu_s = cpu.user + cpu.system
+    hwm = [
+        line
+        for line in Path(f"/proc/{scheduler.pid}/status").read_text().splitlines()
+        if line.startswith("VmHWM")
+    ]
+    cell.scheduler_peak_rss_mb = int(hwm[0].split()[1]) / 1024 if hwm else None
 
 
 def read_count(path: Path | None) -> int:
@@ -595,7 +733,7 @@ def creation_rates(bench: Bench, seconds: float) -> dict[str, float]:
 
 def ratios(cells: list[Cell]) -> list[dict[str, Any]]:
     """timers against celery-eta in this run: throughput for burst, p99 lateness for isolation,
-    with the targets they are held to."""
+    the caller's calls per second for celery-tasks, with the targets they are held to."""
     by = {(c.workload, c.system): c for c in cells}
     out: list[dict[str, Any]] = []
     burst_t, burst_e = by.get(("burst", "timers")), by.get(("burst", "celery-eta"))
@@ -635,6 +773,24 @@ def ratios(cells: list[Cell]) -> list[dict[str, Any]]:
                 ),
             }
         )
+    calls_t, calls_e = by.get(("celery-tasks", "timers")), by.get(("celery-tasks", "celery-eta"))
+    if calls_t and calls_e and calls_t.calls_per_s and calls_e.calls_per_s:
+        ratio = calls_t.calls_per_s / calls_e.calls_per_s
+        out.append(
+            {
+                "workload": "celery-tasks",
+                "what": "calls/s timers/celery-eta",
+                "timers": calls_t.calls_per_s,
+                "celery_eta": calls_e.calls_per_s,
+                "ratio": ratio,
+                "lower_bound": False,
+                "text": (
+                    f"celery-tasks calls/s ratio timers/celery-eta (durable_eta vs plain "
+                    f"apply_async): {ratio:.2f} ({calls_t.calls_per_s:,.0f} vs "
+                    f"{calls_e.calls_per_s:,.0f} calls/s)"
+                ),
+            }
+        )
     return out
 
 
@@ -660,13 +816,26 @@ def targets(cells: list[Cell]) -> list[str]:
                 f"target burst/timers throughput >= 2x celery-eta: {'met' if ok else 'MISSED'} "
                 f"({burst.throughput / eta.throughput:.2f}x)"
             )
+    tasks, plain = by.get(("celery-tasks", "timers")), by.get(("celery-tasks", "celery-eta"))
+    if tasks:
+        ok = tasks.twice == 0 and tasks.never == 0 and tasks.once == tasks.timers > 0
+        lines.append(
+            f"target celery-tasks/timers every task run exactly once: "
+            f"{'met' if ok else 'MISSED'} ({tasks.twice} twice, {tasks.never} never)"
+        )
+        if plain and tasks.calls_per_s and plain.calls_per_s:
+            share = tasks.calls_per_s / plain.calls_per_s
+            lines.append(
+                f"target celery-tasks durable_eta calls/s >= 50% of plain apply_async: "
+                f"{'met' if share >= 0.5 else 'MISSED'} ({share:.0%})"
+            )
     return lines
 
 
 def table(cells: list[Cell], idle: dict[str, float], rates: dict[str, float]) -> str:
     header = (
-        f"{'workload':<10}{'system':<11}{'timers':>7}{'once':>7}{'twice':>6}{'never':>6}"
-        f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cb/s':>8}{'pg tx/min':>10}"
+        f"{'workload':<13}{'system':<11}{'timers':>7}{'once':>7}{'twice':>6}{'never':>6}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cb/s':>8}{'calls/s':>9}{'pg tx/min':>10}"
         f"{'sched cpu s':>12}{'sched MB':>9}"
     )
     lines = [header, "-" * len(header)]
@@ -680,14 +849,14 @@ def table(cells: list[Cell], idle: dict[str, float], rates: dict[str, float]) ->
             return (">" if name in c.lower_bounds else "") + format(v, ".0f")
 
         lines.append(
-            f"{c.workload:<10}{c.system:<11}{c.timers:>7}{c.once:>7}{c.twice:>6}{c.never:>6}"
+            f"{c.workload:<13}{c.system:<11}{c.timers:>7}{c.once:>7}{c.twice:>6}{c.never:>6}"
             f"{ms('p50', c.p50_ms):>9}{ms('p99', c.p99_ms):>9}{ms('max', c.max_ms):>9}"
-            f"{c.throughput:>8.0f}"
+            f"{c.throughput:>8.0f}{opt(c.calls_per_s, '.0f'):>9}"
             f"{opt(c.pg_statements_per_min, '.0f'):>10}{opt(c.scheduler_cpu_s, '.1f'):>12}"
             f"{opt(c.scheduler_peak_rss_mb, '.0f'):>9}"
         )
         for note in c.notes:
-            lines.append(f"{'':<21}note: {note}")
+            lines.append(f"{'':<24}note: {note}")
     found = ratios(cells)
     if found:
         lines.append("")
@@ -748,7 +917,8 @@ def main(argv: list[str] | None = None) -> int:
                 if wl.systems is not None and system not in wl.systems:
                     continue
                 print(f"running {wl.name} / {system} …", file=sys.stderr, flush=True)
-                cells.append(run_cell(bench, system, wl))
+                run = run_celery_tasks if wl.name == "celery-tasks" else run_cell
+                cells.append(run(bench, system, wl))
         idle: dict[str, float] = {}
         if "idle" in chosen and args.idle_seconds > 0:
             for system in systems:
