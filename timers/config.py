@@ -87,6 +87,19 @@ def _keys(name: str, raw: str) -> tuple[str, ...]:
     return tuple(key.strip() for key in raw.split(",") if key.strip())
 
 
+def _signing_secrets(name: str, raw: str) -> tuple[bytes, ...]:
+    from timers.signing import InvalidSecret, parse_secret
+
+    secrets = []
+    for index, text in enumerate(t.strip() for t in raw.split(",") if t.strip()):
+        try:
+            secrets.append(parse_secret(text))
+        except InvalidSecret as exc:
+            # Never echo the secret itself: only where it is in the list.
+            raise ConfigError(f"{name}: secret {index + 1}: {exc}") from None
+    return tuple(secrets)
+
+
 def _choice(*choices: str) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip().lower()
@@ -154,6 +167,11 @@ SETTINGS: tuple[Setting, ...] = (
             "comma-separated CIDRs that callbacks may reach besides public addresses (e.g. "
             "`127.0.0.0/8` for a receiver on this host); loopback, private, link-local and other "
             "non-public addresses are refused otherwise", "none"),
+    Setting("TIMERS_SIGNING_SECRETS", "signing_secrets", _signing_secrets, (),
+            "comma-separated `whsec_…` secrets (base64 of 24 to 64 bytes after the prefix): "
+            "every `http` callback is then signed as Standard Webhooks define (`webhook-id`, "
+            "`webhook-timestamp`, `webhook-signature`), once per secret, so secrets rotate "
+            "without a gap", "none (unsigned)"),
     Setting("TIMERS_MAX_IN_FLIGHT_PER_HOST", "max_in_flight_per_host", _count, 64,
             "deliveries at once from one worker process to one receiver (scheme, host and "
             "port); the rest wait their turn"),
@@ -207,6 +225,8 @@ class Settings:
     misfire_policy: str = _default("misfire_policy")
     callback_timeout: float = _default("callback_timeout")
     allowed_networks: tuple[Any, ...] = _default("allowed_networks")
+    # Key bytes; kept out of repr so that settings never print them.
+    signing_secrets: tuple[bytes, ...] = field(default=_DEFAULTS["signing_secrets"], repr=False)
     max_in_flight_per_host: int = _default("max_in_flight_per_host")
     enqueue_timeout: float = _default("enqueue_timeout")
     delivery_lease: float = _default("delivery_lease")
