@@ -40,6 +40,11 @@ timers = Table(
     Column("started_at", DateTime(timezone=True), nullable=True),
     # Until when the worker delivering it holds the delivery; renewed while the delivery runs.
     Column("leased_until", DateTime(timezone=True), nullable=True),
+    # Idempotent create: the client's key, a hash of the API key that used it (never the key
+    # itself) and a hash of the canonical request it came with. Kept as long as the timer.
+    Column("idempotency_key", Text, nullable=True),
+    Column("api_key_hash", Text, nullable=True),
+    Column("request_hash", Text, nullable=True),
     CheckConstraint(
         "status IN ('pending', 'executing', 'completed', 'failed', 'canceled')",
         name="ck_timers_status",
@@ -54,5 +59,13 @@ timers = Table(
         "ix_timers_executing_claimed_at",
         "claimed_at",
         postgresql_where=text("status = 'executing'"),
+    ),
+    # A key names one timer per API key.
+    Index(
+        "ux_timers_idempotency_key",
+        "api_key_hash",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
 )
