@@ -100,6 +100,19 @@ def _retry_policy(name: str, raw: str) -> Any:
         raise ConfigError(message) from None
 
 
+def _signing_secrets(name: str, raw: str) -> tuple[bytes, ...]:
+    from timers.signing import InvalidSecret, parse_secret
+
+    secrets = []
+    for index, text in enumerate(t.strip() for t in raw.split(",") if t.strip()):
+        try:
+            secrets.append(parse_secret(text))
+        except InvalidSecret as exc:
+            # Never echo the secret itself: only where it is in the list.
+            raise ConfigError(f"{name}: secret {index + 1}: {exc}") from None
+    return tuple(secrets)
+
+
 def _choice(*choices: str) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = raw.strip().lower()
@@ -171,6 +184,11 @@ SETTINGS: tuple[Setting, ...] = (
             "the retry policy of timers that give none, as JSON, e.g. `{\"max_attempts\": 5, "
             "\"backoff\": \"exponential\", \"initial_delay\": 1, \"max_delay\": 3600}`",
             "one attempt"),
+    Setting("TIMERS_SIGNING_SECRETS", "signing_secrets", _signing_secrets, (),
+            "comma-separated `whsec_…` secrets (base64 of 24 to 64 bytes after the prefix): "
+            "every `http` callback is then signed as Standard Webhooks define (`webhook-id`, "
+            "`webhook-timestamp`, `webhook-signature`), once per secret, so secrets rotate "
+            "without a gap", "none (unsigned)"),
     Setting("TIMERS_MAX_IN_FLIGHT_PER_HOST", "max_in_flight_per_host", _count, 64,
             "deliveries at once from one worker process to one receiver (scheme, host and "
             "port); the rest wait their turn"),
@@ -225,6 +243,8 @@ class Settings:
     callback_timeout: float = _default("callback_timeout")
     default_retry: Any = _default("default_retry")
     allowed_networks: tuple[Any, ...] = _default("allowed_networks")
+    # Key bytes; kept out of repr so that settings never print them.
+    signing_secrets: tuple[bytes, ...] = field(default=_DEFAULTS["signing_secrets"], repr=False)
     max_in_flight_per_host: int = _default("max_in_flight_per_host")
     enqueue_timeout: float = _default("enqueue_timeout")
     delivery_lease: float = _default("delivery_lease")

@@ -28,6 +28,7 @@ class Arrival:
     headers: dict[str, str]
     body: Any
     at: datetime
+    raw: bytes = b""  # the body as it came, byte for byte (what a signature covers)
 
     @property
     def timer_id(self) -> str:
@@ -78,7 +79,7 @@ class CallbackReceiver:
                     body = json.loads(raw) if raw else None
                 except ValueError:
                     body = raw.decode(errors="replace")
-                receiver._record(Arrival(self.path, dict(self.headers.items()), body, at))
+                receiver._record(Arrival(self.path, dict(self.headers.items()), body, at, raw))
                 if self.path.startswith("/hang"):
                     receiver._stopping.wait(3600)
                     return

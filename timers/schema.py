@@ -45,6 +45,11 @@ timers = Table(
     Column("retry", JSONB, nullable=True),
     Column("delivery_attempts", Integer, nullable=False, server_default=text("0")),
     Column("history", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    # Idempotent create: the client's key, a hash of the API key that used it (never the key
+    # itself) and a hash of the canonical request it came with. Kept as long as the timer.
+    Column("idempotency_key", Text, nullable=True),
+    Column("api_key_hash", Text, nullable=True),
+    Column("request_hash", Text, nullable=True),
     CheckConstraint(
         "status IN ('pending', 'executing', 'completed', 'failed', 'canceled')",
         name="ck_timers_status",
@@ -59,5 +64,13 @@ timers = Table(
         "ix_timers_executing_claimed_at",
         "claimed_at",
         postgresql_where=text("status = 'executing'"),
+    ),
+    # A key names one timer per API key.
+    Index(
+        "ux_timers_idempotency_key",
+        "api_key_hash",
+        "idempotency_key",
+        unique=True,
+        postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
 )

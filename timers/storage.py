@@ -51,12 +51,39 @@ class TimerNotPending(ValueError):
 
 
 @dataclass(frozen=True)
+class IdempotencyKey:
+    """A client's idempotency key for one create: `key` as given, `owner` a hash of the API key
+    that used it (keys are unique per API key; the API key itself is never stored) and `request`
+    a hash of the canonical request, to tell a retry from a different request under the same key."""
+
+    key: str
+    owner: str
+    request: str
+
+
+class IdempotencyKeyReused(ValueError):
+    """The key already made a timer, from a different request (`index`: the batch item that
+    reused it)."""
+
+    def __init__(self, key: str, timer_id: uuid.UUID, index: int = 0) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used for timer {timer_id} with a different "
+            "request; use a new key for a new timer"
+        )
+        self.key = key
+        self.timer_id = timer_id
+        self.index = index
+
+
+@dataclass(frozen=True)
 class NewTimer:
     execute_at: datetime
     callback_type: str
     callback_config: Mapping[str, Any]
     metadata: Mapping[str, Any] | None = None
     retry: Mapping[str, Any] | None = None
+    # Honoured by `create_once` (the other creates ignore it).
+    idempotency: IdempotencyKey | None = None
 
 
 HISTORY_LENGTH = 20  # attempts kept per timer, the latest ones
@@ -80,6 +107,13 @@ class Outcome:
         if self.retry_in is not None:
             return TimerStatus.PENDING
         return TimerStatus.COMPLETED if self.error is None else TimerStatus.FAILED
+
+
+class Created(NamedTuple):
+    """A timer `create_once` answers with: made now (`created`), or earlier under the same key."""
+
+    timer: Timer
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -161,6 +195,18 @@ class Store(Protocol):
 
     def create_many(self, batch: Sequence[NewTimer]) -> list[Timer]:
         """Insert `pending` timers, all or none, in the order given."""
+        ...
+
+    def create_once(self, batch: Sequence[NewTimer]) -> list[Created]:
+        """Insert `pending` timers, all or none, in the order given; a timer whose idempotency key
+        (per owner) already names one is not inserted again: that one is returned (`created`
+        False) when it was made from the same request, else IdempotencyKeyReused is raised and
+        nothing is inserted. Concurrent calls with one key make one timer."""
+        ...
+
+    def find_by_key(self, key: IdempotencyKey) -> Timer | None:
+        """The timer this idempotency key (per owner) made, or None; raises IdempotencyKeyReused
+        when it was made from a different request."""
         ...
 
     def find(self, timer_id: uuid.UUID) -> Timer | None: ...

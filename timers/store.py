@@ -33,6 +33,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    tuple_,
     values,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -50,6 +51,9 @@ from timers.storage import (
     SORT_ORDERS,
     Change,
     Claim,
+    Created,
+    IdempotencyKey,
+    IdempotencyKeyReused,
     NearTerm,
     NewTimer,
     Outcome,
@@ -117,6 +121,23 @@ def _decoded(row: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(decoded.get("id"), str):
         decoded["id"] = uuid.UUID(decoded["id"])
     return decoded
+
+
+def _new_row(new: NewTimer) -> dict[str, Any]:
+    """The row of a new `pending` timer, with a fresh UUIDv7 id and its idempotency key, if any."""
+    key = new.idempotency
+    return {
+        "id": uuid7(),
+        "execute_at": new.execute_at,
+        "callback_type": new.callback_type,
+        "callback_config": dict(new.callback_config),
+        "metadata": None if new.metadata is None else dict(new.metadata),
+        "retry": None if new.retry is None else dict(new.retry),
+        "status": TimerStatus.PENDING.value,
+        "idempotency_key": None if key is None else key.key,
+        "api_key_hash": None if key is None else key.owner,
+        "request_hash": None if key is None else key.request,
+    }
 
 
 def load_json(text: str) -> Any:
@@ -288,6 +309,82 @@ class TimerStore:
             names = [c.name for c in cursor.description]
             row = dict(zip(names, cursor.fetchone(), strict=True))
         return Timer.from_row(_decoded(row))
+
+    def create_once(self, batch: Sequence[NewTimer]) -> list[Created]:
+        """Insert `pending` timers with fresh UUIDv7 ids, all or none, in one transaction; those
+        with an idempotency key are inserted with `ON CONFLICT DO NOTHING` on the unique index of
+        (`api_key_hash`, `idempotency_key`), so a key already taken inserts no row: its timer
+        (committed, or inserted earlier in this batch) is returned with `created` False when its
+        `request_hash` matches, else IdempotencyKeyReused is raised and the transaction rolled
+        back. A concurrent insert of the same key makes PostgreSQL wait for its commit, so two
+        racing calls make one timer. Keyed rows are inserted in key order, so two batches never
+        wait on each other in a cycle."""
+        if not batch:
+            return []
+        rows = [_new_row(new) for new in batch]
+        first: dict[tuple[str, str], int] = {}  # each key's first use in the batch
+        for index, new in enumerate(batch):
+            if new.idempotency is not None:
+                first.setdefault((new.idempotency.owner, new.idempotency.key), index)
+        plain = [rows[i] for i, new in enumerate(batch) if new.idempotency is None]
+        keyed = [rows[i] for _, i in sorted(first.items())]
+        made: dict[uuid.UUID, Timer] = {}
+        earlier: dict[tuple[str, str], Mapping[str, Any]] = {}
+        with self._transaction() as conn:
+            if plain:
+                result = conn.execute(timers.insert().returning(*timers.c), plain)
+                made.update((r["id"], Timer.from_row(r)) for r in result.mappings())
+            if keyed:
+                insert = (
+                    pg_insert(timers)
+                    .values(keyed)
+                    .on_conflict_do_nothing(
+                        index_elements=[timers.c.api_key_hash, timers.c.idempotency_key],
+                        index_where=timers.c.idempotency_key.is_not(None),
+                    )
+                    .returning(*timers.c)
+                )
+                result = conn.execute(insert)
+                made.update((r["id"], Timer.from_row(r)) for r in result.mappings())
+                taken = [
+                    (r["api_key_hash"], r["idempotency_key"]) for r in keyed if r["id"] not in made
+                ]
+                if taken:
+                    by_key = tuple_(timers.c.api_key_hash, timers.c.idempotency_key)
+                    found = conn.execute(select(timers).where(by_key.in_(taken))).mappings()
+                    earlier = {(r["api_key_hash"], r["idempotency_key"]): r for r in found}
+            answers = []
+            for index, new in enumerate(batch):
+                row = rows[index]
+                if new.idempotency is None:
+                    answers.append(Created(made[row["id"]], True))
+                    continue
+                pair = (new.idempotency.owner, new.idempotency.key)
+                owner_row = rows[first[pair]]
+                if owner_row["id"] in made:
+                    timer, request = made[owner_row["id"]], owner_row["request_hash"]
+                    created = first[pair] == index
+                else:
+                    timer, request = Timer.from_row(earlier[pair]), earlier[pair]["request_hash"]
+                    created = False
+                if request != new.idempotency.request:
+                    raise IdempotencyKeyReused(new.idempotency.key, timer.id, index)
+                answers.append(Created(timer, created))
+        return answers
+
+    def find_by_key(self, key: IdempotencyKey) -> Timer | None:
+        """The timer whose (`api_key_hash`, `idempotency_key`) is this key's, or None; raises
+        IdempotencyKeyReused when its `request_hash` differs."""
+        query = select(timers).where(
+            timers.c.api_key_hash == key.owner, timers.c.idempotency_key == key.key
+        )
+        with self._statement() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        if row["request_hash"] != key.request:
+            raise IdempotencyKeyReused(key.key, row["id"])
+        return Timer.from_row(row)
 
     def find(self, timer_id: uuid.UUID) -> Timer | None:
         """The timer with this id, or None."""

@@ -62,6 +62,7 @@ class WorkerResources:
                     timeout=self.settings.callback_timeout,
                     policy=OutboundPolicy(self.settings.allowed_networks),
                     task_broker_url=self.settings.task_broker,
+                    signing_secrets=self.settings.signing_secrets,
                 ),
                 default_retry=self.settings.default_retry,
             )

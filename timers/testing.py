@@ -27,6 +27,9 @@ from timers.storage import (
     SORT_ORDERS,
     Change,
     Claim,
+    Created,
+    IdempotencyKey,
+    IdempotencyKeyReused,
     NearTerm,
     NewTimer,
     Outcome,
@@ -57,6 +60,20 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _new_timer(new: NewTimer, now: datetime) -> Timer:
+    return Timer(
+        id=uuid7(),
+        execute_at=new.execute_at,
+        callback_type=new.callback_type,
+        callback_config=dict(new.callback_config),
+        status=TimerStatus.PENDING,
+        created_at=now,
+        updated_at=now,
+        metadata=None if new.metadata is None else dict(new.metadata),
+        retry=None if new.retry is None else dict(new.retry),
+    )
+
+
 class InMemoryStore:
     """The `Store` protocol on a dict of timers, one lock around every operation (each is atomic,
     as each PostgreSQL statement is). Set `unavailable` to make every call raise StoreUnavailable,
@@ -68,6 +85,8 @@ class InMemoryStore:
         # PostgreSQL's pg_postmaster_start_time(): long ago, unless `restart()` says otherwise.
         self.started_at = clock() - timedelta(days=365)
         self._timers: dict[uuid.UUID, Timer] = {}
+        # The unique index on (api_key_hash, idempotency_key): the timer and its request_hash.
+        self._keys: dict[tuple[str, str], tuple[uuid.UUID, str]] = {}
         self._lock = threading.RLock()
         self._feeds: list[InMemoryFeed] = []
 
@@ -107,23 +126,43 @@ class InMemoryStore:
 
     def create_many(self, batch: Sequence[NewTimer]) -> list[Timer]:
         with self._operation() as now:
-            made = [
-                Timer(
-                    id=uuid7(),
-                    execute_at=new.execute_at,
-                    callback_type=new.callback_type,
-                    callback_config=dict(new.callback_config),
-                    status=TimerStatus.PENDING,
-                    created_at=now,
-                    updated_at=now,
-                    metadata=None if new.metadata is None else dict(new.metadata),
-                    retry=None if new.retry is None else dict(new.retry),
-                )
-                for new in batch
-            ]
+            made = [_new_timer(new, now) for new in batch]
             for timer in made:
                 self._put(timer, None)
             return made
+
+    def create_once(self, batch: Sequence[NewTimer]) -> list[Created]:
+        with self._operation() as now:
+            keys = dict(self._keys)  # kept only if the whole batch goes in
+            fresh: list[Timer] = []
+            answers: list[tuple[uuid.UUID, bool]] = []
+            for index, new in enumerate(batch):
+                key = new.idempotency
+                if key is not None and (key.owner, key.key) in keys:
+                    timer_id, request = keys[(key.owner, key.key)]
+                    if request != key.request:
+                        raise IdempotencyKeyReused(key.key, timer_id, index)
+                    answers.append((timer_id, False))
+                    continue
+                timer = _new_timer(new, now)
+                fresh.append(timer)
+                if key is not None:
+                    keys[(key.owner, key.key)] = (timer.id, key.request)
+                answers.append((timer.id, True))
+            for timer in fresh:
+                self._put(timer, None)
+            self._keys = keys
+            return [Created(self._timers[timer_id], made) for timer_id, made in answers]
+
+    def find_by_key(self, key: IdempotencyKey) -> Timer | None:
+        with self._operation():
+            found = self._keys.get((key.owner, key.key))
+            if found is None:
+                return None
+            timer_id, request = found
+            if request != key.request:
+                raise IdempotencyKeyReused(key.key, timer_id)
+            return self._timers[timer_id]
 
     def find(self, timer_id: uuid.UUID) -> Timer | None:
         with self._operation():

@@ -10,6 +10,7 @@ hosts: a scheduler on the twin reads the same clock as its store, which is what 
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,6 +26,9 @@ from timers.storage import (
     LOST_CLAIM,
     LOST_DELIVERY,
     MAX_ERROR_LENGTH,
+    Created,
+    IdempotencyKey,
+    IdempotencyKeyReused,
     NewTimer,
     Outcome,
     RecoveryRules,
@@ -108,6 +112,70 @@ def test_only_pending_timers_change_or_cancel(world: World) -> None:
         world.store.update_pending(uuid.uuid4(), {"execute_at": later})
     with pytest.raises(ValueError, match="cannot change"):
         world.store.update_pending(a, {"status": "pending"})
+
+
+def keyed(world: World, key: str, owner: str = "owner-a", request: str = "r1") -> NewTimer:
+    at = world.now() + timedelta(seconds=60)
+    config = {"type": "http", "url": "http://127.0.0.1:9/hook", "payload": {"key": key}}
+    return NewTimer(at, "http", config, idempotency=IdempotencyKey(key, owner, request))
+
+
+def test_a_key_makes_one_timer_per_owner_and_request(world: World) -> None:
+    [first] = world.store.create_once([keyed(world, "k")])
+    assert first.created and first.timer.status is TimerStatus.PENDING
+    [again] = world.store.create_once([keyed(world, "k")])
+    assert (again.timer.id, again.created) == (first.timer.id, False)
+    [other_owner] = world.store.create_once([keyed(world, "k", owner="owner-b")])
+    assert other_owner.created and other_owner.timer.id != first.timer.id
+    with pytest.raises(IdempotencyKeyReused) as reused:
+        world.store.create_once([keyed(world, "k", request="r2")])
+    assert (reused.value.key, reused.value.timer_id, reused.value.index) == ("k", first.timer.id, 0)
+    assert world.store.find_by_key(IdempotencyKey("k", "owner-a", "r1")) == first.timer
+    assert world.store.find_by_key(IdempotencyKey("k", "owner-c", "r1")) is None
+    with pytest.raises(IdempotencyKeyReused):
+        world.store.find_by_key(IdempotencyKey("k", "owner-a", "r2"))
+    assert world.store.page().total == 2
+
+
+def test_racing_creates_with_one_key_make_one_timer(world: World) -> None:
+    start = threading.Barrier(20)
+    answers: list[Created] = []
+
+    def create() -> None:
+        start.wait()
+        answers.extend(world.store.create_once([keyed(world, "race")]))
+
+    threads = [threading.Thread(target=create) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(a.created for a in answers) == [False] * 19 + [True]
+    assert len({a.timer.id for a in answers}) == 1
+    assert world.store.page().total == 1
+
+
+def test_a_batch_with_keys_is_all_or_none_in_its_order(world: World) -> None:
+    [old] = world.store.create_once([keyed(world, "old")])
+    plain = NewTimer(world.now(), "http", {"url": "x"})
+    answers = world.store.create_once(
+        [keyed(world, "b"), plain, keyed(world, "old"), keyed(world, "a"), keyed(world, "b")]
+    )
+    assert [a.created for a in answers] == [True, True, False, True, False]
+    assert answers[2].timer.id == old.timer.id
+    assert answers[4].timer.id == answers[0].timer.id  # a key twice: its first use's timer
+    assert world.store.get(answers[3].timer.id).callback_config["payload"] == {"key": "a"}
+    assert world.store.page().total == 4
+    with pytest.raises(IdempotencyKeyReused) as reused:
+        world.store.create_once(
+            [keyed(world, "c"), plain, keyed(world, "d"), keyed(world, "d", request="r2")]
+        )
+    assert reused.value.index == 3
+    with pytest.raises(IdempotencyKeyReused):
+        world.store.create_once([keyed(world, "e"), keyed(world, "old", request="r2")])
+    assert world.store.page().total == 4  # nothing of a refused batch was made
+    assert world.store.find_by_key(IdempotencyKey("c", "owner-a", "r1")) is None
+    assert world.store.create_once([]) == []
 
 
 # -- claims ----------------------------------------------------------------------------------

@@ -88,6 +88,12 @@ def test_framing_and_hop_by_hop_headers_are_refused(
     refused(client, store, body(headers={header: "x"}), f"callback_config.headers.{header}")
 
 
+@pytest.mark.parametrize("header", ["webhook-id", "Webhook-Timestamp", "WEBHOOK-SIGNATURE"])
+def test_signature_headers_are_refused(client: TestClient, store: TimerStore, header: str) -> None:
+    message = refused(client, store, body(headers={header: "x"}), "callback_config.headers")
+    assert f"{header} is set by the service" in message
+
+
 @pytest.mark.parametrize("value", ["café", "a\u20acb", "line\nbreak", "nul\u0000"])
 def test_header_values_that_cant_go_on_the_wire_are_refused(
     client: TestClient, store: TimerStore, value: str

@@ -88,7 +88,12 @@ def describe_validation_error(errors: Any) -> str:
 
 
 # What a broken pattern means, for the fields that have one.
-_PATTERN_MEANING = {"url": "must be an absolute http:// or https:// URL, with no spaces"}
+_KEY_MEANING = "must be 1 to 255 visible ASCII characters (no spaces)"
+_PATTERN_MEANING = {
+    "url": "must be an absolute http:// or https:// URL, with no spaces",
+    "Idempotency-Key": _KEY_MEANING,
+    "key": _KEY_MEANING,
+}
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from timers import callbacks
-from timers.api.deps import Clock, MaxDelay, Policy, Store
+from timers.api import idempotency
+from timers.api.deps import ApiKey, Clock, MaxDelay, Policy, Store
 from timers.api.envelope import ApiError, Code, envelope
 from timers.api.schemas import (
     MAX_OFFSET,
@@ -29,9 +30,26 @@ from timers.api.schemas import (
 )
 from timers.models import InvalidCallback, TimerStatus, check_json
 from timers.retries import RetryPolicy
-from timers.storage import NewTimer, TimerNotFound, TimerNotPending
+from timers.storage import (
+    Created,
+    IdempotencyKeyReused,
+    NewTimer,
+    TimerNotFound,
+    TimerNotPending,
+)
 
 router = APIRouter(prefix="/timers", tags=["timers"])
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=idempotency.HEADER,
+        min_length=1,
+        max_length=idempotency.MAX_KEY_LENGTH,
+        pattern=idempotency.KEY_PATTERN,
+        description=idempotency.KEY_DESCRIPTION,
+    ),
+]
 
 # A request for "now" that takes a moment to arrive is not "in the past".
 CLOCK_GRACE = timedelta(seconds=1)
@@ -83,6 +101,34 @@ def _check_metadata(metadata: JsonObject | None) -> JsonObject | None:
     return metadata
 
 
+def _new_timer(item: TimerCreate, policy: Policy) -> NewTimer:
+    """The timer a create asks for, its callback and metadata checked (not its time)."""
+    config = _check_callback(
+        item.callback_type or item.callback_config.type, item.callback_config, policy
+    )
+    return NewTimer(
+        execute_at=item.execute_at,
+        callback_type=config["type"],
+        callback_config=config,
+        metadata=_check_metadata(item.metadata),
+        retry=_check_retry(item.retry),
+    )
+
+
+def _check_new(new: NewTimer, store: Store, now: datetime, max_delay: timedelta) -> None:
+    """Refuse a time in the past or too far ahead, unless this is a retry of a create that made
+    its timer already (a retry may come after the time it asked for)."""
+    try:
+        _check_execute_at(new.execute_at, now, max_delay)
+    except ApiError:
+        if new.idempotency is None or store.find_by_key(new.idempotency) is None:
+            raise
+
+
+def _reused(exc: IdempotencyKeyReused, field: str = idempotency.HEADER) -> ApiError:
+    return ApiError(Code.VALIDATION, f"{field}: {exc}", {"id": str(exc.timer_id)})
+
+
 def _not_found(timer_id: UUID) -> ApiError:
     return ApiError(Code.NOT_FOUND, f"timer {timer_id} not found")
 
@@ -99,65 +145,91 @@ def _not_pending(exc: TimerNotPending) -> ApiError:
     "",
     status_code=201,
     response_model=Envelope[TimerSummary],
-    responses=errors(400, 401, 413, 500),
+    responses={
+        200: {
+            "model": Envelope[TimerSummary],
+            "description": "a retry: this Idempotency-Key made this timer already, from the "
+            "same request; nothing new was made",
+        },
+        **errors(400, 401, 413, 500),
+    },
     summary="Create a timer",
 )
 def create_timer(
-    body: TimerCreate, store: Store, clock: Clock, policy: Policy, max_delay: MaxDelay
+    body: TimerCreate,
+    store: Store,
+    clock: Clock,
+    policy: Policy,
+    max_delay: MaxDelay,
+    api_key: ApiKey,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
-    _check_execute_at(body.execute_at, clock(), max_delay)
-    config = _check_callback(
-        body.callback_type or body.callback_config.type, body.callback_config, policy
-    )
-    timer = store.create(
-        NewTimer(
-            execute_at=body.execute_at,
-            callback_type=config["type"],
-            callback_config=config,
-            metadata=_check_metadata(body.metadata),
-            retry=_check_retry(body.retry),
-        )
-    )
-    return envelope(TimerSummary.of(timer), message="created", status=201)
+    """With an `Idempotency-Key`, a retry makes no second timer: it answers 200 with the first
+    one (as it is now), and a different request under the same key is refused."""
+    if idempotency_key is None:
+        _check_execute_at(body.execute_at, clock(), max_delay)
+        timer = store.create(_new_timer(body, policy))
+        return envelope(TimerSummary.of(timer), message="created", status=201)
+    new = idempotency.with_key(_new_timer(body, policy), idempotency_key, api_key)
+    try:
+        _check_new(new, store, clock(), max_delay)
+        [answer] = store.create_once([new])
+    except IdempotencyKeyReused as exc:
+        raise _reused(exc) from None
+    if answer.created:
+        return envelope(TimerSummary.of(answer.timer), message="created", status=201)
+    return envelope(TimerSummary.of(answer.timer), message="already created with this key")
 
 
 @router.post(
     "/batch",
     status_code=201,
     response_model=Envelope[TimerBatchCreated],
-    responses=errors(400, 401, 413, 500),
+    responses={
+        200: {
+            "model": Envelope[TimerBatchCreated],
+            "description": "every timer had a `key` that made it already, from the same "
+            "request; nothing new was made",
+        },
+        **errors(400, 401, 413, 500),
+    },
     summary="Create up to 1,000 timers",
 )
 def create_timers(
-    body: TimerBatch, store: Store, clock: Clock, policy: Policy, max_delay: MaxDelay
+    body: TimerBatch,
+    store: Store,
+    clock: Clock,
+    policy: Policy,
+    max_delay: MaxDelay,
+    api_key: ApiKey,
 ) -> JSONResponse:
-    """All or nothing: one invalid timer rejects the whole batch, naming its index."""
+    """All or nothing: one invalid timer rejects the whole batch, naming its index. A timer with
+    a `key` that made one already (from the same request) is not made again: the batch answers
+    with that one in its place (201 if any timer was made, else 200)."""
     now = clock()
     batch = []
     for index, item in enumerate(body.timers):
         try:
-            _check_execute_at(item.execute_at, now, max_delay)
-            config = _check_callback(
-                item.callback_type or item.callback_config.type, item.callback_config, policy
-            )
-            metadata = _check_metadata(item.metadata)
-            retry = _check_retry(item.retry)
+            new = idempotency.with_key(_new_timer(item, policy), item.key, api_key)
+            _check_new(new, store, now, max_delay)
         except ApiError as exc:
             raise ApiError(exc.code, f"timers[{index}].{exc.message}") from None
-        batch.append(
-            NewTimer(
-                execute_at=item.execute_at,
-                callback_type=config["type"],
-                callback_config=config,
-                metadata=metadata,
-                retry=retry,
-            )
-        )
-    created = store.create_many(batch)
+        except IdempotencyKeyReused as exc:
+            raise _reused(exc, f"timers[{index}].key") from None
+        batch.append(new)
+    answers: list[Created]
+    if all(new.idempotency is None for new in batch):
+        answers = [Created(timer, True) for timer in store.create_many(batch)]
+    else:
+        try:
+            answers = store.create_once(batch)
+        except IdempotencyKeyReused as exc:
+            raise _reused(exc, f"timers[{exc.index}].key") from None
+    made = any(answer.created for answer in answers)
     return envelope(
-        TimerBatchCreated(timers=[TimerSummary.of(t) for t in created]),
-        message="created",
-        status=201,
+        TimerBatchCreated(timers=[TimerSummary.of(a.timer) for a in answers]),
+        message="created" if made else "already created with these keys",
+        status=201 if made else 200,
     )
 
 

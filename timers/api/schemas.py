@@ -18,6 +18,7 @@ from pydantic import (
     Tag,
 )
 
+from timers.api.idempotency import KEY_DESCRIPTION, KEY_PATTERN, MAX_KEY_LENGTH
 from timers.callbacks.celery import CeleryConfig
 from timers.callbacks.http import HttpConfig
 from timers.models import Timer, TimerStatus
@@ -88,9 +89,20 @@ class TimerCreate(BaseModel):
     )
 
 
+class TimerBatchItem(TimerCreate):
+    key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_KEY_LENGTH,
+        pattern=KEY_PATTERN,
+        description="This timer's idempotency key, as the `Idempotency-Key` header is for "
+        "`POST /timers`: " + KEY_DESCRIPTION,
+    )
+
+
 class TimerBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    timers: list[TimerCreate] = Field(min_length=1, max_length=MAX_BATCH)
+    timers: list[TimerBatchItem] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class TimerUpdate(BaseModel):

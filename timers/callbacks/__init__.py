@@ -44,12 +44,13 @@ class Callback(Protocol):
 @dataclass
 class DeliveryContext:
     """What deliveries of one worker process share: the deadline, the outbound policy, the
-    broker for task messages, and resources each kind makes once and reuses (an HTTP session, a
+    broker for task messages, the keys that sign `http` callbacks (none: unsigned), and resources each kind makes once and reuses (an HTTP session, a
     broker connection pool), closed with the context."""
 
     timeout: float
     policy: OutboundPolicy
     task_broker_url: str | None = None
+    signing_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     _resources: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 

@@ -12,6 +12,7 @@ import asyncio
 import email.utils
 import json
 import re
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,12 +21,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 from timers import __version__
 from timers.models import InvalidCallback, check_json
 from timers.outbound import Blocked, OutboundPolicy
 from timers.retries import DeliveryResult, retryable_status
+from timers.signing import SIGNATURE_HEADERS, signature_headers
 
 if TYPE_CHECKING:
     from timers.callbacks import DeliveryContext
@@ -62,7 +65,8 @@ HeaderValue = Annotated[str, StringConstraints(pattern=HEADER_VALUE_PATTERN, max
 
 class HttpConfig(BaseModel):
     """POST `payload` as JSON to `url` with `headers`. Framing and hop-by-hop headers (`Host`,
-    `Content-Length`, `Transfer-Encoding`, `Connection`, …) can't be given; `Content-Type`,
+    `Content-Length`, `Transfer-Encoding`, `Connection`, …) and the signature headers
+    (`webhook-id`, `webhook-timestamp`, `webhook-signature`) can't be given; `Content-Type`,
     `User-Agent` and `X-Timer-Id` are set by the service."""
 
     model_config = ConfigDict(extra="forbid")
@@ -81,6 +85,20 @@ class HttpConfig(BaseModel):
         default=None,
         description="Any JSON, nested at most 32 levels, finite numbers, no NUL characters.",
     )
+
+    @field_validator("headers")
+    @classmethod
+    def _no_signature_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        # Refused here, at the API; a stored timer that has one (made before they were reserved,
+        # or written directly) still fires: the delivery drops it.
+        for name in headers:
+            if name.lower() in SIGNATURE_HEADERS:
+                raise PydanticCustomError(
+                    "reserved_header",
+                    "{name} is set by the service (it signs callbacks as Standard Webhooks do)",
+                    {"name": name},
+                )
+        return headers
 
 
 @dataclass(frozen=True)
@@ -149,7 +167,9 @@ class HttpCallback:
         session = context.resource(
             "http-session", lambda: new_session(context.policy), _close_session
         )
-        return await deliver(session, timer_id, self, context.timeout, context.policy)
+        return await deliver(
+            session, timer_id, self, context.timeout, context.policy, context.signing_secrets
+        )
 
 
 async def _close_session(session: aiohttp.ClientSession) -> None:
@@ -194,7 +214,7 @@ USER_AGENT = f"timers/{__version__}"
 # reused) up to this much, and a longer one closes the connection instead.
 MAX_RESPONSE_BYTES = 64 * 1024
 # Headers the delivery sets itself; a timer's own header of the same name is dropped.
-CONTRACT_HEADERS = ("content-type", "x-timer-id", "user-agent")
+CONTRACT_HEADERS = ("content-type", "x-timer-id", "user-agent", *SIGNATURE_HEADERS)
 
 
 def new_session(policy: OutboundPolicy) -> aiohttp.ClientSession:
@@ -212,7 +232,16 @@ def new_session(policy: OutboundPolicy) -> aiohttp.ClientSession:
     )
 
 
-def request_headers(timer_id: uuid.UUID, callback: HttpCallback) -> dict[str, str]:
+def request_headers(
+    timer_id: uuid.UUID,
+    callback: HttpCallback,
+    body: bytes = b"",
+    signing_secrets: tuple[bytes, ...] = (),
+    now: float | None = None,
+) -> dict[str, str]:
+    """The headers of a delivery: the timer's own, then the service's (`User-Agent`,
+    `Content-Type`, `X-Timer-Id` and, with signing secrets, the Standard Webhooks signature of
+    `body` made at `now`, Unix seconds, by default the moment of the call)."""
     headers = {"User-Agent": USER_AGENT}
     headers.update(
         (name, value)
@@ -221,6 +250,8 @@ def request_headers(timer_id: uuid.UUID, callback: HttpCallback) -> dict[str, st
     )
     headers["Content-Type"] = "application/json"
     headers["X-Timer-Id"] = str(timer_id)
+    timestamp = int(time.time() if now is None else now)
+    headers.update(signature_headers(signing_secrets, str(timer_id), timestamp, body))
     return headers
 
 
@@ -230,8 +261,11 @@ async def deliver(
     callback: HttpCallback,
     timeout: float,
     policy: OutboundPolicy,
+    signing_secrets: tuple[bytes, ...] = (),
 ) -> DeliveryResult:
-    """POST `callback.payload` as JSON to `callback.url`, all of it within `timeout` seconds.
+    """POST `callback.payload` as JSON to `callback.url`, all of it within `timeout` seconds;
+    signed (Standard Webhooks) when `signing_secrets` are given: the signature covers exactly the
+    bytes sent.
 
     Delivered (error None) on a 2xx answer; else a short reason: `HTTP 500`, `timeout after 30s`,
     `connection error: …`, `TLS error: …`, `request error: …`, `blocked: …` (a destination the
@@ -248,7 +282,7 @@ async def deliver(
             async with session.post(
                 callback.url,
                 data=body,
-                headers=request_headers(timer_id, callback),
+                headers=request_headers(timer_id, callback, body, signing_secrets),
                 allow_redirects=False,
             ) as response:
                 await _drain(response)
