@@ -62,6 +62,7 @@ class WorkerResources:
                     timeout=self.settings.callback_timeout,
                     policy=OutboundPolicy(self.settings.allowed_networks),
                     task_broker_url=self.settings.task_broker,
+                    nats_url=self.settings.nats_server,
                 ),
             )
             recorder = OutcomeRecorder(

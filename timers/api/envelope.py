@@ -88,7 +88,11 @@ def describe_validation_error(errors: Any) -> str:
 
 
 # What a broken pattern means, for the fields that have one.
-_PATTERN_MEANING = {"url": "must be an absolute http:// or https:// URL, with no spaces"}
+_PATTERN_MEANING = {
+    "url": "must be an absolute http:// or https:// URL, with no spaces",
+    "subject": "must be dot-separated tokens of visible ASCII characters, none empty, without "
+    "wildcards (* or >)",
+}
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -20,6 +20,7 @@ from pydantic import (
 
 from timers.callbacks.celery import CeleryConfig
 from timers.callbacks.http import HttpConfig
+from timers.callbacks.nats import NatsConfig
 from timers.models import Timer, TimerStatus
 
 REDACTED = "***"
@@ -44,7 +45,7 @@ ExecuteAt = Annotated[
     ),
 ]
 JsonObject = dict[str, Any]
-CallbackType = Literal["http", "celery"]
+CallbackType = Literal["http", "celery", "nats"]
 
 
 def _config_kind(config: Any) -> str:
@@ -55,7 +56,9 @@ def _config_kind(config: Any) -> str:
 
 # One schema per callback kind, told apart by `type` (`http` when absent).
 CallbackConfig = Annotated[
-    Annotated[HttpConfig, Tag("http")] | Annotated[CeleryConfig, Tag("celery")],
+    Annotated[HttpConfig, Tag("http")]
+    | Annotated[CeleryConfig, Tag("celery")]
+    | Annotated[NatsConfig, Tag("nats")],
     Discriminator(_config_kind),
 ]
 
