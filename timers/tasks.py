@@ -63,6 +63,7 @@ class WorkerResources:
                     policy=OutboundPolicy(self.settings.allowed_networks),
                     task_broker_url=self.settings.task_broker,
                     signing_secrets=self.settings.signing_secrets,
+                    nats_url=self.settings.nats_server,
                 ),
                 default_retry=self.settings.default_retry,
             )

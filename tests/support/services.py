@@ -1,5 +1,5 @@
-"""Finding PostgreSQL and Redis for the tests: the configured ones, else the local services on
-their standard ports, else embedded ones started for this test session."""
+"""Finding PostgreSQL, Redis and NATS for the tests: the configured ones, else the local services
+on their standard ports, else embedded ones started for this test session."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import psycopg2
 import redis
 from sqlalchemy.engine import make_url
 
-from timers.embedded import port_is_open, start_postgres, start_redis
+from timers.embedded import port_is_open, start_nats, start_postgres, start_redis
 
 # The API key every test app and process is given (keys are at least 32 characters).
 API_KEY = "test-api-key-0123456789abcdefghijklmnop"
@@ -24,6 +24,7 @@ LOCAL_NETWORKS = "127.0.0.0/8"
 class Services:
     postgres_url: str  # an admin connection: tests create and drop databases through it
     redis_url: str
+    nats_url: str  # a NATS server with JetStream
     embedded: list[Any] = field(default_factory=list)
 
     def database_url(self, name: str) -> str:
@@ -81,4 +82,12 @@ def find_services(scratch: Path) -> Services:
             embedded.append(rd)
             redis_url = rd.url
     redis.Redis.from_url(redis_url).ping()
-    return Services(postgres_url=pg_url, redis_url=redis_url, embedded=embedded)
+    nats_url = os.environ.get("TIMERS_NATS_URL")
+    if not nats_url:
+        if port_is_open("127.0.0.1", 4222):
+            nats_url = "nats://127.0.0.1:4222"
+        else:
+            nats = start_nats(scratch / "nats")
+            embedded.append(nats)
+            nats_url = nats.url
+    return Services(postgres_url=pg_url, redis_url=redis_url, nats_url=nats_url, embedded=embedded)

@@ -93,6 +93,8 @@ _PATTERN_MEANING = {
     "url": "must be an absolute http:// or https:// URL, with no spaces",
     "Idempotency-Key": _KEY_MEANING,
     "key": _KEY_MEANING,
+    "subject": "must be dot-separated tokens of visible ASCII characters, none empty, without "
+    "wildcards (* or >)",
 }
 
 

@@ -21,6 +21,7 @@ from pydantic import (
 from timers.api.idempotency import KEY_DESCRIPTION, KEY_PATTERN, MAX_KEY_LENGTH
 from timers.callbacks.celery import CeleryConfig
 from timers.callbacks.http import HttpConfig
+from timers.callbacks.nats import NatsConfig
 from timers.models import Timer, TimerStatus
 from timers.retries import MAX_ATTEMPTS
 from timers.retries import MAX_DELAY as MAX_RETRY_DELAY
@@ -47,7 +48,7 @@ ExecuteAt = Annotated[
     ),
 ]
 JsonObject = dict[str, Any]
-CallbackType = Literal["http", "celery"]
+CallbackType = Literal["http", "celery", "nats"]
 
 
 def _config_kind(config: Any) -> str:
@@ -58,7 +59,9 @@ def _config_kind(config: Any) -> str:
 
 # One schema per callback kind, told apart by `type` (`http` when absent).
 CallbackConfig = Annotated[
-    Annotated[HttpConfig, Tag("http")] | Annotated[CeleryConfig, Tag("celery")],
+    Annotated[HttpConfig, Tag("http")]
+    | Annotated[CeleryConfig, Tag("celery")]
+    | Annotated[NatsConfig, Tag("nats")],
     Discriminator(_config_kind),
 ]
 

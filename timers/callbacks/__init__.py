@@ -4,7 +4,8 @@ InvalidCallback naming the field) and, on the parsed callback, `destination` and
 Adding a kind touches this folder and `KINDS` below, nothing else.
 
 - `http`: POST a JSON payload to a URL (`timers.callbacks.http`);
-- `celery`: publish a Celery task message, task id = timer id (`timers.callbacks.celery`).
+- `celery`: publish a Celery task message, task id = timer id (`timers.callbacks.celery`);
+- `nats`: publish a message to a NATS subject, `Nats-Msg-Id` = timer id (`timers.callbacks.nats`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from timers.config import DEFAULT_NATS_URL
 from timers.models import InvalidCallback
 from timers.outbound import OutboundPolicy
 from timers.retries import DeliveryResult
@@ -44,13 +46,15 @@ class Callback(Protocol):
 @dataclass
 class DeliveryContext:
     """What deliveries of one worker process share: the deadline, the outbound policy, the
-    broker for task messages, the keys that sign `http` callbacks (none: unsigned), and resources each kind makes once and reuses (an HTTP session, a
+    broker for task messages, the NATS server for messages, the keys that sign `http` callbacks
+    (none: unsigned), and resources each kind makes once and reuses (an HTTP session, a
     broker connection pool), closed with the context."""
 
     timeout: float
     policy: OutboundPolicy
     task_broker_url: str | None = None
     signing_secrets: tuple[bytes, ...] = field(default=(), repr=False)
+    nats_url: str = DEFAULT_NATS_URL
     _resources: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -78,9 +82,9 @@ class Kind:
 
 
 def _kinds() -> dict[str, Kind]:
-    from timers.callbacks import celery, http
+    from timers.callbacks import celery, http, nats
 
-    return {kind.name: kind for kind in (http.KIND, celery.KIND)}
+    return {kind.name: kind for kind in (http.KIND, celery.KIND, nats.KIND)}
 
 
 KINDS = _kinds()

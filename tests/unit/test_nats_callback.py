@@ -1,0 +1,133 @@
+"""The `nats` callback kind's config: what it accepts and refuses (each refusal naming the field),
+without any service."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from pydantic import ValidationError
+
+from timers import callbacks
+from timers.callbacks.nats import NatsCallback, NatsConfig, message_headers
+from timers.config import settings_from_env
+from timers.models import InvalidCallback
+
+
+def nats(**config: object) -> dict[str, object]:
+    return {"type": "nats", "subject": "orders.expired", **config}
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "orders",
+        "orders.expired",
+        "a.b.c.d",
+        "shop-1.orders_v2.expired!",
+        "_INBOX.abc",
+        "$KV.bucket.key",
+        "x" * 255,
+    ],
+)
+def test_valid_subjects_are_accepted(subject: str) -> None:
+    callback = callbacks.parse("nats", nats(subject=subject))
+    assert callback.to_config()["subject"] == subject
+    NatsConfig.model_validate(nats(subject=subject))
+
+
+@pytest.mark.parametrize(
+    ("subject", "why"),
+    [
+        ("orders.*", "wildcards"),
+        ("orders.>", "wildcards"),
+        (">", "wildcards"),
+        ("orders.ex*pired", "wildcards"),
+        ("orders..expired", "tokens"),
+        (".orders", "tokens"),
+        ("orders.", "tokens"),
+        ("orders expired", "tokens"),
+        ("orders.\texpired", "tokens"),
+        ("orders.\r\nPUB x 1", "tokens"),
+        ("ordérs", "tokens"),
+        ("x" * 256, "at most 255"),
+        ("", "required"),
+        (None, "required"),
+        (42, "required"),
+        ("$JS.API.STREAM.DELETE.ORDERS", "server's own API"),
+        ("$SYS.REQ.SERVER.PING", "server's own API"),
+    ],
+)
+def test_bad_subjects_are_refused_naming_the_field(subject: object, why: str) -> None:
+    with pytest.raises(InvalidCallback) as info:
+        callbacks.parse("nats", nats(subject=subject))
+    assert info.value.field == "callback_config.subject"
+    assert why in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "subject", ["orders.*", "orders.>", "a..b", "a b", "", "x" * 256, "ordérs"]
+)
+def test_the_api_schema_refuses_malformed_subjects_too(subject: str) -> None:
+    with pytest.raises(ValidationError):
+        NatsConfig.model_validate(nats(subject=subject))
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        (nats(headers={"": "v"}), "callback_config.headers"),
+        (nats(headers={"Bad Name": "v"}), "callback_config.headers"),
+        (nats(headers={"X-A:": "v"}), "callback_config.headers"),
+        (nats(headers={"X-A": None}), "callback_config.headers.X-A"),
+        (nats(headers={"X-A": 1}), "callback_config.headers.X-A"),
+        (nats(headers={"X-A": "line\r\nInjected: 1"}), "callback_config.headers.X-A"),
+        (nats(headers={"X-A": "café"}), "callback_config.headers.X-A"),
+        (nats(headers=["X-A"]), "callback_config.headers"),
+        (nats(jetstream="yes"), "callback_config.jetstream"),
+        (nats(jetstream=1), "callback_config.jetstream"),
+        (nats(payload={"n": float("nan")}), "callback_config.payload.n"),
+        (nats(payload="a\x00b"), "callback_config.payload"),
+        (nats(url="http://x"), "callback_config"),
+        (nats(stream="ORDERS"), "callback_config"),
+        ({"type": "http", "subject": "a"}, "callback_config.type"),
+        ("orders.expired", "callback_config"),
+    ],
+)
+def test_bad_configs_are_refused_naming_the_field(config: object, field: str) -> None:
+    with pytest.raises(InvalidCallback) as info:
+        NatsCallback.from_config(config)
+    assert info.value.field == field
+
+
+def test_unknown_fields_are_refused_by_name() -> None:
+    with pytest.raises(InvalidCallback, match="unknown field 'stream'"):
+        callbacks.parse("nats", nats(stream="ORDERS"))
+    with pytest.raises(ValidationError):
+        NatsConfig.model_validate(nats(stream="ORDERS"))
+
+
+def test_a_config_round_trips_with_its_defaults_filled_in() -> None:
+    config = nats(payload={"order": 42}, headers={"Tenant": "acme"}, jetstream=True)
+    assert NatsCallback.from_config(config).to_config() == config
+    assert NatsCallback.from_config(nats()).to_config() == nats(
+        headers={}, payload=None, jetstream=False
+    )
+
+
+def test_the_timer_id_headers_are_set_by_the_service() -> None:
+    timer_id = uuid.uuid4()
+    callback = NatsCallback.from_config(
+        nats(headers={"nats-msg-id": "mine", "X-TIMER-ID": "mine", "Tenant": "acme"})
+    )
+    assert message_headers(timer_id, callback) == {
+        "Tenant": "acme",
+        "Nats-Msg-Id": str(timer_id),
+        "X-Timer-Id": str(timer_id),
+    }
+
+
+def test_the_nats_server_defaults_to_this_host() -> None:
+    assert settings_from_env({}).nats_server == "nats://127.0.0.1:4222"
+    settings = settings_from_env({"TIMERS_NATS_URL": "nats://nats.internal:4222"})
+    assert settings.nats_server == "nats://nats.internal:4222"
