@@ -123,6 +123,28 @@ def _decoded(row: Mapping[str, Any]) -> dict[str, Any]:
     return decoded
 
 
+# `create`'s statement, built once (a create is the hot path of the Python API).
+_CREATE = (
+    pg_insert(timers)
+    .values(
+        {
+            name: bindparam(name, type_=timers.c[name].type)
+            for name in (
+                "id",
+                "execute_at",
+                "callback_type",
+                "callback_config",
+                "metadata",
+                "retry",
+            )
+        }
+        | {"status": TimerStatus.PENDING.value}
+    )
+    .on_conflict_do_nothing(index_elements=["id"])
+    .returning(*timers.c)
+)
+
+
 def _new_row(new: NewTimer) -> dict[str, Any]:
     """The row of a new `pending` timer, with a fresh UUIDv7 id and its idempotency key, if any."""
     key = new.idempotency
@@ -257,24 +279,18 @@ class TimerStore:
         and the second one writes the row, or finds it written if the first did reach the
         database."""
         timer_id = uuid7()
-        stmt = (
-            pg_insert(timers)
-            .values(
-                id=timer_id,
-                execute_at=new.execute_at,
-                callback_type=new.callback_type,
-                callback_config=dict(new.callback_config),
-                metadata=None if new.metadata is None else dict(new.metadata),
-                retry=None if new.retry is None else dict(new.retry),
-                status=TimerStatus.PENDING.value,
-            )
-            .on_conflict_do_nothing(index_elements=["id"])
-            .returning(*timers.c)
-        )
+        params = {
+            "id": timer_id,
+            "execute_at": new.execute_at,
+            "callback_type": new.callback_type,
+            "callback_config": dict(new.callback_config),
+            "metadata": None if new.metadata is None else dict(new.metadata),
+            "retry": None if new.retry is None else dict(new.retry),
+        }
         for last_try in (False, True):
             try:
                 with self._statement() as conn:
-                    row = conn.execute(stmt).mappings().first()
+                    row = conn.execute(_CREATE, params).mappings().first()
                     if row is None:
                         by_id = select(timers).where(timers.c.id == timer_id)
                         row = conn.execute(by_id).mappings().one()
