@@ -29,7 +29,7 @@ def create_app(broker_url: str) -> Celery:
     app.conf.broker_url = broker_url
     app.conf.task_default_queue = QUEUE
 
-    @app.task(name="bench.post", acks_late=True, reject_on_worker_lost=True)
+    @app.task(name="bench.post", acks_late=True, reject_on_worker_lost=True, shared=False)
     def post(timer_id: str, config: dict[str, Any]) -> int:
         headers = {
             **config.get("headers", {}),

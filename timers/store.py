@@ -34,7 +34,6 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
-    values,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -195,10 +194,27 @@ def _interval(seconds: Any) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
 
 
+def _unnest(name: str, **columns: tuple[Any, list[Any]]) -> Any:
+    """A table of rows from parallel arrays (`unnest(:a, :b, …)`), each column `name=(type,
+    values)`. Its statement is the same however many rows it holds, so hot statements compile
+    once and come from SQLAlchemy's cache afterwards."""
+    arrays = [
+        bindparam(f"{name}_{column_name}", value=list(data), type_=ARRAY(column_type))
+        for column_name, (column_type, data) in columns.items()
+    ]
+    return (
+        func.unnest(*arrays)
+        .table_valued(*(column(n, t) for n, (t, _) in columns.items()))
+        .render_derived(name=name)
+    )
+
+
 def _claims_table(claims: Sequence[Claim]) -> Any:
-    return values(
-        column("id", UUID(as_uuid=True)), column("attempt", Integer()), name="claim"
-    ).data([(tid, int(attempt)) for tid, attempt in claims])
+    return _unnest(
+        "claim",
+        id=(UUID(as_uuid=True), [tid for tid, _ in claims]),
+        attempt=(Integer(), [int(attempt) for _, attempt in claims]),
+    )
 
 
 def _update_claimed(claims: Sequence[Claim], *, unstarted: bool = False) -> Any:
@@ -642,26 +658,18 @@ class TimerStore:
         many it recorded (a row recovered and claimed again since is left alone)."""
         if not outcomes:
             return 0
-        rows = [
-            (
-                o.timer_id,
-                o.attempt,
-                o.status.value,
-                clip_error(o.error),
-                o.retry_in,
-                json.dumps([dict(o.entry)] if o.entry is not None else []),
-            )
-            for o in outcomes
-        ]
-        outcome = values(
-            column("id", UUID(as_uuid=True)),
-            column("attempt", Integer()),
-            column("status", Text()),
-            column("error", Text()),
-            column("retry_in", Float()),
-            column("entry", Text()),
-            name="outcome",
-        ).data(rows)
+        outcome = _unnest(
+            "outcome",
+            id=(UUID(as_uuid=True), [o.timer_id for o in outcomes]),
+            attempt=(Integer(), [o.attempt for o in outcomes]),
+            status=(Text(), [o.status.value for o in outcomes]),
+            error=(Text(), [clip_error(o.error) for o in outcomes]),
+            retry_in=(Float(), [o.retry_in for o in outcomes]),
+            entry=(
+                Text(),
+                [json.dumps([dict(o.entry)] if o.entry is not None else []) for o in outcomes],
+            ),
+        )
         retry_in = cast(outcome.c.retry_in, Float())
         retrying = outcome.c.retry_in.is_not(None)
         entry = cast(outcome.c.entry, JSONB)
