@@ -26,7 +26,7 @@ from timers.errors import (
     TimersUnavailable,
     Unauthorized,
 )
-from timers.library import task_call
+from timers.library import celery_config
 from timers.models import Timer, TimerStatus
 
 
@@ -52,12 +52,7 @@ class Client:
         metadata: Mapping[str, Any] | None = None,
     ) -> Timer:
         """As `Timers.schedule`, through the API (no `connection`: the API has its own)."""
-        name, call_args, call_kwargs, call_queue = task_call(target, args, kwargs, queue)
-        config: dict[str, Any] = {"type": "celery", "task": name, "args": call_args}
-        config["kwargs"] = call_kwargs
-        for key, value in (("queue", call_queue), ("priority", priority), ("headers", headers)):
-            if value is not None:
-                config[key] = dict(value) if isinstance(value, Mapping) else value
+        config = celery_config(target, args, kwargs, queue, priority, headers)
         body: dict[str, Any] = {
             "execute_at": _when(eta, countdown).isoformat(),
             "callback_type": "celery",

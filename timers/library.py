@@ -62,6 +62,24 @@ def task_call(
     raise InvalidTimer(f"target: a Celery signature, task or task name, got {target!r}")
 
 
+def celery_config(
+    target: Any,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    queue: str | None,
+    priority: int | None,
+    headers: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The `callback_config` of a `celery` timer calling `target` (see `task_call`)."""
+    name, call_args, call_kwargs, call_queue = task_call(target, args, kwargs, queue)
+    config: dict[str, Any] = {"type": "celery", "task": name, "args": call_args}
+    config["kwargs"] = call_kwargs
+    for key, value in (("queue", call_queue), ("priority", priority), ("headers", headers)):
+        if value is not None:
+            config[key] = dict(value) if isinstance(value, Mapping) else value
+    return config
+
+
 def _registered(signature: Any) -> Any:
     try:
         return signature.type
@@ -154,12 +172,7 @@ class Timers:
         """A timer that publishes the Celery task `target` (a signature, a task or a task name)
         at `eta` (timezone-aware) or `countdown` seconds from now, with task id = timer id.
         With `connection`, written inside that open transaction. Raises InvalidTimer."""
-        name, call_args, call_kwargs, call_queue = task_call(target, args, kwargs, queue)
-        config: dict[str, Any] = {"type": "celery", "task": name, "args": call_args}
-        config["kwargs"] = call_kwargs
-        for key, value in (("queue", call_queue), ("priority", priority), ("headers", headers)):
-            if value is not None:
-                config[key] = dict(value) if isinstance(value, Mapping) else value
+        config = celery_config(target, args, kwargs, queue, priority, headers)
         return self._create("celery", config, eta, countdown, metadata, connection)
 
     def _create(
