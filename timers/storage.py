@@ -153,15 +153,17 @@ class TimerPage:
 
 @dataclass(frozen=True)
 class Change:
-    """A timer that became pending, changed while pending, or was canceled."""
+    """A timer that became pending, changed while pending, or was canceled. `pending`: whether
+    it is pending now (False: canceled), or None where the notification did not say."""
 
     timer_id: uuid.UUID
     execute_at: datetime
+    pending: bool | None = None
 
 
 class ChangeFeed(Protocol):
-    """Change notifications: a hint, not the truth. A reader re-reads the rows they name, and
-    after `open` (a first open, or a reopen after a lost connection) reloads everything."""
+    """Change notifications: a hint, not the truth (a claim re-checks every timer it takes). A
+    reader re-reads the rows whose status they do not give, and after `open` (a first open, or a reopen after a lost connection) reloads everything."""
 
     @property
     def is_open(self) -> bool: ...

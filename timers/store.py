@@ -785,8 +785,9 @@ CHANGES_CHANNEL = "timers_changed"
 class NotificationFeed:
     """`LISTEN timers_changed` on a connection of its own (filled by the migrations' trigger).
 
-    Notifications are a hint, not the truth: a reader reloads the rows they name, and after a lost
-    connection reloads everything, since notifications sent meanwhile are gone.
+    Notifications are a hint, not the truth: each says which timer, when it is due and whether it
+    is pending or canceled (0007; a reader re-reads the rows of older two-part ones), and after a lost
+    connection a reader reloads everything, since notifications sent meanwhile are gone.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -820,10 +821,11 @@ class NotificationFeed:
         changes = []
         while dbapi.notifies:
             note = dbapi.notifies.pop(0)
-            raw_id, _, epoch = note.payload.partition(" ")
+            raw_id, epoch, *status = note.payload.split(" ")
             try:
                 at = datetime.fromtimestamp(float(epoch), tz=UTC)
-                changes.append(Change(uuid.UUID(raw_id), at))
+                pending = status[0] == TimerStatus.PENDING.value if status else None
+                changes.append(Change(uuid.UUID(raw_id), at, pending))
             except ValueError:
                 log.warning("ignoring malformed change notification %r", note.payload)
         return changes

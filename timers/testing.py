@@ -112,7 +112,7 @@ class InMemoryStore:
         )
         if became_pending or canceled:
             for feed in self._feeds:
-                feed.notify(Change(timer.id, timer.execute_at))
+                feed.notify(Change(timer.id, timer.execute_at, became_pending))
 
     def _update(self, timer: Timer, now: datetime, **changes: Any) -> Timer:
         updated = replace(timer, updated_at=now, **changes)

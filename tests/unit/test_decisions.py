@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from timers.models import TimerStatus
 from timers.scheduler import ChangeListener, ExecutionLoop, MemoryLoader, Recovery, TimerCache
-from timers.storage import LOST_CLAIM, NewTimer
+from timers.storage import LOST_CLAIM, Change, NewTimer
 from timers.testing import InMemoryStore, ManualClock, RecordingEnqueuer
 
 
@@ -187,6 +187,30 @@ def test_change_notifications_keep_the_cache_right_between_loads() -> None:
     w.store.update_pending(soon, {"execute_at": w.clock() + timedelta(seconds=7200)})
     listener.apply(feed.wait(0))
     assert soon not in w.cache
+
+
+def test_notifications_say_enough_to_update_the_cache_without_a_query() -> None:
+    w = World()
+    listener = ChangeListener(w.store, w.cache, w.loader, threading.Event())
+    feed = w.store.changes()
+    feed.open()
+    w.loader.load()
+    soon, gone = w.add(5), w.add(10)
+    w.store.cancel(gone)
+    w.store.unavailable = True  # a re-read would raise
+    listener.apply(feed.wait(0))
+    assert soon in w.cache and gone not in w.cache
+
+
+def test_notifications_without_a_status_are_read_back() -> None:
+    w = World()
+    listener = ChangeListener(w.store, w.cache, w.loader, threading.Event())
+    w.loader.load()
+    soon, gone = w.add(5), w.add(10)
+    w.store.cancel(gone)
+    old_style = [Change(t, w.store.get(t).execute_at) for t in (soon, gone)]
+    listener.apply(old_style)
+    assert soon in w.cache and gone not in w.cache
 
 
 def test_a_large_backlog_goes_in_batches_and_a_stop_ends_it_between_batches() -> None:

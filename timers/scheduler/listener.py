@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
+from timers.models import DueTime
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.loader import MemoryLoader
 from timers.storage import Change, Store
@@ -16,7 +17,9 @@ log = logging.getLogger(__name__)
 class ChangeListener:
     """Keeps the cache right between loads: PostgreSQL notifies every timer that became pending,
     changed while pending, or was canceled (LISTEN/NOTIFY, from the writing transaction), and the
-    listener re-reads those rows, updates the cache and wakes the execution loop.
+    listener updates the cache from what each notification says (which timer, when it is due,
+    pending or canceled) and wakes the execution loop. A stale entry costs nothing but a failed
+    claim: a claim takes only timers that are still pending and due.
 
     Notifications can be lost (a dropped connection); the loader's periodic reload stays the safety
     net, and a reconnect triggers a reload at once.
@@ -36,12 +39,23 @@ class ChangeListener:
 
     def apply(self, changes: Sequence[Change]) -> None:
         start, end = self.loader.window()
-        outside = {c.timer_id for c in changes if c.execute_at > end}
-        inside = {c.timer_id for c in changes} - outside
-        self.cache.remove(outside)
-        if inside:
-            pending = [t for t in self.store.pending_by_ids(inside) if start <= t.execute_at <= end]
-            self.cache.remove(inside - {t.id for t in pending})
+        latest = {c.timer_id: c for c in changes}  # in commit order: the last one is current
+        told = [c for c in latest.values() if c.pending is not None]
+        self.cache.remove(
+            c.timer_id for c in told if not (c.pending and start <= c.execute_at <= end)
+        )
+        self.cache.upsert(
+            DueTime(c.timer_id, c.execute_at)
+            for c in told
+            if c.pending and start <= c.execute_at <= end
+        )
+        # Notifications that do not say the status (written before migration 0007): re-read.
+        unknown = {c.timer_id for c in latest.values() if c.pending is None}
+        if unknown:
+            pending = [
+                t for t in self.store.pending_by_ids(unknown) if start <= t.execute_at <= end
+            ]
+            self.cache.remove(unknown - {t.id for t in pending})
             self.cache.upsert(pending)
         self.wake.set()
 
