@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from timers import __version__
-from timers.api import health, routes
+from timers.api import health, routes, ui
 from timers.api.body_limit import BodyLimit
 from timers.api.deps import reject_unknown_query, require_api_key
 from timers.api.envelope import install_handlers
@@ -66,6 +66,7 @@ def create_app(
     app.state.max_delay = timedelta(seconds=settings.max_delay)
     install_handlers(app)
     app.include_router(health.router, dependencies=[Depends(reject_unknown_query)])
+    app.include_router(ui.router, include_in_schema=False)
     app.include_router(
         routes.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]
     )

@@ -1,0 +1,5 @@
+"""The timers page at `/ui` (filled in separately)."""
+
+from fastapi import APIRouter
+
+router = APIRouter()
