@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 from typing import Any
 
 from celery import Celery, signals
 
 from timers.config import Settings, load_settings
 from timers.enqueuer import BATCH_TASK_NAME
+from timers.logs import use_format
+from timers.metrics import WorkerMetricsServer
 from timers.storage import StoreError
 from timers.store import TimerStore, database_engine
 from timers.tasks import WorkerResources, register_tasks
@@ -51,10 +54,30 @@ def create_celery_app(settings: Settings) -> Celery:
         # the garbage collector's full collections (tens of ms each, paid by deliveries' tails).
         gc.freeze()
 
+    def log_format(logger: Any, **_: Any) -> None:
+        use_format(logger, settings.log_format)
+
+    signals.after_setup_logger.connect(log_format, weak=False)
+    signals.after_setup_task_logger.connect(log_format, weak=False)
     signals.worker_init.connect(check_database, weak=False)
+    if settings.metrics_port is not None:
+        metrics = WorkerMetricsServer(settings.metrics_port)
+
+        def serve_metrics(sender: Any, **_: Any) -> None:
+            if getattr(sender, "app", None) is app:
+                metrics.start()  # before the pool forks: its processes write where it reads
+
+        def process_gone(**_: Any) -> None:
+            metrics.process_stopped(os.getpid())
+
+        signals.worker_init.connect(serve_metrics, weak=False)
     signals.worker_process_init.connect(settle, weak=False)
     signals.worker_process_shutdown.connect(drain, weak=False)
     signals.worker_shutdown.connect(drain, weak=False)
+    if settings.metrics_port is not None:
+        # After the drain: the last deliveries count too.
+        signals.worker_process_shutdown.connect(process_gone, weak=False)
+        signals.worker_shutdown.connect(lambda **_: metrics.stop(), weak=False)
     return app
 
 

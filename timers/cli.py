@@ -1,14 +1,17 @@
-"""The `timers` command: api, migrate, scheduler, dev, demo, receiver."""
+"""The `timers` command: api, migrate, purge, scheduler, dev, demo, receiver."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import sys
+import time
 from collections.abc import Sequence
+from typing import Any
 
-from timers.config import ConfigError, Settings, environment_help, load_settings
+from timers.config import ConfigError, Settings, environment_help, load_settings, parse_duration
 from timers.logs import configure_logging
+from timers.storage import StoreError
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -34,9 +37,48 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     from timers.api import create_app
 
     app = create_app(settings)
+    # In JSON, uvicorn's loggers go through the root logger's JSON handler instead of its own.
+    extra: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
     uvicorn.run(
-        app, host=args.host, port=args.port or settings.port, log_level=settings.log_level.lower()
+        app,
+        host=args.host,
+        port=args.port or settings.port,
+        log_level=settings.log_level.lower(),
+        **extra,
     )
+    return 0
+
+
+def _purge(settings: Settings, args: argparse.Namespace) -> int:
+    from timers.store import TimerStore, database_engine
+
+    try:
+        older_than = parse_duration(args.older_than)
+    except ValueError:
+        print(
+            f"timers purge: --older-than: a duration such as 30d, 12h, 90m or 3600 (seconds), "
+            f"got {args.older_than!r}",
+            file=sys.stderr,
+        )
+        return 2
+    engine = database_engine(settings.require_database_url())
+    store = TimerStore(engine)
+    deleted = 0
+    try:
+        while True:
+            count = store.purge_finished(older_than, args.batch)
+            if count is None:  # a scheduler's retention is purging: take turns
+                time.sleep(1.0)
+                continue
+            deleted += count
+            if count < args.batch:
+                break
+    except StoreError as exc:
+        print(f"timers purge: {exc} (deleted {deleted} before that)", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"timers purge: deleted {deleted} finished timers older than {args.older_than}")
     return 0
 
 
@@ -97,6 +139,17 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, help="port (default: PORT, else 8080)")
     api.set_defaults(run=_api)
 
+    purge = commands.add_parser(
+        "purge",
+        help="delete finished timers (completed, failed, canceled) older than a duration, in "
+        "batches; the scheduler does this by itself past TIMERS_RETENTION",
+    )
+    purge.add_argument(
+        "--older-than", required=True, help="e.g. 30d, 12h, 90m, or seconds (0: every finished one)"
+    )
+    purge.add_argument("--batch", type=int, default=1000, help="rows per statement (1000)")
+    purge.set_defaults(run=_purge)
+
     scheduler = commands.add_parser(
         "scheduler", help="run the scheduler (python -m timers.scheduler)"
     )
@@ -130,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         return int(args.run(settings, args))
     except ConfigError as exc:
         print(f"timers {args.command}: {exc}", file=sys.stderr)

@@ -54,6 +54,33 @@ def _seconds_or_zero(name: str, raw: str) -> float:
     return _seconds(name, raw, allow_zero=True)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`30d`, `12h`, `90m`, `45s` or a plain number of seconds; ValueError otherwise."""
+    raw = text.strip().lower()
+    scale = _UNITS.get(raw[-1:], 0)
+    number = raw[:-1] if scale else raw
+    value = float(number)  # ValueError for anything else
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"not a duration: {text!r}")
+    return value * (scale or 1)
+
+
+def _duration(name: str, raw: str) -> float:
+    try:
+        return parse_duration(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be a duration such as 7d, 12h, 90m or 3600 (seconds), got {raw!r}"
+        ) from None
+
+
+def _optional_port(name: str, raw: str) -> int | None:
+    return None if raw.strip() in ("", "0") else _port(name, raw)
+
+
 def _count(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -214,7 +241,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TIMERS_FLOWER_PORT", "flower_port", _port, 5555, "Flower's port under `timers dev`"),
     Setting("TIMERS_RECEIVER_PORT", "receiver_port", _port, 8081,
             "the demo receiver's port under `timers dev`"),
+    Setting("TIMERS_RETENTION", "retention", _duration, 604_800.0,
+            "how long finished timers (completed, failed, canceled) are kept, e.g. `7d`, `12h`; "
+            "the scheduler deletes older ones in small batches; `0` keeps them for ever", "7d"),
+    Setting("TIMERS_METRICS_PORT", "metrics_port", _optional_port, None,
+            "port of the Prometheus `/metrics` endpoint of the scheduler or of a worker (the "
+            "sum over its pool processes); the API serves `/metrics` on its own port", "off"),
+    Setting("TIMERS_FLOWER_URL", "flower_url", _text, None,
+            "Flower's address as a browser reaches it, for the links of the timers page",
+            "no links"),
     Setting("LOG_LEVEL", "log_level", _upper, "INFO", "`DEBUG`, `INFO`, `WARNING` or `ERROR`"),
+    Setting("LOG_FORMAT", "log_format", _choice("text", "json"), "text",
+            "`json`: one JSON object per log line (with `timer_id` where there is one)"),
 )  # fmt: skip
 
 _DEFAULTS = {s.attribute: s.default for s in SETTINGS}
@@ -259,7 +297,11 @@ class Settings:
     worker_concurrency: int | None = _default("worker_concurrency")
     flower_port: int = _default("flower_port")
     receiver_port: int = _default("receiver_port")
+    retention: float = _default("retention")
+    metrics_port: int | None = _default("metrics_port")
+    flower_url: str | None = _default("flower_url")
     log_level: str = _default("log_level")
+    log_format: str = _default("log_format")
 
     @property
     def listen(self) -> bool:

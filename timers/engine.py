@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 
 from timers import callbacks
 from timers.callbacks import DeliveryContext
+from timers.metrics import DeliveryMetrics
 from timers.models import InvalidCallback, Timer
 from timers.retries import DeliveryResult, RetryPolicy, next_delay
 from timers.storage import Claim, Outcome, clip_error
@@ -61,8 +62,10 @@ class DeliveryEngine:
         context: DeliveryContext,
         default_retry: RetryPolicy | None = None,
         max_in_flight: int = MAX_IN_FLIGHT,
+        metrics: DeliveryMetrics | None = None,
     ) -> None:
         self.context = context
+        self.metrics = metrics or DeliveryMetrics()
         self.default_retry = default_retry or RetryPolicy()
         self.max_per_destination = max_per_destination
         self.on_outcome = on_outcome
@@ -123,17 +126,28 @@ class DeliveryEngine:
     async def _deliver(self, timer: Timer) -> None:
         started = datetime.now(UTC)
         clock = time.monotonic()
+        self.metrics.in_flight.inc()
         try:
             result = await self._attempt(timer)
         except asyncio.CancelledError:
             # Shutting down: no outcome; the lease lapses and recovery fires the timer again.
+            self.metrics.in_flight.dec()
             self._done(timer)
             raise
         except Exception as exc:
             # Whatever went wrong, it went wrong for this timer alone.
             log.exception("delivering timer %s raised", timer.id, extra={"timer_id": str(timer.id)})
             result = DeliveryResult(f"delivery error: {type(exc).__name__}: {exc}", retryable=False)
-        self._done(timer, self._outcome(timer, result, started, time.monotonic() - clock))
+        took = time.monotonic() - clock
+        self.metrics.in_flight.dec()
+        outcome = self._outcome(timer, result, started, took)
+        self.metrics.finished(
+            timer.callback_type,
+            outcome.entry["outcome"] if outcome.entry else "failed",
+            outcome.late_ms / 1000,
+            took,
+        )
+        self._done(timer, outcome)
 
     async def _attempt(self, timer: Timer) -> DeliveryResult:
         try:

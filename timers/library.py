@@ -27,7 +27,7 @@ from timers import callbacks
 from timers.config import Settings, load_settings
 from timers.errors import InvalidTimer
 from timers.models import InvalidCallback, Timer, TimerStatus, require_aware
-from timers.storage import NewTimer, Store
+from timers.storage import NewTimer, Store, TimerFilter
 
 # A timer asked for "now" that takes a moment to be written is not "in the past".
 CLOCK_GRACE = timedelta(seconds=1)
@@ -233,7 +233,14 @@ class Timers:
         order: str = "desc",
     ) -> list[Timer]:
         wanted = None if status is None else TimerStatus(status)
-        page = self.store.page(status=wanted, limit=limit, offset=offset, sort=sort, order=order)
+        page = self.store.page(
+            where=TimerFilter(status=wanted),
+            limit=limit,
+            offset=offset,
+            sort=sort,
+            order=order,
+            with_total=False,
+        )
         return page.timers
 
     def close(self) -> None:

@@ -59,7 +59,25 @@ timers = Table(
         "execute_at",
         postgresql_where=text("status = 'pending'"),
     ),
-    Index("ix_timers_status_created_at", "status", "created_at"),
+    # Keyset pages (0008): each sort order, with or without a status.
+    Index("ix_timers_status_created_at_id", "status", "created_at", "id"),
+    Index("ix_timers_created_at_id", "created_at", "id"),
+    Index("ix_timers_execute_at_id", "execute_at", "id"),
+    Index(
+        "ix_timers_metadata",
+        "metadata",
+        postgresql_using="gin",
+        postgresql_ops={"metadata": "jsonb_path_ops"},
+        postgresql_where=text("metadata IS NOT NULL"),
+    ),
+    # Retention and recent failures: finished timers by when they finished.
+    Index(
+        "ix_timers_finished_updated_at",
+        "status",
+        "updated_at",
+        "id",
+        postgresql_where=text("status IN ('completed', 'failed', 'canceled')"),
+    ),
     Index(
         "ix_timers_executing_claimed_at",
         "claimed_at",

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol
 
 from timers.models import DueTime, Timer, TimerStatus
 
-SORT_COLUMNS = ("created_at", "execute_at")
+SORT_COLUMNS = ("created_at", "execute_at", "updated_at")
 SORT_ORDERS = ("asc", "desc")
 MAX_ERROR_LENGTH = 500
 LOST_CLAIM = "recovered: claimed but never picked up by a worker"
@@ -146,9 +146,55 @@ class NearTerm(NamedTuple):
 
 
 @dataclass(frozen=True)
+class TimerFilter:
+    """Which timers a list or a bulk cancel is about; every given condition must hold.
+    `metadata` is containment (`metadata @> {...}` in PostgreSQL: every key given, with that
+    value, nested objects likewise); `execute_after` is inclusive, `execute_before` exclusive."""
+
+    status: TimerStatus | None = None
+    callback_type: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    execute_after: datetime | None = None
+    execute_before: datetime | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self == TimerFilter()
+
+
+# Where a keyset page starts: the sort column's value and the id of the last row read.
+PagePosition = tuple[datetime, uuid.UUID]
+
+
+@dataclass(frozen=True)
 class TimerPage:
     timers: list[Timer]
-    total: int
+    total: int | None  # None unless asked for
+    next: PagePosition | None = None  # where the next page starts; None after the last
+
+
+@dataclass(frozen=True)
+class LatenessMinute:
+    """Deliveries started in one minute: how many, and their lateness (started − due)."""
+
+    minute: datetime
+    count: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    counts: dict[str, int]  # by status, each status present
+    counts_estimated: bool  # from the planner's statistics, on large tables
+    due_backlog: int  # pending and due (not yet claimed), counted up to BACKLOG_CAP
+    lateness: list[LatenessMinute]  # the last LATENESS_MINUTES, oldest first
+
+
+BACKLOG_CAP = 100_000
+LATENESS_MINUTES = 15
+EXACT_COUNT_LIMIT = 1_000_000  # rows; beyond this, counts by status are estimates
 
 
 @dataclass(frozen=True)
@@ -220,12 +266,40 @@ class Store(Protocol):
     def page(
         self,
         *,
-        status: TimerStatus | None = None,
+        where: TimerFilter | None = None,
         limit: int = 50,
         offset: int = 0,
         sort: str = "created_at",
         order: str = "desc",
-    ) -> TimerPage: ...
+        after: PagePosition | None = None,
+        with_total: bool = True,
+    ) -> TimerPage:
+        """The timers matching `where`, in `sort` order (ties by id), `limit` of them from
+        `offset`, or (keyset) just past `after`; `next` is where the following page starts.
+        `total` counts every match when `with_total`, else is None."""
+        ...
+
+    def cancel_matching(self, where: TimerFilter) -> int:
+        """`pending` → `canceled` for every pending timer matching `where`, in one statement;
+        how many. A timer claimed meanwhile is not touched."""
+        ...
+
+    def stats(self) -> Stats:
+        """Counts by status, the due backlog and the recent lateness, cheaply."""
+        ...
+
+    def counts(self) -> tuple[dict[str, int], bool]:
+        """Timers by status (every status), and whether those are estimates."""
+        ...
+
+    def due_backlog(self) -> int:
+        """Pending timers already due, up to BACKLOG_CAP."""
+        ...
+
+    def purge_finished(self, older_than: float, limit: int) -> int | None:
+        """Delete up to `limit` finished timers that finished more than `older_than` seconds
+        ago; how many, or None when another purge holds the lock (one at a time)."""
+        ...
 
     def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
         """Apply `changes` (execute_at, callback_type, callback_config, metadata) if the timer is

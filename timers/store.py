@@ -43,7 +43,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from timers.models import MAX_INT_DIGITS, DueTime, Timer, TimerStatus, TooLongInteger, uuid7
 from timers.schema import timers
 from timers.storage import (
+    BACKLOG_CAP,
+    EXACT_COUNT_LIMIT,
     HISTORY_LENGTH,
+    LATENESS_MINUTES,
     LOST_CLAIM,
     LOST_DELIVERY,
     SORT_COLUMNS,
@@ -53,13 +56,17 @@ from timers.storage import (
     Created,
     IdempotencyKey,
     IdempotencyKeyReused,
+    LatenessMinute,
     NearTerm,
     NewTimer,
     Outcome,
+    PagePosition,
     Recovered,
     RecoveryRules,
+    Stats,
     StoreError,
     StoreUnavailable,
+    TimerFilter,
     TimerNotFound,
     TimerNotPending,
     TimerPage,
@@ -260,6 +267,76 @@ def database_errors() -> Iterator[None]:
         raise StoreError(describe_database_error(exc)) from exc
 
 
+def _matching(where: TimerFilter) -> list[Any]:
+    """The WHERE conditions of a filter, each served by migration 0008's indexes (the callback
+    kind, one of three, filters the rows of whichever index scan the rest picks)."""
+    conditions: list[Any] = []
+    if where.status is not None:
+        conditions.append(timers.c.status == where.status.value)
+    if where.callback_type is not None:
+        conditions.append(timers.c.callback_type == where.callback_type)
+    if where.metadata is not None:
+        conditions.append(timers.c.metadata.contains(dict(where.metadata)))
+    if where.execute_after is not None:
+        conditions.append(timers.c.execute_at >= where.execute_after)
+    if where.execute_before is not None:
+        conditions.append(timers.c.execute_at < where.execute_before)
+    return conditions
+
+
+# The table's row estimate and the status column's most common values with their frequencies.
+_ESTIMATE_COUNTS = text(
+    """
+    SELECT c.reltuples::bigint AS rows,
+           s.most_common_vals::text::text[] AS statuses,
+           s.most_common_freqs AS frequencies
+    FROM pg_class c
+    LEFT JOIN pg_stats s
+      ON s.schemaname = current_schema() AND s.tablename = 'timers' AND s.attname = 'status'
+    WHERE c.oid = 'timers'::regclass
+    """
+)
+
+LATENESS_SAMPLE = 20_000
+_LATENESS = text(
+    """
+    WITH recent AS (
+        (SELECT updated_at, started_at - execute_at AS late FROM timers
+         WHERE status = 'completed' AND updated_at > now() - make_interval(mins => :minutes)
+         ORDER BY status, updated_at DESC LIMIT :sample)
+        UNION ALL
+        (SELECT updated_at, started_at - execute_at AS late FROM timers
+         WHERE status = 'failed' AND updated_at > now() - make_interval(mins => :minutes)
+         ORDER BY status, updated_at DESC LIMIT :sample)
+    )
+    SELECT date_trunc('minute', updated_at) AS minute, count(*) AS count,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM late)) * 1000 AS p50,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM late)) * 1000 AS p99,
+           max(extract(epoch FROM late)) * 1000 AS max
+    FROM recent WHERE late IS NOT NULL
+    GROUP BY 1 ORDER BY 1
+    """
+)
+
+# Any fixed number: the key of the advisory lock that lets one purge run at a time.
+PURGE_LOCK = 0x74696D657273  # "timers"
+_PURGE = text(
+    """
+    WITH lock AS (SELECT pg_try_advisory_xact_lock(:lock) AS held),
+    doomed AS (
+        SELECT t.id FROM timers t, lock
+        WHERE lock.held
+          AND t.status IN ('completed', 'failed', 'canceled')
+          AND t.updated_at < now() - make_interval(secs => :age)
+        LIMIT :limit
+        FOR UPDATE OF t SKIP LOCKED
+    ),
+    gone AS (DELETE FROM timers WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+    SELECT (SELECT held FROM lock) AS held, (SELECT count(*) FROM gone) AS deleted
+    """
+)
+
+
 class TimerStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -457,28 +534,117 @@ class TimerStore:
     def page(
         self,
         *,
-        status: TimerStatus | None = None,
+        where: TimerFilter | None = None,
         limit: int = 50,
         offset: int = 0,
         sort: str = "created_at",
         order: str = "desc",
+        after: PagePosition | None = None,
+        with_total: bool = True,
     ) -> TimerPage:
-        """A page of timers (optionally of one status) and the total count matching the filter."""
+        """One statement for the page (and one count when asked), read in one snapshot. In keyset
+        form (`after`) the row comparison `(sort column, id) > / < (value, id)` starts an index
+        scan of (column, id) — or (status, column, id) — exactly where the last page ended, so a
+        page costs the same at any depth (migration 0008's indexes)."""
         if sort not in SORT_COLUMNS or order not in SORT_ORDERS:
             raise ValueError(f"bad sort {sort!r} / order {order!r}")
         column = timers.c[sort]
-        ordering = column.asc() if order == "asc" else column.desc()
-        tiebreak = timers.c.id.asc() if order == "asc" else timers.c.id.desc()
-        query = select(timers)
-        count = select(func.count()).select_from(timers)
-        if status is not None:
-            query = query.where(timers.c.status == status.value)
-            count = count.where(timers.c.status == status.value)
-        query = query.order_by(ordering, tiebreak).limit(limit).offset(offset)
-        with self._transaction() as conn:
+        descending = order == "desc"
+        conditions = _matching(where or TimerFilter())
+        query = select(timers).where(*conditions)
+        if after is not None:
+            key, position = (
+                tuple_(column, timers.c.id),
+                tuple_(
+                    bindparam("after_value", after[0], type_=column.type),
+                    bindparam("after_id", after[1], type_=timers.c.id.type),
+                ),
+            )
+            query = query.where(key < position if descending else key > position)
+        ordering = (column.desc(), timers.c.id.desc()) if descending else (column, timers.c.id)
+        query = query.order_by(*ordering).limit(limit + 1).offset(offset)
+        with self._transaction() if with_total else self._statement() as conn:
             rows = conn.execute(query).mappings().all()
-            total = conn.execute(count).scalar_one()
-        return TimerPage(timers=[Timer.from_row(r) for r in rows], total=total)
+            total = None
+            if with_total:
+                count = select(func.count()).select_from(timers).where(*conditions)
+                total = conn.execute(count).scalar_one()
+        page = [Timer.from_row(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return TimerPage(
+            timers=page,
+            total=total,
+            next=(getattr(page[-1], sort), page[-1].id) if more else None,
+        )
+
+    def cancel_matching(self, where: TimerFilter) -> int:
+        """One UPDATE: every row matching `where` that is `pending` becomes `canceled` (the
+        trigger notifies each). A row that a claim locked first is re-checked once the claim
+        commits and, being `executing` by then, is left alone; a claim that comes second finds
+        the row canceled. Returns how many were canceled."""
+        if where.status not in (None, TimerStatus.PENDING):
+            return 0
+        stmt = (
+            timers.update()
+            .where(timers.c.status == TimerStatus.PENDING.value, *_matching(where))
+            .values(status=TimerStatus.CANCELED.value)
+        )
+        with self._statement() as conn:
+            return int(conn.execute(stmt).rowcount)
+
+    def stats(self) -> Stats:
+        """Three cheap statements: counts by status (exact below EXACT_COUNT_LIMIT rows, else
+        the planner's estimates), the due backlog, and the recent lateness."""
+        counts, estimated = self.counts()
+        return Stats(counts, estimated, self.due_backlog(), self.lateness())
+
+    def counts(self) -> tuple[dict[str, int], bool]:
+        """Timers by status, and whether those are estimates: below EXACT_COUNT_LIMIT rows (by
+        the table's statistics) a `count(*)` per status; above, the table's row estimate times
+        each status's frequency in its statistics (kept by autovacuum's ANALYZE), read from the
+        catalog without touching the table."""
+        with self._statement() as conn:
+            row = conn.execute(_ESTIMATE_COUNTS).first()
+            if row is not None and row.rows >= EXACT_COUNT_LIMIT and row.statuses:
+                found = dict(zip(row.statuses, row.frequencies, strict=True))
+                return {s.value: round(found.get(s.value, 0) * row.rows) for s in TimerStatus}, True
+            exact = dict(
+                conn.execute(select(timers.c.status, func.count()).group_by(timers.c.status)).all()
+            )
+        return {s.value: int(exact.get(s.value, 0)) for s in TimerStatus}, False
+
+    def due_backlog(self) -> int:
+        """Pending timers already due by the database's clock (not yet claimed), counted on the
+        pending index up to BACKLOG_CAP."""
+        due = (
+            select(literal(1))
+            .where(timers.c.status == TimerStatus.PENDING.value, timers.c.execute_at <= func.now())
+            .limit(BACKLOG_CAP)
+            .subquery()
+        )
+        with self._statement() as conn:
+            return int(conn.execute(select(func.count()).select_from(due)).scalar_one())
+
+    def lateness(self) -> list[LatenessMinute]:
+        """Per minute of the last LATENESS_MINUTES, the lateness (started_at − execute_at) of
+        the last attempt of the timers that finished (completed or failed) then, from at most
+        the newest LATENESS_SAMPLE of each status on the finished index."""
+        with self._statement() as conn:
+            rows = conn.execute(
+                _LATENESS, {"minutes": LATENESS_MINUTES, "sample": LATENESS_SAMPLE}
+            ).all()
+        return [LatenessMinute(r.minute, int(r.count), r.p50, r.p99, r.max) for r in rows]
+
+    def purge_finished(self, older_than: float, limit: int) -> int | None:
+        """One statement: under a transaction-scoped advisory lock (so one purge runs at a
+        time), delete up to `limit` completed, failed or canceled timers whose `updated_at` (when
+        they finished) is more than `older_than` seconds before now(), oldest-index first,
+        skipping rows another transaction holds. None when another purge holds the lock."""
+        with self._statement() as conn:
+            row = conn.execute(
+                _PURGE, {"lock": PURGE_LOCK, "age": older_than, "limit": limit}
+            ).one()
+        return int(row.deleted) if row.held else None
 
     def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
         """Apply `changes` to this timer only if it is still `pending`.

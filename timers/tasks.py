@@ -26,6 +26,7 @@ from timers.callbacks import DeliveryContext
 from timers.config import Settings
 from timers.engine import DeliveryEngine
 from timers.enqueuer import BATCH_TASK_NAME, TASK_NAME
+from timers.metrics import DeliveryMetrics
 from timers.outbound import OutboundPolicy
 from timers.recorder import OutcomeRecorder
 from timers.storage import Claim, StoreUnavailable
@@ -66,6 +67,7 @@ class WorkerResources:
                     nats_url=self.settings.nats_server,
                 ),
                 default_retry=self.settings.default_retry,
+                metrics=DeliveryMetrics(),
             )
             recorder = OutcomeRecorder(
                 store, lease=self.settings.delivery_lease, running=deliveries.running

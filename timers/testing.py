@@ -20,7 +20,9 @@ from typing import Any
 
 from timers.models import DueTime, Timer, TimerStatus, uuid7
 from timers.storage import (
+    BACKLOG_CAP,
     HISTORY_LENGTH,
+    LATENESS_MINUTES,
     LOST_CLAIM,
     LOST_DELIVERY,
     SORT_COLUMNS,
@@ -30,12 +32,16 @@ from timers.storage import (
     Created,
     IdempotencyKey,
     IdempotencyKeyReused,
+    LatenessMinute,
     NearTerm,
     NewTimer,
     Outcome,
+    PagePosition,
     Recovered,
     RecoveryRules,
+    Stats,
     StoreUnavailable,
+    TimerFilter,
     TimerNotFound,
     TimerNotPending,
     TimerPage,
@@ -72,6 +78,44 @@ def _new_timer(new: NewTimer, now: datetime) -> Timer:
         metadata=None if new.metadata is None else dict(new.metadata),
         retry=None if new.retry is None else dict(new.retry),
     )
+
+
+FINISHED = (TimerStatus.COMPLETED, TimerStatus.FAILED, TimerStatus.CANCELED)
+
+
+def contains(document: Any, wanted: Any) -> bool:
+    """PostgreSQL's jsonb containment (`document @> wanted`): objects by key, recursively; an
+    array contains another when each wanted element is contained in one of its elements."""
+    if isinstance(wanted, dict):
+        return isinstance(document, dict) and all(
+            key in document and contains(document[key], value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return isinstance(document, list) and all(
+            any(contains(have, want) for have in document) for want in wanted
+        )
+    if isinstance(document, bool) or isinstance(wanted, bool):
+        return document is wanted
+    return bool(document == wanted) and not isinstance(document, dict | list)
+
+
+def _matches(timer: Timer, where: TimerFilter) -> bool:
+    return (
+        (where.status is None or timer.status is where.status)
+        and (where.callback_type is None or timer.callback_type == where.callback_type)
+        and (where.metadata is None or contains(timer.metadata, dict(where.metadata)))
+        and (where.execute_after is None or timer.execute_at >= where.execute_after)
+        and (where.execute_before is None or timer.execute_at < where.execute_before)
+    )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between the closest ranks, as PostgreSQL's percentile_cont."""
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 class InMemoryStore:
@@ -177,18 +221,99 @@ class InMemoryStore:
     def page(
         self,
         *,
-        status: TimerStatus | None = None,
+        where: TimerFilter | None = None,
         limit: int = 50,
         offset: int = 0,
         sort: str = "created_at",
         order: str = "desc",
+        after: PagePosition | None = None,
+        with_total: bool = True,
     ) -> TimerPage:
         if sort not in SORT_COLUMNS or order not in SORT_ORDERS:
             raise ValueError(f"bad sort {sort!r} / order {order!r}")
+        descending = order == "desc"
         with self._operation():
-            rows = [t for t in self._timers.values() if status is None or t.status is status]
-        rows.sort(key=lambda t: (getattr(t, sort), t.id), reverse=order == "desc")
-        return TimerPage(timers=rows[offset : offset + limit], total=len(rows))
+            rows = [t for t in self._timers.values() if _matches(t, where or TimerFilter())]
+        total = len(rows) if with_total else None
+        rows.sort(key=lambda t: (getattr(t, sort), t.id), reverse=descending)
+        if after is not None:
+            rows = [
+                t
+                for t in rows
+                if (
+                    (getattr(t, sort), t.id) < after
+                    if descending
+                    else (getattr(t, sort), t.id) > after
+                )
+            ]
+        page = rows[offset : offset + limit]
+        more = len(rows) > offset + limit
+        return TimerPage(
+            timers=page, total=total, next=(getattr(page[-1], sort), page[-1].id) if more else None
+        )
+
+    def cancel_matching(self, where: TimerFilter) -> int:
+        if where.status not in (None, TimerStatus.PENDING):
+            return 0
+        with self._operation() as now:
+            doomed = [
+                t
+                for t in self._timers.values()
+                if t.status is TimerStatus.PENDING and _matches(t, where)
+            ]
+            for timer in doomed:
+                self._update(timer, now, status=TimerStatus.CANCELED)
+        return len(doomed)
+
+    def stats(self) -> Stats:
+        counts, estimated = self.counts()
+        return Stats(counts, estimated, self.due_backlog(), self.lateness())
+
+    def counts(self) -> tuple[dict[str, int], bool]:
+        with self._operation():
+            found = [t.status.value for t in self._timers.values()]
+        return {s.value: found.count(s.value) for s in TimerStatus}, False
+
+    def due_backlog(self) -> int:
+        with self._operation() as now:
+            due = [
+                t
+                for t in self._timers.values()
+                if t.status is TimerStatus.PENDING and t.execute_at <= now
+            ]
+        return min(len(due), BACKLOG_CAP)
+
+    def lateness(self) -> list[LatenessMinute]:
+        with self._operation() as now:
+            since = now - timedelta(minutes=LATENESS_MINUTES)
+            recent = [
+                t
+                for t in self._timers.values()
+                if t.status in (TimerStatus.COMPLETED, TimerStatus.FAILED)
+                and t.updated_at > since
+                and t.started_at is not None
+            ]
+        minutes: dict[datetime, list[float]] = {}
+        for t in recent:
+            minute = t.updated_at.replace(second=0, microsecond=0)
+            late = (t.started_at - t.execute_at).total_seconds() * 1000  # type: ignore[operator]
+            minutes.setdefault(minute, []).append(late)
+        return [
+            LatenessMinute(m, len(v), _percentile(v, 0.5), _percentile(v, 0.99), max(v))
+            for m, v in sorted(minutes.items())
+        ]
+
+    def purge_finished(self, older_than: float, limit: int) -> int | None:
+        with self._operation() as now:
+            cutoff = now - timedelta(seconds=older_than)
+            doomed = [
+                t.id
+                for t in self._timers.values()
+                if t.status in FINISHED and t.updated_at < cutoff
+            ][:limit]
+            for timer_id in doomed:
+                del self._timers[timer_id]
+        return len(doomed)
 
     def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
         allowed = {"execute_at", "callback_type", "callback_config", "metadata", "retry"}

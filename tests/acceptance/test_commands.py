@@ -22,6 +22,7 @@ from tests.support.receiver import wait_until
 from tests.support.services import API_KEY, Services
 from timers.embedded import free_port
 from timers.models import TimerStatus
+from timers.storage import TimerFilter
 from timers.store import TimerStore, database_engine
 
 UNREACHABLE_DB = "postgresql://postgres@127.0.0.1:1/timers"
@@ -206,7 +207,7 @@ def test_sigterm_during_a_large_batch_leaves_nothing_claimed_but_unenqueued(
         proc.stop()
         assert code == 0, proc.output()
         assert stopped_after < 2.0, f"took {stopped_after:.2f}s to stop"
-        executing = store.page(status=TimerStatus.EXECUTING, limit=1).total
+        executing = store.page(where=TimerFilter(status=TimerStatus.EXECUTING), limit=1).total
         queued = len(queued_timer_ids(broker))
         # Every claimed timer has its message in the broker; nothing is claimed and stranded.
         assert executing == queued

@@ -33,6 +33,7 @@ from timers.storage import (
     Outcome,
     RecoveryRules,
     Store,
+    TimerFilter,
     TimerNotFound,
     TimerNotPending,
 )
@@ -95,7 +96,9 @@ def test_created_timers_read_back_as_pending_with_fresh_ids(world: World) -> Non
 def test_pages_filter_sort_and_count(world: World) -> None:
     ids = [world.add(i) for i in (3, 1, 2)]
     world.store.cancel(ids[0])
-    page = world.store.page(status=TimerStatus.PENDING, sort="execute_at", order="asc")
+    page = world.store.page(
+        where=TimerFilter(status=TimerStatus.PENDING), sort="execute_at", order="asc"
+    )
     assert [t.id for t in page.timers] == [ids[1], ids[2]] and page.total == 2
     newest_first = world.store.page(limit=2, offset=0)
     assert [t.id for t in newest_first.timers] == [ids[2], ids[1]] and newest_first.total == 3
@@ -393,3 +396,136 @@ def test_the_feed_names_timers_that_became_pending_changed_or_were_canceled(worl
         assert seen == [a, b, a, b]
     finally:
         feed.close()
+
+
+# -- listing, bulk cancel, stats, retention ---------------------------------------------------
+
+
+def tagged(world: World, in_seconds: float, kind: str = "http", **metadata: object) -> uuid.UUID:
+    at = world.now() + timedelta(seconds=in_seconds)
+    config = {"type": kind, "url": "http://127.0.0.1:9/hook"}
+    return world.store.create(NewTimer(at, kind, config, metadata=metadata or None)).id
+
+
+def ids_of(world: World, where: TimerFilter, **kwargs: object) -> list[uuid.UUID]:
+    return [t.id for t in world.store.page(where=where, limit=200, **kwargs).timers]  # type: ignore[arg-type]
+
+
+def test_filters_by_metadata_containment_kind_and_time(world: World) -> None:
+    acme = tagged(world, 10, tenant="acme", tags=["a", "b"], plan={"tier": "gold", "seats": 5})
+    acme_nats = tagged(world, 20, "nats", tenant="acme")
+    other = tagged(world, 30, tenant="other", flag=True)
+    bare = tagged(world, 40)
+    everyone = set(ids_of(world, TimerFilter()))
+    assert everyone == {acme, acme_nats, other, bare}
+    assert set(ids_of(world, TimerFilter(metadata={"tenant": "acme"}))) == {acme, acme_nats}
+    assert ids_of(world, TimerFilter(metadata={"plan": {"tier": "gold"}})) == [acme]
+    assert ids_of(world, TimerFilter(metadata={"tags": ["b"]})) == [acme]
+    assert ids_of(world, TimerFilter(metadata={"tags": ["c"]})) == []
+    assert ids_of(world, TimerFilter(metadata={"flag": True})) == [other]
+    assert ids_of(world, TimerFilter(metadata={"flag": 1})) == []  # JSON true is not 1
+    assert set(ids_of(world, TimerFilter(metadata={}))) == {acme, acme_nats, other}  # has metadata
+    assert ids_of(world, TimerFilter(callback_type="nats")) == [acme_nats]
+    window = TimerFilter(
+        execute_after=world.store.get(acme_nats).execute_at,
+        execute_before=world.store.get(bare).execute_at,
+    )
+    assert ids_of(world, window, sort="execute_at", order="asc") == [acme_nats, other]
+    both = TimerFilter(metadata={"tenant": "acme"}, callback_type="http")
+    assert ids_of(world, both) == [acme]
+    world.store.cancel(acme)
+    assert ids_of(world, TimerFilter(status=TimerStatus.CANCELED, metadata={"tenant": "acme"})) == [
+        acme
+    ]
+
+
+@pytest.mark.parametrize("sort", ["created_at", "execute_at"])
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_keyset_pages_cover_every_timer_once_in_order(world: World, sort: str, order: str) -> None:
+    made = [tagged(world, (i * 7) % 11, n=i) for i in range(23)]
+    seen: list[uuid.UUID] = []
+    after = None
+    pages = 0
+    while True:
+        page = world.store.page(limit=5, sort=sort, order=order, after=after, with_total=False)
+        assert page.total is None
+        seen += [t.id for t in page.timers]
+        pages += 1
+        if page.next is None:
+            break
+        after = page.next
+    assert pages == 5 and len(seen) == len(set(seen)) == 23 and set(seen) == set(made)
+    keys = [(getattr(world.store.get(i), sort), i) for i in seen]
+    assert keys == sorted(keys, reverse=order == "desc")
+    whole = world.store.page(limit=23, sort=sort, order=order)
+    assert whole.next is None and whole.total == 23
+
+
+def test_bulk_cancel_touches_only_matching_pending_timers(world: World) -> None:
+    pending = [tagged(world, 60, tenant="acme") for _ in range(3)]
+    claimed = tagged(world, -1, tenant="acme")
+    world.store.claim_due([claimed])
+    elsewhere = tagged(world, 60, tenant="other")
+    assert world.store.cancel_matching(TimerFilter(metadata={"tenant": "acme"})) == 3
+    assert {world.status(i) for i in pending} == {TimerStatus.CANCELED}
+    assert world.status(claimed) is TimerStatus.EXECUTING
+    assert world.status(elsewhere) is TimerStatus.PENDING
+    assert world.store.cancel_matching(TimerFilter(metadata={"tenant": "acme"})) == 0
+    assert world.store.cancel_matching(TimerFilter(status=TimerStatus.EXECUTING)) == 0
+
+
+def test_counts_and_the_due_backlog(world: World) -> None:
+    due = [world.add(-1) for _ in range(3)]
+    world.add(3600)
+    world.store.claim_due(due[:1])
+    world.store.cancel(due[2])
+    counts, estimated = world.store.counts()
+    assert not estimated
+    assert counts == {"pending": 2, "executing": 1, "completed": 0, "failed": 0, "canceled": 1}
+    assert world.store.due_backlog() == 1
+    stats = world.store.stats()
+    assert (stats.counts, stats.due_backlog) == (counts, 1)
+
+
+def finish(world: World, timer_id: uuid.UUID, error: str | None = None) -> None:
+    [claimed] = world.store.claim_due([timer_id])
+    world.store.begin_deliveries([(timer_id, claimed.attempts)], lease=60)
+    assert world.store.finish_many([Outcome(timer_id, claimed.attempts, error)]) == 1
+
+
+def test_recent_lateness_by_minute(world: World) -> None:
+    assert world.store.lateness() == []
+    for _ in range(3):
+        finish(world, world.add(-2))
+    finish(world, world.add(-4), "HTTP 500")
+    minutes = world.store.lateness()
+    assert sum(m.count for m in minutes) == 4
+    for m in minutes:
+        assert 1900 <= m.p50_ms <= m.p99_ms <= m.max_ms < 60_000
+    assert max(m.max_ms for m in minutes) >= 3900
+
+
+def test_purge_deletes_only_old_finished_timers_a_batch_at_a_time(world: World) -> None:
+    old = [world.add() for _ in range(5)]
+    for timer_id in old[:3]:
+        finish(world, timer_id)
+    finish(world, old[3], "HTTP 500")
+    world.store.cancel(world.add(60))
+    waiting = world.add(3600)
+    running = world.add()
+    world.store.claim_due([running])
+    world.advance(1.5)
+    fresh = world.add()
+    finish(world, fresh)
+    assert world.store.purge_finished(1.0, limit=3) == 3
+    assert world.store.purge_finished(1.0, limit=3) == 2
+    assert world.store.purge_finished(1.0, limit=3) == 0
+    left = {t.id: t.status for t in world.store.page(limit=50).timers}
+    assert left == {
+        old[4]: TimerStatus.PENDING,
+        waiting: TimerStatus.PENDING,
+        running: TimerStatus.EXECUTING,
+        fresh: TimerStatus.COMPLETED,
+    }
+    world.advance(0.01)
+    assert world.store.purge_finished(0.0, limit=10) == 1  # 0: every finished timer

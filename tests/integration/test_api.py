@@ -103,12 +103,12 @@ def test_get_returns_the_full_timer(client: TestClient, store: TimerStore) -> No
 def test_list_filters_sorts_and_pages(client: TestClient, store: TimerStore) -> None:
     ids = [create(client, execute_at=future(3600 - i * 60))["id"] for i in range(5)]
     client.delete(f"/timers/{ids[0]}")
-    everything = client.get("/timers").json()["data"]
+    everything = client.get("/timers", params={"total": "true"}).json()["data"]
     assert everything["total"] == 5 and everything["limit"] == 50 and everything["offset"] == 0
     # Default: newest first.
     assert [t["id"] for t in everything["timers"]] == list(reversed(ids))
 
-    pending = client.get("/timers", params={"status": "pending"}).json()["data"]
+    pending = client.get("/timers", params={"status": "pending", "total": "true"}).json()["data"]
     assert pending["total"] == 4
     assert {t["id"] for t in pending["timers"]} == set(ids[1:])
 
@@ -119,7 +119,92 @@ def test_list_filters_sorts_and_pages(client: TestClient, store: TimerStore) -> 
         "/timers", params={"sort": "created_at", "order": "asc", "limit": 2, "offset": 2}
     ).json()["data"]
     assert [t["id"] for t in page["timers"]] == ids[2:4]
-    assert page["total"] == 5 and page["limit"] == 2 and page["offset"] == 2
+    assert page["total"] is None and page["limit"] == 2 and page["offset"] == 2
+
+
+def test_list_by_cursor_metadata_time_and_kind(client: TestClient, store: TimerStore) -> None:
+    acme = [
+        create(client, execute_at=future(600 + i), metadata={"tenant": "acme", "n": i})["id"]
+        for i in range(5)
+    ]
+    other = create(client, execute_at=future(700), metadata={"tenant": "other"})["id"]
+    seen: list[str] = []
+    params: dict[str, str | int] = {"limit": 2, "sort": "execute_at", "order": "asc"}
+    for _ in range(10):
+        data = client.get("/timers", params=params).json()["data"]
+        seen += [t["id"] for t in data["timers"]]
+        if data["next_cursor"] is None:
+            break
+        params["cursor"] = data["next_cursor"]
+    assert seen == [*acme, other]
+    tenant = client.get("/timers", params={"metadata": '{"tenant": "acme"}', "total": "true"})
+    assert tenant.status_code == 200 and tenant.json()["data"]["total"] == 5
+    window = client.get(
+        "/timers",
+        params={
+            "execute_after": future(601),
+            "execute_before": future(650),
+            "callback_type": "http",
+        },
+    ).json()["data"]
+    assert {t["id"] for t in window["timers"]} <= set(acme[1:]) and len(window["timers"]) >= 3
+    assert client.get("/timers", params={"callback_type": "nats"}).json()["data"]["timers"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"metadata": "tenant=acme"}, "metadata: must be a JSON object"),
+        ({"metadata": "[1]"}, "metadata: must be a JSON object"),
+        ({"cursor": "garbage"}, "cursor: not a cursor"),
+        ({"cursor": "x", "offset": 5}, "cursor: give either cursor or offset"),
+        (
+            {"execute_after": "2030-01-02T00:00:00Z", "execute_before": "2030-01-01T00:00:00Z"},
+            "execute_before: must be later",
+        ),
+        ({"callback_type": "smtp"}, "callback_type"),
+    ],
+)
+def test_bad_list_filters_are_refused(
+    client: TestClient, params: dict[str, str], message: str
+) -> None:
+    response = client.get("/timers", params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == 2 and message in response.json()["message"]
+
+
+def test_a_cursor_continues_only_the_order_it_came_from(client: TestClient) -> None:
+    for _ in range(3):
+        create(client)
+    cursor = client.get("/timers", params={"limit": 1}).json()["data"]["next_cursor"]
+    wrong = client.get("/timers", params={"limit": 1, "cursor": cursor, "order": "asc"})
+    assert wrong.status_code == 400 and "sort=created_at order=desc" in wrong.json()["message"]
+
+
+def test_bulk_cancel_by_filter(client: TestClient, store: TimerStore) -> None:
+    acme = [create(client, metadata={"tenant": "acme"})["id"] for _ in range(3)]
+    other = create(client, metadata={"tenant": "other"})["id"]
+    refused = client.post("/timers/cancel", json={})
+    assert refused.status_code == 400 and '"all": true' in refused.json()["message"]
+    answer = client.post("/timers/cancel", json={"metadata": {"tenant": "acme"}})
+    assert answer.status_code == 200 and answer.json()["data"] == {"canceled": 3}
+    assert {store.get(uuid.UUID(i)).status.value for i in acme} == {"canceled"}
+    assert store.get(uuid.UUID(other)).status.value == "pending"
+    unknown = client.post("/timers/cancel", json={"tenant": "acme"})
+    assert unknown.status_code == 400 and unknown.json()["code"] == 2
+    everything = client.post("/timers/cancel", json={"all": True})
+    assert everything.json()["data"] == {"canceled": 1}
+
+
+def test_stats_and_metrics(client: TestClient) -> None:
+    create(client)
+    stats = client.get("/stats").json()["data"]
+    assert stats["counts"]["pending"] == 1 and stats["counts_estimated"] is False
+    assert stats["due_backlog"] == 0 and stats["lateness"] == []
+    assert client.get("/stats", headers={"X-API-Key": "wrong"}).status_code == 401
+    text = client.get("/metrics", headers={"X-API-Key": ""}).text
+    assert 'timers_api_requests_total{code="201",method="POST",route="/timers"} 1.0' in text
+    assert 'route="/stats"' in text and "/timers/0" not in text
 
 
 def test_update_changes_a_pending_timer(client: TestClient, store: TimerStore) -> None:

@@ -24,6 +24,7 @@ from timers.api import create_app
 from timers.celery_app import create_celery_app
 from timers.config import Settings
 from timers.models import TimerStatus
+from timers.storage import TimerFilter
 from timers.store import NewTimer, TimerStore, database_engine
 from timers.tasks import BATCH_TASK_NAME, TASK_NAME
 
@@ -288,7 +289,7 @@ def test_two_scheduler_processes_call_each_of_1000_timers_exactly_once(
         assert second.wait_for_output("scheduler started", 30), second.output()
 
         def all_done() -> bool:
-            page = e2e_store.page(status=TimerStatus.COMPLETED, limit=1)
+            page = e2e_store.page(where=TimerFilter(status=TimerStatus.COMPLETED), limit=1)
             return page.total == count
 
         assert wait_until(all_done, 90, interval=0.5), e2e_store.page(limit=1).total

@@ -33,6 +33,7 @@ from timers.scheduler import (
     Scheduler,
     TimerCache,
 )
+from timers.storage import TimerFilter
 from timers.store import NearTerm, TimerStore, database_engine
 
 
@@ -341,8 +342,8 @@ def test_a_stop_request_ends_a_large_tick_between_batches(
     loop = ExecutionLoop(store, cache, CeleryEnqueuer(celery_app), batch_size=5, stopping=stopping)
     assert loop.tick() == 5
     assert len(queued_timer_ids(broker_url)) == 5
-    assert store.page(status=TimerStatus.EXECUTING).total == 5
-    assert store.page(status=TimerStatus.PENDING).total == 7
+    assert store.page(where=TimerFilter(status=TimerStatus.EXECUTING)).total == 5
+    assert store.page(where=TimerFilter(status=TimerStatus.PENDING)).total == 7
     assert len(cache) == 7  # the rest stays cached for the next scheduler
 
 

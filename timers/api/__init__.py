@@ -13,11 +13,12 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from timers import __version__
-from timers.api import health, routes, ui
+from timers.api import health, monitoring, routes, ui
 from timers.api.body_limit import BodyLimit
 from timers.api.deps import reject_unknown_query, require_api_key
 from timers.api.envelope import install_handlers
 from timers.config import Settings, load_settings
+from timers.metrics import ApiMetrics
 from timers.outbound import OutboundPolicy
 from timers.storage import StoreError
 from timers.store import TimerStore, database_engine
@@ -64,15 +65,22 @@ def create_app(
     app.state.api_keys = api_keys
     app.state.policy = OutboundPolicy(settings.allowed_networks)
     app.state.max_delay = timedelta(seconds=settings.max_delay)
+    app.state.flower_url = settings.flower_url
+    app.state.metrics = ApiMetrics()
     install_handlers(app)
     app.include_router(health.router, dependencies=[Depends(reject_unknown_query)])
+    app.include_router(monitoring.metrics_router, dependencies=[Depends(reject_unknown_query)])
     app.include_router(ui.router, include_in_schema=False)
     app.include_router(
         routes.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]
     )
+    app.include_router(
+        monitoring.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]
+    )
     app.add_middleware(
         BodyLimit, max_bytes=MAX_BODY_BYTES, per_path={"/timers/batch": MAX_BATCH_BODY_BYTES}
     )
+    app.add_middleware(monitoring.RequestMetrics, metrics=app.state.metrics)
     app.openapi = lambda: contract(app)  # type: ignore[method-assign]
     return app
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -11,13 +12,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from timers import callbacks
-from timers.api import idempotency
+from timers.api import idempotency, pages
 from timers.api.deps import ApiKey, Clock, MaxDelay, Policy, Store
 from timers.api.envelope import ApiError, Code, envelope
 from timers.api.schemas import (
     MAX_OFFSET,
     Canceled,
+    CanceledCount,
+    CancelFilter,
     Envelope,
+    Instant,
     JsonObject,
     TimerBatch,
     TimerBatchCreated,
@@ -34,6 +38,7 @@ from timers.storage import (
     Created,
     IdempotencyKeyReused,
     NewTimer,
+    TimerFilter,
     TimerNotFound,
     TimerNotPending,
 )
@@ -247,6 +252,25 @@ def get_timer(timer_id: UUID, store: Store) -> JSONResponse:
     return envelope(TimerOut.of(timer))
 
 
+def _metadata_filter(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ApiError(
+            Code.VALIDATION, 'metadata: must be a JSON object, e.g. {"tenant": "acme"}'
+        ) from None
+    if not isinstance(value, dict):
+        raise ApiError(Code.VALIDATION, 'metadata: must be a JSON object, e.g. {"tenant": "acme"}')
+    return _check_metadata(value)
+
+
+def _check_range(after: datetime | None, before: datetime | None) -> None:
+    if after is not None and before is not None and before <= after:
+        raise ApiError(Code.VALIDATION, "execute_before: must be later than execute_after")
+
+
 @router.get(
     "",
     response_model=Envelope[TimerList],
@@ -256,20 +280,89 @@ def get_timer(timer_id: UUID, store: Store) -> JSONResponse:
 def list_timers(
     store: Store,
     status: TimerStatus | None = None,
+    callback_type: Literal["http", "celery", "nats"] | None = None,
+    metadata: str | None = Query(
+        None,
+        max_length=4096,
+        description='Timers whose metadata contains this JSON object, e.g. {"tenant":"acme"}.',
+    ),
+    execute_after: Annotated[
+        Instant | None, Query(description="`execute_at` at or after this (ISO 8601).")
+    ] = None,
+    execute_before: Annotated[
+        Instant | None, Query(description="`execute_at` before this (ISO 8601).")
+    ] = None,
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
-    sort: Literal["created_at", "execute_at"] = "created_at",
+    cursor: str | None = Query(
+        None,
+        max_length=200,
+        description="The `next_cursor` of the previous page: the page right after it, as fast "
+        "at any depth (the sort and order must be the same).",
+    ),
+    total: bool = Query(False, description="Count every matching timer (costs a scan)."),
+    sort: Literal["created_at", "execute_at", "updated_at"] = "created_at",
     order: Literal["asc", "desc"] = "desc",
 ) -> JSONResponse:
-    page = store.page(status=status, limit=limit, offset=offset, sort=sort, order=order)
+    _check_range(execute_after, execute_before)
+    if cursor is not None and offset:
+        raise ApiError(Code.VALIDATION, "cursor: give either cursor or offset, not both")
+    where = TimerFilter(
+        status=status,
+        callback_type=callback_type,
+        metadata=_metadata_filter(metadata),
+        execute_after=execute_after,
+        execute_before=execute_before,
+    )
+    after = None if cursor is None else pages.decode(cursor, sort, order)
+    page = store.page(
+        where=where,
+        limit=limit,
+        offset=offset,
+        sort=sort,
+        order=order,
+        after=after,
+        with_total=total,
+    )
     return envelope(
         TimerList(
             timers=[TimerOut.of(t) for t in page.timers],
             total=page.total,
             limit=limit,
             offset=offset,
+            next_cursor=None if page.next is None else pages.encode(page.next, sort, order),
         )
     )
+
+
+@router.post(
+    "/cancel",
+    response_model=Envelope[CanceledCount],
+    responses=errors(400, 401, 413, 500),
+    summary="Cancel the pending timers matching a filter",
+)
+def cancel_timers(body: CancelFilter, store: Store) -> JSONResponse:
+    """One statement: every pending timer matching all the conditions given becomes `canceled`;
+    a timer a scheduler claimed meanwhile is left to fire. Answers how many were canceled."""
+    _check_range(body.execute_after, body.execute_before)
+    where = TimerFilter(
+        callback_type=body.callback_type,
+        metadata=None if body.metadata is None else _check_metadata(body.metadata),
+        execute_after=body.execute_after,
+        execute_before=body.execute_before,
+    )
+    if where.is_empty and not body.all:
+        raise ApiError(
+            Code.VALIDATION,
+            "body: give at least one of metadata, execute_after, execute_before, callback_type "
+            '(or "all": true to cancel every pending timer)',
+        )
+    if body.all and not where.is_empty:
+        raise ApiError(
+            Code.VALIDATION, "all: true cancels every pending timer; give no filter with it"
+        )
+    canceled = store.cancel_matching(where)
+    return envelope(CanceledCount(canceled=canceled), message=f"canceled {canceled}")
 
 
 @router.put(

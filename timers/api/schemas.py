@@ -4,11 +4,12 @@ destination's address, `execute_at` against the clock) follow in the routes."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -48,6 +49,16 @@ ExecuteAt = Annotated[
     ),
 ]
 JsonObject = dict[str, Any]
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+# A point in time that filters (not one to fire at): ISO 8601 with an offset, kept in UTC.
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_8601_text), AfterValidator(_in_utc)]
 CallbackType = Literal["http", "celery", "nats"]
 
 
@@ -205,9 +216,53 @@ class TimerOut(BaseModel):
 
 class TimerList(BaseModel):
     timers: list[TimerOut]
-    total: int
+    total: int | None = Field(
+        description="Every timer matching the filters; only with `total=true`."
+    )
     limit: int
     offset: int
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page (null after the last page)."
+    )
+
+
+class CancelFilter(BaseModel):
+    """Which pending timers to cancel: every condition given must hold (at least one, or
+    `all`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: JsonObject | None = Field(
+        None, description="Timers whose metadata contains this object."
+    )
+    execute_after: Instant | None = Field(None, description="`execute_at` at or after this.")
+    execute_before: Instant | None = Field(None, description="`execute_at` before this.")
+    callback_type: Literal["http", "celery", "nats"] | None = None
+    all: bool = Field(False, description="Cancel every pending timer (when no filter is given).")
+
+
+class CanceledCount(BaseModel):
+    canceled: int
+
+
+class LatenessMinute(BaseModel):
+    minute: datetime
+    count: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class Stats(BaseModel):
+    counts: dict[str, int] = Field(description="Timers by status.")
+    counts_estimated: bool = Field(
+        description="The counts are the planner's estimates (a table of a million rows or more)."
+    )
+    due_backlog: int = Field(description="Pending timers already due, not yet claimed.")
+    lateness: list[LatenessMinute] = Field(
+        description="Per minute of the last 15, the lateness (started − due) of finished deliveries."
+    )
+    flower_url: str | None = Field(description="Flower's address (TIMERS_FLOWER_URL), if set.")
 
 
 class Canceled(BaseModel):

@@ -19,6 +19,7 @@ from timers.scheduler.execution import Enqueuer, ExecutionLoop
 from timers.scheduler.listener import ChangeListener
 from timers.scheduler.loader import MemoryLoader
 from timers.scheduler.recovery import Recovery
+from timers.scheduler.retention import Retention
 from timers.scheduler.runner import Scheduler
 from timers.scheduler.timing import near_term_window, next_deadline, next_wake, run_every
 
@@ -28,6 +29,7 @@ __all__ = [
     "ExecutionLoop",
     "MemoryLoader",
     "Recovery",
+    "Retention",
     "Scheduler",
     "TimerCache",
     "near_term_window",

@@ -16,18 +16,22 @@ from typing import Any
 
 from timers.config import Settings, environment_help
 from timers.enqueuer import CeleryEnqueuer
+from timers.metrics import SchedulerMetrics, serve
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.execution import ExecutionLoop
 from timers.scheduler.listener import ChangeListener
 from timers.scheduler.loader import MemoryLoader
 from timers.scheduler.recovery import Recovery
+from timers.scheduler.retention import Retention
 from timers.scheduler.runner import Scheduler
 from timers.store import TimerStore
 
 log = logging.getLogger("timers.scheduler")
 
 
-def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
+def build_scheduler(
+    settings: Settings, metrics: SchedulerMetrics | None = None
+) -> tuple[Scheduler, Callable[[], None]]:
     """A scheduler wired to PostgreSQL and the Celery broker from `settings`, and its cleanup."""
     from timers.celery_app import create_celery_app
     from timers.store import database_engine
@@ -37,6 +41,9 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
     store = TimerStore(engine)
     app = create_celery_app(settings)
     cache = TimerCache()
+    metrics = metrics or SchedulerMetrics()
+    metrics.watch_cache(cache.__len__)
+    metrics.watch_store(store.due_backlog, lambda: store.counts()[0]["pending"])
     enqueuer = CeleryEnqueuer(app, per_task=settings.callbacks_per_task)
     recovery = Recovery(
         enqueue_timeout=settings.enqueue_timeout,
@@ -52,6 +59,7 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
         lookahead=settings.lookahead,
         fire_overdue=settings.misfire_policy == "fire",
         recovery=recovery,
+        metrics=metrics,
     )
     stopping = threading.Event()
     execution = ExecutionLoop(
@@ -61,6 +69,7 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
         stopping=stopping.is_set,
         lookahead=settings.lookahead,
         batch_size=settings.claim_batch_size,
+        metrics=metrics,
     )
     wake = threading.Event() if settings.listen else None
     listener = ChangeListener(store, cache, loader, wake) if wake is not None else None
@@ -72,6 +81,9 @@ def build_scheduler(settings: Settings) -> tuple[Scheduler, Callable[[], None]]:
         stop=stopping,
         listener=listener,
         wake=wake,
+        retention=Retention(store, settings.retention, metrics=metrics)
+        if settings.retention
+        else None,
     )
 
     def close() -> None:
@@ -123,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         settings = load_settings()
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         problem = check_services(settings)
     except ConfigError as exc:
         print(f"timers scheduler: {exc}", file=sys.stderr)
@@ -131,7 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(f"timers scheduler: {problem}", file=sys.stderr)
         return 1
-    scheduler, close = build_scheduler(settings)
+    metrics = SchedulerMetrics()
+    if settings.metrics_port is not None:
+        try:
+            serve(settings.metrics_port, metrics.registry)
+        except OSError as exc:
+            print(
+                f"timers scheduler: TIMERS_METRICS_PORT {settings.metrics_port}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
+    scheduler, close = build_scheduler(settings, metrics)
 
     def on_signal(signum: int, _: Any) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
@@ -141,13 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     log.info(
         "scheduler started (mode %s, load every %gs, tick every %gs, lookahead %gs, recovery "
-        "window %gs, misfire policy %s)",
+        "window %gs, misfire policy %s, retention %s)",
         settings.mode,
         settings.load_interval,
         settings.execute_interval,
         settings.lookahead,
         settings.recovery_window,
         settings.misfire_policy,
+        f"{settings.retention:g}s" if settings.retention else "off",
     )
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's way, so that its full collections don't pause a tick for tens of ms.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from timers.config import CLAIM_BATCH
+from timers.metrics import SchedulerMetrics
 from timers.models import Timer
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.timing import Clock, utc_now
@@ -39,7 +41,9 @@ class ExecutionLoop:
         batch_size: int = CLAIM_BATCH,
         stopping: Callable[[], bool] = lambda: False,
         lookahead: float = 60.0,
+        metrics: SchedulerMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or SchedulerMetrics()
         self.last_tick_at: datetime | None = None
         self.lookahead = lookahead
         self.store = store
@@ -74,6 +78,7 @@ class ExecutionLoop:
 
     def _fire(self, ids: list[uuid.UUID]) -> tuple[int, bool]:
         """Claim and enqueue these timers: how many were enqueued, and whether the broker refused."""
+        began = time.monotonic()
         try:
             claimed = self.store.claim_due(ids)
         except Exception:
@@ -84,6 +89,7 @@ class ExecutionLoop:
                 exc_info=True,
             )
             return 0, False
+        self.metrics.claim_duration.observe(time.monotonic() - began)
         self.cache.remove(ids)
         if len(claimed) < len(ids):
             self._refresh_unclaimed(set(ids) - {t.id for t in claimed})
@@ -99,6 +105,7 @@ class ExecutionLoop:
                 log.info(
                     "Spawned callback for timer %s", timer.id, extra={"timer_id": str(timer.id)}
                 )
+        self.metrics.enqueued.inc(len(claimed) - len(failed))
         if failed:
             self._release([(t.id, t.attempts) for t in claimed if t.id in failed])
         return len(claimed) - len(failed), bool(failed)

@@ -4,8 +4,10 @@ the same statement recovers stranded timers."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 
+from timers.metrics import SchedulerMetrics
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.recovery import Recovery
 from timers.scheduler.timing import Clock, near_term_window, utc_now
@@ -29,7 +31,9 @@ class MemoryLoader:
         clock: Clock = utc_now,
         fire_overdue: bool = False,
         recovery: Recovery | None = None,
+        metrics: SchedulerMetrics | None = None,
     ) -> None:
+        self.metrics = metrics or SchedulerMetrics()
         self.fire_overdue = fire_overdue
         self.store = store
         self.cache = cache
@@ -49,6 +53,7 @@ class MemoryLoader:
             rules = self.recovery.rules()
         start, end = self.window()
         self.cache.begin_snapshot()
+        began = time.monotonic()
         try:
             # Under the `fire` misfire policy, timers overdue beyond the recovery window are
             # loaded too (oldest first) and fire late; under `skip`, they were failed just now.
@@ -62,6 +67,8 @@ class MemoryLoader:
                 exc_info=True,
             )
             return None
+        self.metrics.load_duration.observe(time.monotonic() - began)
+        self.metrics.recovered.inc(len(near.recovered))
         for timer in near.recovered:
             log.warning(
                 "Recovered timer %s (%s); it will fire again",

@@ -10,14 +10,15 @@ from collections.abc import Callable
 from timers.scheduler.execution import ExecutionLoop
 from timers.scheduler.listener import ChangeListener
 from timers.scheduler.loader import MemoryLoader
+from timers.scheduler.retention import Retention
 from timers.scheduler.timing import next_wake, run_every
 
 log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    """Runs the loader, the execution loop and (optionally) the change listener on their own
-    threads until `stop()`.
+    """Runs the loader, the execution loop and (optionally) the change listener and retention on
+    their own threads until `stop()`.
 
     The execution loop ticks on its fixed grid; with wake-ups on, it also wakes at the earliest
     cached `execute_at` and whenever the listener changed the cache.
@@ -33,8 +34,10 @@ class Scheduler:
         stop: threading.Event | None = None,
         listener: ChangeListener | None = None,
         wake: threading.Event | None = None,
+        retention: Retention | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.retention = retention
         self.loader = loader
         self.execution = execution
         self.listener = listener
@@ -55,6 +58,9 @@ class Scheduler:
         if self.listener is not None:
             listener = self.listener
             targets.append(("change-listener", lambda: listener.run(self._stop)))
+        if self.retention is not None:
+            retention = self.retention
+            targets.append(("retention", lambda: retention.run(self._stop)))
         for name, target in targets:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()

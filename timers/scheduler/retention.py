@@ -1,0 +1,70 @@
+"""Retention: finished timers older than `TIMERS_RETENTION` are deleted in small batches."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from timers.metrics import SchedulerMetrics
+from timers.storage import Store
+
+log = logging.getLogger(__name__)
+
+PURGE_BATCH = 1000  # rows per DELETE: short locks, small WAL bursts
+PURGE_EVERY = 600.0  # seconds between passes once nothing is left to delete
+FIRST_PASS_AFTER = 10.0  # seconds after start
+
+
+class Retention:
+    """Deletes completed, failed and canceled timers that finished more than `keep` seconds ago.
+
+    A pass deletes batches of PURGE_BATCH rows until one comes back short, resting after each for
+    as long as it took (so the purge takes at most half of one database connection's time, and
+    the timers that fire meanwhile keep theirs); then it sleeps PURGE_EVERY. Several schedulers
+    may run it: an advisory lock lets one purge at a time, and the others skip their pass. An
+    idle system costs one statement per pass.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        keep: float,
+        *,
+        batch: int = PURGE_BATCH,
+        every: float = PURGE_EVERY,
+        metrics: SchedulerMetrics | None = None,
+    ) -> None:
+        self.store = store
+        self.keep = keep
+        self.batch = batch
+        self.every = every
+        self.metrics = metrics or SchedulerMetrics()
+
+    def purge(self, stop: threading.Event) -> int:
+        """One pass; how many timers it deleted."""
+        deleted = 0
+        while not stop.is_set():
+            began = time.monotonic()
+            count = self.store.purge_finished(self.keep, self.batch)
+            if count is None:
+                log.debug("retention: another scheduler is purging")
+                break
+            deleted += count
+            self.metrics.purged.inc(count)
+            if count < self.batch:
+                break
+            stop.wait(max(time.monotonic() - began, 0.01))
+        if deleted:
+            log.info("retention: deleted %d finished timers older than %gs", deleted, self.keep)
+        return deleted
+
+    def run(self, stop: threading.Event, first_after: float = FIRST_PASS_AFTER) -> None:
+        wait = first_after
+        while not stop.wait(wait):
+            try:
+                self.purge(stop)
+                wait = self.every
+            except Exception as exc:
+                log.warning("retention: purging failed (%s); trying again in 60s", exc)
+                wait = 60.0
