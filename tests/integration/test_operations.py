@@ -1,0 +1,348 @@
+"""Operating it: metrics after real traffic, retention by the scheduler and by `timers purge`,
+the indexes behind every list filter (EXPLAIN), cursor pages while timers are being made, bulk
+cancel racing claims, and JSON logs. Real PostgreSQL, Redis, worker, scheduler and receiver."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+import requests
+from sqlalchemy import event, text
+
+from tests.support import processes
+from tests.support.databases import create_database, drop_database
+from tests.support.receiver import Receiver, wait_until
+from tests.support.services import LOCAL_NETWORKS, Services
+from tests.support.timers import add_timer, now
+from timers.cli import main as timers_cli
+from timers.models import TimerStatus
+from timers.storage import NewTimer, Outcome, TimerFilter
+from timers.store import TimerStore, database_engine
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The samples of a /metrics page, by their full name with labels."""
+    samples = {}
+    for line in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+# -- metrics, retention and logs of the real processes ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def env(services: Services, template_database: str) -> Iterator[dict[str, str]]:
+    name = create_database(services, template_database)
+    broker = services.redis_database(4)
+    redis.Redis.from_url(broker).flushdb()
+    yield {
+        "DATABASE_URL": services.database_url(name),
+        "REDIS_URL": broker,
+        "TIMERS_ALLOWED_NETWORKS": LOCAL_NETWORKS,
+        "TIMERS_CALLBACK_TIMEOUT": "5",
+        "TIMERS_RETENTION": "1h",
+        "LOG_FORMAT": "json",
+    }
+    redis.Redis.from_url(broker).flushdb()
+    drop_database(services, name)
+
+
+@pytest.fixture(scope="module")
+def module_store(env: dict[str, str]) -> Iterator[TimerStore]:
+    engine = database_engine(env["DATABASE_URL"])
+    yield TimerStore(engine)
+    engine.dispose()
+
+
+def age_finished(store: TimerStore, ids: list[uuid.UUID], hours: float) -> None:
+    """Make finished timers look finished `hours` ago (the trigger sets updated_at on UPDATE,
+    so it is switched off for this one statement)."""
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE timers DISABLE TRIGGER timers_touch_updated_at"))
+        conn.execute(
+            text(
+                "UPDATE timers SET updated_at = now() - make_interval(hours => :h) WHERE id = ANY(:ids)"
+            ),
+            {"h": hours, "ids": ids},
+        )
+        conn.execute(text("ALTER TABLE timers ENABLE TRIGGER timers_touch_updated_at"))
+
+
+def test_metrics_retention_and_json_logs_of_the_running_processes(
+    env: dict[str, str], module_store: TimerStore
+) -> None:
+    store = module_store
+    # Finished long ago (to be purged), finished just now (kept), pending and executing (kept).
+    old = [add_timer(store, now() - timedelta(seconds=1)).id for _ in range(6)]
+    store.claim_due(old)
+    store.begin_deliveries([(i, 1) for i in old], lease=60)
+    store.finish_many([Outcome(i, 1, None if n % 2 else "HTTP 500") for n, i in enumerate(old[:4])])
+    store.cancel(add_timer(store, now() + timedelta(hours=1)).id)
+    canceled_old = store.page(where=TimerFilter(status=TimerStatus.CANCELED)).timers[0].id
+    age_finished(store, [*old[:4], canceled_old], hours=2)
+    executing_old = old[4:]  # claimed and started, never finished: not finished, never purged
+    recent = add_timer(store, now() - timedelta(seconds=1)).id
+    store.claim_due([recent])
+    store.begin_deliveries([(recent, 1)], lease=60)
+    store.finish_many([Outcome(recent, 1, None)])
+    waiting = add_timer(store, now() + timedelta(hours=1)).id
+
+    receiver = Receiver().start()
+    worker_port, scheduler_port = free_port(), free_port()
+    worker = processes.worker({**env, "TIMERS_METRICS_PORT": str(worker_port)})
+    scheduler = processes.scheduler({**env, "TIMERS_METRICS_PORT": str(scheduler_port)})
+    try:
+        assert worker.wait_for_output("ready", 60), worker.output()
+        assert scheduler.wait_for_output("scheduler started", 30), scheduler.output()
+        ok = [
+            add_timer(store, now() + timedelta(seconds=0.5), receiver.url("/hook")).id
+            for _ in range(3)
+        ]
+        bad = add_timer(store, now() + timedelta(seconds=0.5), receiver.url("/status/404")).id
+
+        def settled() -> bool:
+            return all(
+                store.get(i).status in (TimerStatus.COMPLETED, TimerStatus.FAILED)
+                for i in [*ok, bad]
+            )
+
+        assert wait_until(settled, 30, 0.2), scheduler.output()[-3000:]
+
+        # The worker's main process serves the sum over its pool processes.
+        def counted() -> bool:
+            found = scrape(worker_port)
+            return found.get('timers_deliveries_total{kind="http",outcome="completed"}') == 3
+
+        assert wait_until(counted, 10, 0.2), scrape(worker_port)
+        samples = scrape(worker_port)
+        assert samples['timers_deliveries_total{kind="http",outcome="failed"}'] == 1
+        assert samples['timers_callback_lateness_seconds_count{kind="http"}'] == 4
+        assert samples['timers_delivery_duration_seconds_count{kind="http"}'] == 4
+        assert samples["timers_deliveries_in_flight"] == 0
+        assert 0 < samples['timers_callback_lateness_seconds_sum{kind="http"}'] < 60
+
+        sched = scrape(scheduler_port)
+        assert sched["timers_enqueued_total"] == 4
+        assert sched["timers_claim_duration_seconds_count"] >= 1
+        assert sched["timers_load_duration_seconds_count"] >= 1
+        assert sched["timers_due_backlog"] == 0 and sched["timers_pending"] == 1
+        assert "timers_cache_size" in sched
+
+        # Retention (TIMERS_RETENTION=1h; its first pass 10 s after start): exactly the
+        # finished timers older than an hour go.
+        gone = [*old[:4], canceled_old]
+        assert wait_until(lambda: all(store.find(i) is None for i in gone), 30, 0.5), (
+            scheduler.output()[-3000:]
+        )
+        assert scrape(scheduler_port)["timers_purged_total"] == 5
+        for kept in [*executing_old, recent, waiting, *ok, bad]:
+            assert store.find(kept) is not None
+    finally:
+        scheduler.stop()
+        worker.stop()
+        receiver.stop()
+
+    # LOG_FORMAT=json: every line the scheduler wrote is one JSON object, with the timer's id
+    # where there is one.
+    lines = [json.loads(line) for line in scheduler.output().splitlines() if line.strip()]
+    spawned = [entry for entry in lines if entry["message"].startswith("Spawned callback")]
+    assert len(spawned) == 4 and {e["timer_id"] for e in spawned} == {str(i) for i in [*ok, bad]}
+    assert any("retention: deleted 5" in entry["message"] for entry in lines)
+
+
+def test_purge_command_deletes_finished_timers_older_than_asked(
+    env: dict[str, str], module_store: TimerStore, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    store = module_store
+    made = [add_timer(store, now() - timedelta(seconds=1)).id for _ in range(3)]
+    store.claim_due(made)
+    store.begin_deliveries([(i, 1) for i in made], lease=60)
+    store.finish_many([Outcome(i, 1, None) for i in made])
+    age_finished(store, made[:2], hours=24 * 31)
+    monkeypatch.setenv("DATABASE_URL", env["DATABASE_URL"])
+    assert timers_cli(["purge", "--older-than", "soon"]) == 2
+    assert "--older-than: a duration such as 30d" in capsys.readouterr().err
+    assert timers_cli(["purge", "--older-than", "30d"]) == 0
+    assert "deleted 2 finished timers older than 30d" in capsys.readouterr().out
+    assert [store.find(i) is None for i in made] == [True, True, False]
+
+
+def test_one_purge_at_a_time(store: TimerStore) -> None:
+    with store.engine.connect() as holder:
+        holder.execute(text("BEGIN"))
+        holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": 0x74696D657273})
+        assert store.purge_finished(0.0, 100) is None
+        holder.execute(text("COMMIT"))
+    assert store.purge_finished(0.0, 100) == 0
+
+
+# -- listing at scale ---------------------------------------------------------------------------
+
+
+def fill(store: TimerStore, rows: int) -> None:
+    """`rows` timers of every status, kind and tenant, spread over a week, then ANALYZE."""
+    with store.engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                INSERT INTO timers (id, created_at, updated_at, execute_at, callback_type,
+                                    callback_config, status, metadata)
+                SELECT gen_random_uuid(),
+                       now() - make_interval(secs => n * 30),
+                       now() - make_interval(secs => n * 30),
+                       now() + make_interval(secs => (n * 7919) % 604800),
+                       (ARRAY['http', 'http', 'http', 'nats', 'celery'])[1 + n % 5],
+                       '{"url": "http://127.0.0.1:9/hook"}'::jsonb,
+                       (ARRAY['completed', 'completed', 'completed', 'failed', 'canceled',
+                              'pending'])[1 + n % 6],
+                       jsonb_build_object('tenant', 't' || (n % 500))
+                FROM generate_series(1, :rows) AS n
+                """
+            ),
+            {"rows": rows},
+        )
+        conn.execute(text("ANALYZE timers"))
+
+
+def captured_plan(store: TimerStore, **page: Any) -> str:
+    """EXPLAIN of exactly the statement `store.page(**page)` runs."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "count(" not in statement:
+            seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        store.page(with_total=False, **page)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    statement, parameters = seen[-1]
+    raw = store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("EXPLAIN " + statement, parameters)
+        return "\n".join(row[0] for row in cursor.fetchall())
+    finally:
+        raw.close()
+
+
+@pytest.fixture
+def big(store: TimerStore) -> TimerStore:
+    fill(store, 30_000)
+    return store
+
+
+def test_every_list_filter_and_order_is_served_by_an_index(big: TimerStore) -> None:
+    late = now() + timedelta(days=3)
+    middle = big.page(limit=1, offset=15_000, with_total=False).timers[0]
+    cases = {
+        "newest first": ({}, "ix_timers_created_at_id"),
+        "oldest first, deep": (
+            {"order": "asc", "after": (middle.created_at, middle.id)},
+            "ix_timers_created_at_id",
+        ),
+        "by status": (
+            {"where": TimerFilter(status=TimerStatus.FAILED)},
+            "ix_timers_status_created_at_id",
+        ),
+        "by due time": ({"sort": "execute_at", "order": "asc"}, "ix_timers_execute_at_id"),
+        "a due-time window": (
+            {
+                "where": TimerFilter(
+                    execute_after=late, execute_before=late + timedelta(minutes=5)
+                ),
+                "sort": "execute_at",
+            },
+            "ix_timers_execute_at_id",
+        ),
+        "by metadata": ({"where": TimerFilter(metadata={"tenant": "t42"})}, "ix_timers_metadata"),
+        "recent failures": (
+            {"where": TimerFilter(status=TimerStatus.FAILED), "sort": "updated_at"},
+            "ix_timers_finished_updated_at",
+        ),
+        # The kind is a filter on the ordered scan (three kinds: never selective enough alone).
+        "by kind": ({"where": TimerFilter(callback_type="nats")}, "ix_timers_created_at_id"),
+    }
+    for name, (page, index) in cases.items():
+        plan = captured_plan(big, limit=50, **page)
+        assert index in plan, f"{name}:\n{plan}"
+        assert "Seq Scan" not in plan, f"{name}:\n{plan}"
+
+
+def test_cursor_pages_never_skip_or_repeat_while_timers_are_made(store: TimerStore) -> None:
+    original = {add_timer(store, now() + timedelta(minutes=m)).id for m in range(60)}
+    for sort, order in [("created_at", "desc"), ("created_at", "asc"), ("execute_at", "asc")]:
+        seen: list[uuid.UUID] = []
+        after = None
+        while True:
+            page = store.page(limit=7, sort=sort, order=order, after=after, with_total=False)
+            seen += [t.id for t in page.timers]
+            for minute in (1, 30, 90):  # before, among and after the ones being read
+                add_timer(store, now() + timedelta(minutes=minute, seconds=1))
+            if page.next is None:
+                break
+            after = page.next
+        assert len(seen) == len(set(seen)), (sort, order)
+        assert original <= set(seen), (sort, order)
+
+
+def test_bulk_cancel_racing_claims_cancels_only_what_was_still_pending(store: TimerStore) -> None:
+    batch = [
+        NewTimer(
+            now() - timedelta(seconds=1),
+            "http",
+            {"type": "http", "url": "http://127.0.0.1:9/hook"},
+            metadata={"batch": "race"},
+        )
+        for _ in range(3000)
+    ]
+    ids = [t.id for t in store.create_many(batch)]
+    claimed: list[uuid.UUID] = []
+    canceled: list[int] = []
+    start = threading.Barrier(2)
+
+    def claim() -> None:
+        start.wait()
+        for offset in range(0, len(ids), 50):
+            claimed.extend(t.id for t in store.claim_due(ids[offset : offset + 50]))
+
+    def cancel() -> None:
+        start.wait()
+        canceled.append(store.cancel_matching(TimerFilter(metadata={"batch": "race"})))
+
+    threads = [threading.Thread(target=claim), threading.Thread(target=cancel)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    statuses = {
+        t.id: t.status
+        for t in store.page(
+            limit=200, where=TimerFilter(metadata={"batch": "race"}), with_total=False
+        ).timers
+    }
+    counts, _ = store.counts()
+    assert counts["executing"] == len(claimed) and counts["canceled"] == canceled[0]
+    assert len(claimed) + canceled[0] == len(ids), (len(claimed), canceled)
+    assert len(set(claimed)) == len(claimed)
+    for timer_id in claimed[:200]:
+        assert store.get(timer_id).status is TimerStatus.EXECUTING
+    assert all(s in (TimerStatus.EXECUTING, TimerStatus.CANCELED) for s in statuses.values())
