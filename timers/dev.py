@@ -139,6 +139,9 @@ class Stack:
             "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{api_key_for(self.settings)}",
             # The demo receiver runs on this host.
             "TIMERS_ALLOWED_NETWORKS": allowed_networks(self.settings),
+            # The timers page links into this Flower.
+            "TIMERS_FLOWER_URL": self.settings.flower_url
+            or f"http://127.0.0.1:{self.settings.flower_port}",
         }
         env.pop("FLOWER_UNAUTHENTICATED_API", None)
         if self.settings.celery_broker_url:
@@ -261,7 +264,7 @@ def banner(settings: Settings, api_key: str) -> str:
     at = "$(date -u -d '+10 seconds' +%Y-%m-%dT%H:%M:%SZ)"
     return f"""
 timers is up.
-  API:      {api}   (docs: {api}/docs)
+  API:      {api}   (docs: {api}/docs, timers page: {api}/ui, metrics: {api}/metrics)
   API key:  {api_key}
   Flower:   http://127.0.0.1:{settings.flower_port}   (user {FLOWER_USER}, password: the API key)
   Callbacks may reach {allowed_networks(settings)} and public addresses (TIMERS_ALLOWED_NETWORKS).
