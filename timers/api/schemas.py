@@ -50,6 +50,7 @@ ExecuteAt = Annotated[
 ]
 JsonObject = dict[str, Any]
 
+
 def _in_utc(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
