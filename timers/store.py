@@ -201,41 +201,106 @@ def _interval(seconds: Any) -> Any:
     return func.make_interval(0, 0, 0, 0, 0, 0, seconds)
 
 
-def _unnest(name: str, **columns: tuple[Any, list[Any]]) -> Any:
-    """A table of rows from parallel arrays (`unnest(:a, :b, …)`), each column `name=(type,
-    values)`. Its statement is the same however many rows it holds, so hot statements compile
-    once and come from SQLAlchemy's cache afterwards."""
-    arrays = [
-        bindparam(f"{name}_{column_name}", value=list(data), type_=ARRAY(column_type))
-        for column_name, (column_type, data) in columns.items()
-    ]
+def _unnest(name: str, **columns: Any) -> Any:
+    """A table of rows from parallel arrays (`unnest(:name_a, :name_b, …)`), each column
+    `a=type`; the arrays are bound when the statement runs. Its statement is the same however
+    many rows it holds, so the hot statements below are built once and compiled once."""
+    arrays = [bindparam(f"{name}_{n}", type_=ARRAY(t)) for n, t in columns.items()]
     return (
         func.unnest(*arrays)
-        .table_valued(*(column(n, t) for n, (t, _) in columns.items()))
+        .table_valued(*(column(n, t) for n, t in columns.items()))
         .render_derived(name=name)
     )
 
 
-def _claims_table(claims: Sequence[Claim]) -> Any:
-    return _unnest(
-        "claim",
-        id=(UUID(as_uuid=True), [tid for tid, _ in claims]),
-        attempt=(Integer(), [int(attempt) for _, attempt in claims]),
-    )
+_CLAIMS = _unnest("claim", id=UUID(as_uuid=True), attempt=Integer())
 
 
-def _update_claimed(claims: Sequence[Claim], *, unstarted: bool = False) -> Any:
-    """An UPDATE of the rows still `executing` under one of these (id, attempt) claims (and, with
+def _claims(claims: Sequence[Claim]) -> dict[str, list[Any]]:
+    """The parameters of `_CLAIMS`."""
+    return {
+        "claim_id": [tid for tid, _ in claims],
+        "claim_attempt": [int(attempt) for _, attempt in claims],
+    }
+
+
+def _update_claimed(*, unstarted: bool = False) -> Any:
+    """An UPDATE of the rows still `executing` under one of the `_CLAIMS` (id, attempt) (and, with
     `unstarted`, not started by a worker yet)."""
-    claimed = _claims_table(claims)
     conditions = [
-        timers.c.id == claimed.c.id,
-        timers.c.attempts == claimed.c.attempt,
+        timers.c.id == _CLAIMS.c.id,
+        timers.c.attempts == _CLAIMS.c.attempt,
         timers.c.status == TimerStatus.EXECUTING.value,
     ]
     if unstarted:
         conditions.append(timers.c.started_at.is_(None))
     return timers.update().where(*conditions)
+
+
+# The hot statements of the scheduler and the workers, built once: building one costs more CPU
+# than PostgreSQL spends running it. Their values are bound when they run.
+_LEASE_END = func.now() + _interval(bindparam("lease", type_=Float()))
+_CLAIM_DUE = (
+    timers.update()
+    .where(
+        timers.c.id == any_(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))),
+        timers.c.status == TimerStatus.PENDING.value,
+        timers.c.execute_at <= func.now(),
+    )
+    .values(
+        status=TimerStatus.EXECUTING.value,
+        claimed_at=func.now(),
+        started_at=None,
+        leased_until=None,
+        attempts=timers.c.attempts + 1,
+    )
+    .returning(*timers.c)
+)
+_RELEASE = _update_claimed(unstarted=True).values(status=TimerStatus.PENDING.value, claimed_at=None)
+_BEGIN = (
+    _update_claimed(unstarted=True)
+    .values(started_at=func.now(), leased_until=_LEASE_END)
+    .returning(*timers.c)
+)
+_RENEW = _update_claimed().values(leased_until=_LEASE_END)
+_OUTCOMES = _unnest(
+    "outcome",
+    id=UUID(as_uuid=True),
+    attempt=Integer(),
+    status=Text(),
+    error=Text(),
+    retry_in=Float(),
+    entry=Text(),
+)
+_RETRYING = _OUTCOMES.c.retry_in.is_not(None)
+_FINISH = (
+    timers.update()
+    .where(
+        timers.c.id == _OUTCOMES.c.id,
+        timers.c.attempts == _OUTCOMES.c.attempt,
+        timers.c.status == TimerStatus.EXECUTING.value,
+    )
+    .values(
+        status=_OUTCOMES.c.status,
+        last_error=_OUTCOMES.c.error,
+        executed_at=func.now(),
+        leased_until=None,
+        execute_at=case(
+            (_RETRYING, func.now() + _interval(cast(_OUTCOMES.c.retry_in, Float()))),
+            else_=timers.c.execute_at,
+        ),
+        claimed_at=case((_RETRYING, None), else_=timers.c.claimed_at),
+        started_at=case((_RETRYING, None), else_=timers.c.started_at),
+        delivery_attempts=timers.c.delivery_attempts + 1,
+        history=case(
+            (
+                func.jsonb_array_length(timers.c.history) >= HISTORY_LENGTH,
+                timers.c.history.op("-")(0).op("||")(cast(_OUTCOMES.c.entry, JSONB)),
+            ),
+            else_=timers.c.history.op("||")(cast(_OUTCOMES.c.entry, JSONB)),
+        ),
+    )
+)
 
 
 def _id_array(timer_ids: Iterable[uuid.UUID]) -> Any:
@@ -754,24 +819,8 @@ class TimerStore:
         """
         if not timer_ids:
             return []
-        stmt = (
-            timers.update()
-            .where(
-                timers.c.id == any_(_id_array(timer_ids)),
-                timers.c.status == TimerStatus.PENDING.value,
-                timers.c.execute_at <= func.now(),
-            )
-            .values(
-                status=TimerStatus.EXECUTING.value,
-                claimed_at=func.now(),
-                started_at=None,
-                leased_until=None,
-                attempts=timers.c.attempts + 1,
-            )
-            .returning(*timers.c)
-        )
         with self._statement() as conn:
-            rows = conn.execute(stmt).mappings().all()
+            rows = conn.execute(_CLAIM_DUE, {"ids": list(timer_ids)}).mappings().all()
         return [Timer.from_row(r) for r in rows]
 
     def release(self, claims: Sequence[Claim]) -> int:
@@ -782,11 +831,8 @@ class TimerStore:
         """
         if not claims:
             return 0
-        stmt = _update_claimed(claims, unstarted=True).values(
-            status=TimerStatus.PENDING.value, claimed_at=None
-        )
         with self._statement() as conn:
-            return int(conn.execute(stmt).rowcount)
+            return int(conn.execute(_RELEASE, _claims(claims)).rowcount)
 
     # -- worker ------------------------------------------------------------------------------
 
@@ -797,13 +843,8 @@ class TimerStore:
         redelivered copy of its message), finished, canceled or claimed again is left alone."""
         if not claims:
             return []
-        stmt = (
-            _update_claimed(claims, unstarted=True)
-            .values(started_at=func.now(), leased_until=func.now() + _seconds(lease))
-            .returning(*timers.c)
-        )
         with self._statement() as conn:
-            rows = conn.execute(stmt).mappings().all()
+            rows = conn.execute(_BEGIN, {**_claims(claims), "lease": lease}).mappings().all()
         return [Timer.from_row(r) for r in rows]
 
     def renew_leases(self, claims: Sequence[Claim], lease: float) -> int:
@@ -811,9 +852,8 @@ class TimerStore:
         under that claim; returns how many were renewed."""
         if not claims:
             return 0
-        stmt = _update_claimed(claims).values(leased_until=func.now() + _seconds(lease))
         with self._statement() as conn:
-            return int(conn.execute(stmt).rowcount)
+            return int(conn.execute(_RENEW, {**_claims(claims), "lease": lease}).rowcount)
 
     def finish_many(self, outcomes: Sequence[Outcome]) -> int:
         """Record the outcomes of delivery attempts in one statement: `completed` when the error
@@ -824,49 +864,18 @@ class TimerStore:
         many it recorded (a row recovered and claimed again since is left alone)."""
         if not outcomes:
             return 0
-        outcome = _unnest(
-            "outcome",
-            id=(UUID(as_uuid=True), [o.timer_id for o in outcomes]),
-            attempt=(Integer(), [o.attempt for o in outcomes]),
-            status=(Text(), [o.status.value for o in outcomes]),
-            error=(Text(), [clip_error(o.error) for o in outcomes]),
-            retry_in=(Float(), [o.retry_in for o in outcomes]),
-            entry=(
-                Text(),
-                [json.dumps([dict(o.entry)] if o.entry is not None else []) for o in outcomes],
-            ),
-        )
-        retry_in = cast(outcome.c.retry_in, Float())
-        retrying = outcome.c.retry_in.is_not(None)
-        entry = cast(outcome.c.entry, JSONB)
-        full = func.jsonb_array_length(timers.c.history) >= HISTORY_LENGTH
-        stmt = (
-            timers.update()
-            .where(
-                timers.c.id == outcome.c.id,
-                timers.c.attempts == outcome.c.attempt,
-                timers.c.status == TimerStatus.EXECUTING.value,
-            )
-            .values(
-                status=outcome.c.status,
-                last_error=outcome.c.error,
-                executed_at=func.now(),
-                leased_until=None,
-                execute_at=case(
-                    (retrying, func.now() + _interval(retry_in)),
-                    else_=timers.c.execute_at,
-                ),
-                claimed_at=case((retrying, None), else_=timers.c.claimed_at),
-                started_at=case((retrying, None), else_=timers.c.started_at),
-                delivery_attempts=timers.c.delivery_attempts + 1,
-                history=case(
-                    (full, timers.c.history.op("-")(0).op("||")(entry)),
-                    else_=timers.c.history.op("||")(entry),
-                ),
-            )
-        )
+        params = {
+            "outcome_id": [o.timer_id for o in outcomes],
+            "outcome_attempt": [o.attempt for o in outcomes],
+            "outcome_status": [o.status.value for o in outcomes],
+            "outcome_error": [clip_error(o.error) for o in outcomes],
+            "outcome_retry_in": [o.retry_in for o in outcomes],
+            "outcome_entry": [
+                json.dumps([dict(o.entry)] if o.entry is not None else []) for o in outcomes
+            ],
+        }
         with self._statement() as conn:
-            return int(conn.execute(stmt).rowcount)
+            return int(conn.execute(_FINISH, params).rowcount)
 
     def redrive(self, timer_id: uuid.UUID) -> Timer:
         """Put a `failed` timer back to `pending`, due now, with a fresh attempt budget (its
