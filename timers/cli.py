@@ -49,6 +49,16 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, got {value}")
+    return value
+
+
 def _purge(settings: Settings, args: argparse.Namespace) -> int:
     from timers.store import TimerStore, database_engine
 
@@ -147,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge.add_argument(
         "--older-than", required=True, help="e.g. 30d, 12h, 90m, or seconds (0: every finished one)"
     )
-    purge.add_argument("--batch", type=int, default=1000, help="rows per statement (1000)")
+    purge.add_argument("--batch", type=_positive, default=1000, help="rows per statement (1000)")
     purge.set_defaults(run=_purge)
 
     scheduler = commands.add_parser(

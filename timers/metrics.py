@@ -10,6 +10,7 @@ worker gives the whole worker, and a pool process that is replaced takes its in-
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -151,7 +152,7 @@ class StoreGauges(Collector):
         )
         yield GaugeMetricFamily(
             "timers_pending",
-            "Pending timers (an estimate on tables of a million rows or more).",
+            "Pending timers (an estimate on tables of 100,000 rows or more).",
             value=values[1],
         )
 
@@ -195,6 +196,32 @@ def serve(port: int, registry: CollectorRegistry) -> Any:
     return server
 
 
+class PoolCollector(prometheus_client.multiprocess.MultiProcessCollector):
+    """The sum over a worker's pool processes, without the live gauges of a process that was
+    killed (one that stops normally drops them itself)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def collect(self) -> Iterator[Any]:
+        path = os.environ.get(MULTIPROC_ENV, "")
+        for live in glob.glob(os.path.join(path, "gauge_livesum_*.db")):
+            pid = int(live.rsplit("_", 1)[1].split(".")[0])
+            if not _alive(pid):
+                prometheus_client.multiprocess.mark_process_dead(pid, path)
+        return super().collect()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class WorkerMetricsServer:
     """A worker's main process: before the pool forks, a directory for the pool processes'
     values (unless `PROMETHEUS_MULTIPROC_DIR` names one already), then their sum on `port`."""
@@ -205,13 +232,18 @@ class WorkerMetricsServer:
         self._server: Any = None
 
     def start(self) -> None:
-        if not os.environ.get(MULTIPROC_ENV):
+        given = os.environ.get(MULTIPROC_ENV)
+        if given:
+            # Values of an earlier run would be summed in: the directory starts empty.
+            for stale in glob.glob(os.path.join(given, "*.db")):
+                os.remove(stale)
+        else:
             self._made = tempfile.mkdtemp(prefix="timers-metrics-")
             os.environ[MULTIPROC_ENV] = self._made
         # Metrics made from now on (in the pool processes) write to that directory.
         prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()
         registry = CollectorRegistry()
-        prometheus_client.multiprocess.MultiProcessCollector(registry)
+        registry.register(PoolCollector())
         self._server = serve(self.port, registry)
 
     @staticmethod

@@ -194,7 +194,7 @@ class Stats:
 
 BACKLOG_CAP = 100_000
 LATENESS_MINUTES = 15
-EXACT_COUNT_LIMIT = 1_000_000  # rows; beyond this, counts by status are estimates
+EXACT_COUNT_LIMIT = 100_000  # rows; beyond this, counts by status are estimates
 
 
 @dataclass(frozen=True)

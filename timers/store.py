@@ -240,13 +240,20 @@ def _update_claimed(*, unstarted: bool = False) -> Any:
 # The hot statements of the scheduler and the workers, built once: building one costs more CPU
 # than PostgreSQL spends running it. Their values are bound when they run.
 _LEASE_END = func.now() + _interval(bindparam("lease", type_=Float()))
-_CLAIM_DUE = (
-    timers.update()
+# A claim skips rows another transaction holds (an API change, a bulk cancel, another scheduler's
+# claim): the scheduler never waits on a lock, and re-reads what it skipped.
+_DUE_AND_FREE = (
+    select(timers.c.id)
     .where(
         timers.c.id == any_(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))),
         timers.c.status == TimerStatus.PENDING.value,
         timers.c.execute_at <= func.now(),
     )
+    .with_for_update(skip_locked=True)
+)
+_CLAIM_DUE = (
+    timers.update()
+    .where(timers.c.id.in_(_DUE_AND_FREE), timers.c.status == TimerStatus.PENDING.value)
     .values(
         status=TimerStatus.EXECUTING.value,
         claimed_at=func.now(),
@@ -389,8 +396,8 @@ _PURGE = text(
     """
     WITH lock AS (SELECT pg_try_advisory_xact_lock(:lock) AS held),
     doomed AS (
-        SELECT t.id FROM timers t, lock
-        WHERE lock.held
+        SELECT t.id FROM timers t
+        WHERE (SELECT held FROM lock)
           AND t.status IN ('completed', 'failed', 'canceled')
           AND t.updated_at < now() - make_interval(secs => :age)
         LIMIT :limit
@@ -629,6 +636,8 @@ class TimerStore:
         ordering = (column.desc(), timers.c.id.desc()) if descending else (column, timers.c.id)
         query = query.order_by(*ordering).limit(limit + 1).offset(offset)
         with self._transaction() if with_total else self._statement() as conn:
+            if with_total:  # the count and the page from one snapshot
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             rows = conn.execute(query).mappings().all()
             total = None
             if with_total:
@@ -703,8 +712,8 @@ class TimerStore:
     def purge_finished(self, older_than: float, limit: int) -> int | None:
         """One statement: under a transaction-scoped advisory lock (so one purge runs at a
         time), delete up to `limit` completed, failed or canceled timers whose `updated_at` (when
-        they finished) is more than `older_than` seconds before now(), oldest-index first,
-        skipping rows another transaction holds. None when another purge holds the lock."""
+        they finished) is more than `older_than` seconds before now(), skipping rows another
+        transaction holds (the lock re-checks each row, so one redriven meanwhile stays). None when another purge holds the lock."""
         with self._statement() as conn:
             row = conn.execute(
                 _PURGE, {"lock": PURGE_LOCK, "age": older_than, "limit": limit}
@@ -815,7 +824,9 @@ class TimerStore:
         (`attempts` + 1).
 
         A timer canceled, postponed or claimed by another scheduler since it was cached is not
-        touched, so only the returned timers may be enqueued.
+        touched, so only the returned timers may be enqueued. Nor is one that another transaction
+        holds right now (an API change or bulk cancel, another scheduler's claim): a claim never
+        waits for a lock, and the caller re-reads the timers it did not get.
         """
         if not timer_ids:
             return []
@@ -996,8 +1007,8 @@ class NotificationFeed:
         changes = []
         while dbapi.notifies:
             note = dbapi.notifies.pop(0)
-            raw_id, epoch, *status = note.payload.split(" ")
             try:
+                raw_id, epoch, *status = note.payload.split(" ")
                 at = datetime.fromtimestamp(float(epoch), tz=UTC)
                 pending = status[0] == TimerStatus.PENDING.value if status else None
                 changes.append(Change(uuid.UUID(raw_id), at, pending))

@@ -163,6 +163,14 @@ def test_list_by_cursor_metadata_time_and_kind(client: TestClient, store: TimerS
             "execute_before: must be later",
         ),
         ({"callback_type": "smtp"}, "callback_type"),
+        ({"metadata": "{}"}, "metadata: give at least one key"),
+        ({"metadata": "[" * 2000 + "]" * 2000}, "metadata: must be a JSON object"),
+        ({"sort": "updated_at"}, "sort: updated_at needs a finished status"),
+        ({"sort": "updated_at", "status": "pending"}, "sort: updated_at needs a finished status"),
+        (
+            {"cursor": "WyJjcmVhdGVkX2F0IiwiZGVzYyIsIjIwMzAtMDEtMDFUMDA6MDA6MDArMDA6MDAiLDVd"},
+            "cursor: not a cursor",
+        ),
     ],
 )
 def test_bad_list_filters_are_refused(
@@ -190,6 +198,8 @@ def test_bulk_cancel_by_filter(client: TestClient, store: TimerStore) -> None:
     assert answer.status_code == 200 and answer.json()["data"] == {"canceled": 3}
     assert {store.get(uuid.UUID(i)).status.value for i in acme} == {"canceled"}
     assert store.get(uuid.UUID(other)).status.value == "pending"
+    every_tagged = client.post("/timers/cancel", json={"metadata": {}})
+    assert every_tagged.status_code == 400 and "at least one key" in every_tagged.json()["message"]
     unknown = client.post("/timers/cancel", json={"tenant": "acme"})
     assert unknown.status_code == 400 and unknown.json()["code"] == 2
     everything = client.post("/timers/cancel", json={"all": True})
@@ -205,6 +215,10 @@ def test_stats_and_metrics(client: TestClient) -> None:
     text = client.get("/metrics", headers={"X-API-Key": ""}).text
     assert 'timers_api_requests_total{code="201",method="POST",route="/timers"} 1.0' in text
     assert 'route="/stats"' in text and "/timers/0" not in text
+    for n in range(5):  # any token is a method to HTTP/1.1: they share one series
+        client.request(f"BOGUS{n}", "/health")
+    text = client.get("/metrics").text
+    assert "BOGUS" not in text and 'method="other",route="/health"' in text
 
 
 def test_update_changes_a_pending_timer(client: TestClient, store: TimerStore) -> None:

@@ -346,3 +346,43 @@ def test_bulk_cancel_racing_claims_cancels_only_what_was_still_pending(store: Ti
     for timer_id in claimed[:200]:
         assert store.get(timer_id).status is TimerStatus.EXECUTING
     assert all(s in (TimerStatus.EXECUTING, TimerStatus.CANCELED) for s in statuses.values())
+
+
+def test_a_claim_skips_a_row_another_transaction_holds_instead_of_waiting(
+    store: TimerStore,
+) -> None:
+    held, free = (add_timer(store, now() - timedelta(seconds=1)).id for _ in range(2))
+    with store.engine.connect() as holder:
+        holder.execute(text("BEGIN"))
+        holder.execute(text("SELECT 1 FROM timers WHERE id = :id FOR UPDATE"), {"id": held})
+        claimed: list[Any] = []
+        claiming = threading.Thread(target=lambda: claimed.extend(store.claim_due([held, free])))
+        claiming.start()
+        claiming.join(5)
+        waited = claiming.is_alive()
+        holder.execute(text("ROLLBACK"))  # lets a claim that waited finish
+        claiming.join(5)
+        assert not waited, "the claim waited for the row lock"
+        assert [t.id for t in claimed] == [free]
+    assert [t.id for t in store.claim_due([held])] == [held]
+
+
+def test_a_stray_notification_is_ignored_not_a_lost_connection(store: TimerStore) -> None:
+    feed = store.changes()
+    feed.open()
+    try:
+        with store.engine.connect() as conn:
+            conn.execute(text("NOTIFY timers_changed, 'garbage'"))
+            conn.execute(text("NOTIFY timers_changed, ''"))
+        timer = add_timer(store, now() + timedelta(seconds=30))
+        changes = []
+        assert wait_until(lambda: changes.extend(feed.wait(0.2)) or changes, 5)
+        assert [(c.timer_id, c.pending) for c in changes] == [(timer.id, True)]
+    finally:
+        feed.close()
+
+
+def test_purge_refuses_a_batch_of_nothing(capsys: Any) -> None:
+    with pytest.raises(SystemExit) as exit_code:
+        timers_cli(["purge", "--older-than", "1d", "--batch", "0"])
+    assert exit_code.value.code == 2 and "at least 1" in capsys.readouterr().err

@@ -23,7 +23,7 @@ def decode(cursor: str, sort: str, order: str) -> PagePosition:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         made_for_sort, made_for_order, value, timer_id = json.loads(raw)
         position = (datetime.fromisoformat(value), uuid.UUID(timer_id))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):
         raise ApiError(
             Code.VALIDATION, "cursor: not a cursor this API gave (pass next_cursor as it is)"
         ) from None

@@ -45,6 +45,8 @@ from timers.storage import (
 
 router = APIRouter(prefix="/timers", tags=["timers"])
 
+FINISHED = (TimerStatus.COMPLETED, TimerStatus.FAILED, TimerStatus.CANCELED)
+
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
@@ -257,13 +259,22 @@ def _metadata_filter(raw: str | None) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApiError(
             Code.VALIDATION, 'metadata: must be a JSON object, e.g. {"tenant": "acme"}'
         ) from None
     if not isinstance(value, dict):
         raise ApiError(Code.VALIDATION, 'metadata: must be a JSON object, e.g. {"tenant": "acme"}')
-    return _check_metadata(value)
+    return _metadata_wanted(value)
+
+
+def _metadata_wanted(value: JsonObject) -> JsonObject:
+    """A metadata filter: a non-empty object (`{}` would match every timer with metadata)."""
+    if not value:
+        raise ApiError(Code.VALIDATION, "metadata: give at least one key to match")
+    checked = _check_metadata(value)
+    assert checked is not None
+    return checked
 
 
 def _check_range(after: datetime | None, before: datetime | None) -> None:
@@ -305,6 +316,12 @@ def list_timers(
     order: Literal["asc", "desc"] = "desc",
 ) -> JSONResponse:
     _check_range(execute_after, execute_before)
+    if sort == "updated_at" and status not in FINISHED:
+        raise ApiError(
+            Code.VALIDATION,
+            "sort: updated_at needs a finished status (completed, failed or canceled): only those "
+            "are indexed by when they changed",
+        )
     if cursor is not None and offset:
         raise ApiError(Code.VALIDATION, "cursor: give either cursor or offset, not both")
     where = TimerFilter(
@@ -347,7 +364,7 @@ def cancel_timers(body: CancelFilter, store: Store) -> JSONResponse:
     _check_range(body.execute_after, body.execute_before)
     where = TimerFilter(
         callback_type=body.callback_type,
-        metadata=None if body.metadata is None else _check_metadata(body.metadata),
+        metadata=None if body.metadata is None else _metadata_wanted(body.metadata),
         execute_after=body.execute_after,
         execute_before=body.execute_before,
     )

@@ -257,7 +257,7 @@ class LatenessMinute(BaseModel):
 class Stats(BaseModel):
     counts: dict[str, int] = Field(description="Timers by status.")
     counts_estimated: bool = Field(
-        description="The counts are the planner's estimates (a table of a million rows or more)."
+        description="The counts are the planner's estimates (a table of 100,000 rows or more)."
     )
     due_backlog: int = Field(description="Pending timers already due, not yet claimed.")
     lateness: list[LatenessMinute] = Field(

@@ -4,6 +4,7 @@ the same statement recovers stranded timers."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime
 
@@ -41,12 +42,18 @@ class MemoryLoader:
         self.lookahead = lookahead
         self.clock = clock
         self.recovery = recovery
+        # The periodic load and a listener's reload after a reconnect share the cache's snapshot.
+        self._loading = threading.Lock()
 
     def window(self) -> tuple[datetime, datetime]:
         return near_term_window(self.clock(), self.recovery_window, self.lookahead)
 
     def load(self) -> int | None:
         """Replace the cache with the near-term pending timers; None if the database failed."""
+        with self._loading:
+            return self._load()
+
+    def _load(self) -> int | None:
         rules = None
         if self.recovery is not None:
             self.recovery.fail_missed(self.store)
