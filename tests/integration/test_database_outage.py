@@ -52,7 +52,7 @@ def test_database_down_gives_degraded_health_and_500s_then_recovers(
         finally:
             set_database_reachable(services, database_url, True)
         assert client.get("/health").json()["data"]["status"] == "up"
-        listing = client.get("/timers")
+        listing = client.get("/timers", params={"total": "true"})
         assert listing.status_code == 200
         assert listing.json()["data"]["total"] == 1
 

@@ -273,20 +273,20 @@ def test_two_scheduler_processes_call_each_of_1000_timers_exactly_once(
     env: dict[str, str], receiver: Receiver, e2e_store: TimerStore
 ) -> None:
     count = 1000
-    start = datetime.now(UTC) + timedelta(seconds=2)
-    ids = set()
-    for i in range(count):
-        timer = e2e_store.create(
-            NewTimer(
-                execute_at=start + timedelta(milliseconds=3 * i),
-                callback_type="http",
-                callback_config={"type": "http", "url": receiver.url(), "payload": {"i": i}},
-            )
-        )
-        ids.add(str(timer.id))
     second = processes.scheduler(env, name="scheduler-2")
     try:
         assert second.wait_for_output("scheduler started", 30), second.output()
+        start = datetime.now(UTC) + timedelta(seconds=2)
+        ids = set()
+        for i in range(count):
+            timer = e2e_store.create(
+                NewTimer(
+                    execute_at=start + timedelta(milliseconds=3 * i),
+                    callback_type="http",
+                    callback_config={"type": "http", "url": receiver.url(), "payload": {"i": i}},
+                )
+            )
+            ids.add(str(timer.id))
 
         def all_done() -> bool:
             page = e2e_store.page(where=TimerFilter(status=TimerStatus.COMPLETED), limit=1)

@@ -37,7 +37,7 @@ def metrics(request: Request) -> Response:
 @router.get(
     "/stats",
     response_model=Envelope[Stats],
-    responses=errors(401, 500),
+    responses=errors(400, 401, 500),
     summary="Counts by status, the due backlog and recent lateness",
 )
 def stats(request: Request, store: Store) -> JSONResponse:
