@@ -16,7 +16,10 @@ due, while running), scale (steady with 1,000,000 pending rows over the next 30 
 only), celery-tasks (2,000 delayed calls of a user's own Celery task, below; celery-eta and
 timers only), flaky and signing (below; timers only); then idle (PostgreSQL statements of an idle scheduler for a minute) and rates (timer
 creation through the API). Prints one table, with the ratios against celery-eta, and writes the
-raw numbers as JSON. `--only isolation,burst` runs just those.
+raw numbers as JSON. `--only isolation,burst` runs just those. Two more run only when named in
+`--only`: page (keyset pages of `GET /timers` over 10,000,000 rows) and retention (steady load while
+the scheduler deletes 5,000,000 finished rows, against the same load without); see
+bench/operate.py.
 
 celery-tasks: a user's Celery app (bench/user_app.py: its own broker, queue and worker, Redis's
 visibility timeout 10 s, swept every 10 s) makes 2,000 calls `task.apply_async((n,), countdown=30)` from this
@@ -76,6 +79,7 @@ import redis
 import requests
 from sqlalchemy import text
 
+from bench import operate
 from bench.services import Services, find_services
 from timers.embedded import free_port
 from timers.migrations import upgrade
@@ -100,6 +104,8 @@ ALL_WORKLOADS = (
     "signing",
 )
 EXTRAS = ("idle", "rates")
+# Only when named in --only: each fills millions of rows first (bench/operate.py).
+OPT_IN = ("page", "retention")
 
 
 @dataclass
@@ -284,7 +290,7 @@ class Bench:
         )
         self.wait_log(f"user-worker-{tag}", " ready.", 60)
 
-    def start_scheduler(self, env: dict[str, str], tag: str) -> subprocess.Popen[bytes]:
+    def start_scheduler(self, env: Mapping[str, str | None], tag: str) -> subprocess.Popen[bytes]:
         proc = self.spawn(
             [sys.executable, "-m", "timers.scheduler"],
             {**env, "LOG_LEVEL": "INFO"},
@@ -1187,8 +1193,10 @@ def targets(cells: list[Cell]) -> list[str]:
 
 
 def table(cells: list[Cell], idle: dict[str, float], rates: dict[str, float]) -> str:
+    labels = [c.workload + (f":{c.variant}" if c.variant else "") for c in cells]
+    wide = max([13] + [len(label) + 2 for label in labels])  # retention:baseline
     header = (
-        f"{'workload':<13}{'system':<11}{'timers':>7}{'once':>7}{'twice':>6}{'never':>6}"
+        f"{'workload':<{wide}}{'system':<11}{'timers':>7}{'once':>7}{'twice':>6}{'never':>6}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'cb/s':>8}{'calls/s':>9}{'pg tx/min':>10}"
         f"{'sched cpu s':>12}{'sched MB':>9}{'wrk cpu s':>10}"
     )
@@ -1197,14 +1205,13 @@ def table(cells: list[Cell], idle: dict[str, float], rates: dict[str, float]) ->
     def opt(v: float | None, fmt: str) -> str:
         return format(v, fmt) if v is not None else "-"
 
-    for c in cells:
+    for c, label in zip(cells, labels, strict=True):
 
         def ms(name: str, v: float, c: Cell = c) -> str:
             return (">" if name in c.lower_bounds else "") + format(v, ".0f")
 
-        label = c.workload + (f":{c.variant}" if c.variant else "")
         lines.append(
-            f"{label:<13}{c.system:<11}{c.timers:>7}{c.once:>7}{c.twice:>6}{c.never:>6}"
+            f"{label:<{wide}}{c.system:<11}{c.timers:>7}{c.once:>7}{c.twice:>6}{c.never:>6}"
             f"{ms('p50', c.p50_ms):>9}{ms('p99', c.p99_ms):>9}{ms('max', c.max_ms):>9}"
             f"{c.throughput:>8.0f}{opt(c.calls_per_s, '.0f'):>9}"
             f"{opt(c.pg_statements_per_min, '.0f'):>10}{opt(c.scheduler_cpu_s, '.1f'):>12}"
@@ -1253,7 +1260,30 @@ def main(argv: list[str] | None = None) -> int:
         dest="only",
         default=",".join(ALL_WORKLOADS + EXTRAS),
         metavar="WORKLOAD[,WORKLOAD]",
-        help="run only these, comma-separated, from: %(default)s (default: all)",
+        help="run only these, comma-separated, from: %(default)s (default: all), and "
+        + ", ".join(OPT_IN)
+        + " (only when named here)",
+    )
+    parser.add_argument("--page-rows", type=int, default=10_000_000)
+    parser.add_argument(
+        "--page-reps", type=int, default=100, help="pages timed from each depth (%(default)s)"
+    )
+    parser.add_argument(
+        "--page-offset-reps", type=int, default=10, help="requests per offset (%(default)s)"
+    )
+    parser.add_argument(
+        "--page-keep",
+        action="store_true",
+        help="keep the page workload's database, and reuse it when it holds --page-rows rows",
+    )
+    parser.add_argument("--retention-rows", type=int, default=5_000_000)
+    parser.add_argument("--retention-min-seconds", type=float, default=60.0)
+    parser.add_argument("--retention-max-seconds", type=float, default=1800.0)
+    parser.add_argument(
+        "--retention-rate",
+        type=int,
+        default=operate.RATE,
+        help="retention: timers coming due per second (%(default)s)",
     )
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
@@ -1262,13 +1292,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown system(s): {', '.join(sorted(unknown))}")
     chosen = {w.strip() for w in args.only.split(",") if w.strip()}
-    unknown = chosen - set(ALL_WORKLOADS + EXTRAS)
+    unknown = chosen - set(ALL_WORKLOADS + EXTRAS + OPT_IN)
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
     workdir = Path(tempfile.mkdtemp(prefix="timers-bench-"))
     services = find_services(workdir)
     bench = Bench(services, workdir, args.steady_seconds)
     cells: list[Cell] = []
+    page: operate.PageReport | None = None
+    retention: operate.RetentionReport | None = None
     started = time.monotonic()
     try:
         for wl in workloads(args.steady_seconds, args.signing_seconds):
@@ -1295,10 +1327,29 @@ def main(argv: list[str] | None = None) -> int:
         if "rates" in chosen:
             print("creation rates …", file=sys.stderr, flush=True)
             rates = creation_rates(bench, 10.0)
+        if "page" in chosen:
+            print("page …", file=sys.stderr, flush=True)
+            page = operate.run_page(
+                bench, args.page_rows, args.page_reps, args.page_offset_reps, args.page_keep
+            )
+        if "retention" in chosen:
+            print("retention …", file=sys.stderr, flush=True)
+            retention = operate.run_retention(
+                bench,
+                args.retention_rows,
+                args.retention_min_seconds,
+                args.retention_max_seconds,
+                args.retention_rate,
+            )
+            cells.extend(retention.cells)
     finally:
         bench.stop_all()
         services.stop()
     print(table(cells, idle, rates))
+    if retention is not None:
+        print("\n" + operate.retention_lines(retention))
+    if page is not None:
+        print("\n" + operate.page_table(page))
     print(f"\n(total {time.monotonic() - started:.0f}s; logs in {workdir})")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1310,6 +1361,8 @@ def main(argv: list[str] | None = None) -> int:
                 "targets": targets(cells),
                 "idle": idle,
                 "rates": rates,
+                **({"page": asdict(page)} if page is not None else {}),
+                **({"retention": asdict(retention)} if retention is not None else {}),
                 "machine": {"cpus": os.cpu_count()},
             },
             indent=2,

@@ -11,7 +11,8 @@ from timers.storage import Store
 
 log = logging.getLogger(__name__)
 
-PURGE_BATCH = 1000  # rows per DELETE: short locks, small WAL bursts
+PURGE_BATCH = 500  # rows per DELETE: short locks, small WAL bursts
+REST_FACTOR = 4.0  # rest this many times as long as a batch took: a fifth of one connection
 PURGE_EVERY = 600.0  # seconds between passes once nothing is left to delete
 FIRST_PASS_AFTER = 10.0  # seconds after start
 
@@ -19,9 +20,10 @@ FIRST_PASS_AFTER = 10.0  # seconds after start
 class Retention:
     """Deletes completed, failed and canceled timers that finished more than `keep` seconds ago.
 
-    A pass deletes batches of PURGE_BATCH rows until one comes back short, resting after each for
-    as long as it took (so the purge takes at most half of one database connection's time, and
-    the timers that fire meanwhile keep theirs); then it sleeps PURGE_EVERY. Several schedulers
+    A pass deletes batches of PURGE_BATCH rows until one comes back short, resting after each
+    REST_FACTOR times as long as it took (so the purge takes at most a fifth of one database
+    connection's time: deleting millions of rows at full speed saturated PostgreSQL's writes and
+    made every timer due meanwhile late); then it sleeps PURGE_EVERY. Several schedulers
     may run it: an advisory lock lets one purge at a time, and the others skip their pass. An
     idle system costs one statement per pass.
     """
@@ -54,7 +56,7 @@ class Retention:
             self.metrics.purged.inc(count)
             if count < self.batch:
                 break
-            stop.wait(max(time.monotonic() - began, 0.01))
+            stop.wait(max((time.monotonic() - began) * REST_FACTOR, 0.05))
         if deleted:
             log.info("retention: deleted %d finished timers older than %gs", deleted, self.keep)
         return deleted
