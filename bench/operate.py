@@ -1052,9 +1052,10 @@ def retention_lines(report: RetentionReport) -> str:
     parts = ", ".join(f"{k.removesuffix('_s')} {v:.0f}s" for k, v in report.fill_parts.items())
     copies = " and ".join(f"{s:.0f}s" for s in report.copy_s)
     lines = [
-        f"retention: {report.rows:,} completed timers that finished 8 to 15 days ago, filled in "
-        f"{report.fill_s:.0f}s ({parts}); each run on a copy of them (CREATE DATABASE … "
-        f"TEMPLATE: {copies}); the load ran {report.seconds:.0f}s in each run"
+        f"retention: {report.rows:,} completed timers that finished 8 to 15 days ago (and "
+        f"{report.pending:,} pending ones due in 1 to 30 days), filled in {report.fill_s:.0f}s "
+        f"({parts}); each run on a copy of them (CREATE DATABASE … TEMPLATE: {copies}); "
+        f"{report.rate} timers/s for {report.seconds:.0f}s in each run"
     ]
     purge = report.purge
     if purge.seconds is not None and purge.deleted is not None:
