@@ -975,7 +975,22 @@ def steady_live(
         f"timers executing (claimed, not finished; polled every 2 s): at most {counted(backlog)}, "
         f"{counted(executing)} when the load stopped"
     )
+    cell.notes.append("p99 ms by due time, per 30 s from the first: " + windows(due, arrivals))
     return cell, purge, ran, during(due, arrivals, gave_up_at, purge)
+
+
+def windows(due: dict[str, float], arrivals: dict[str, list[float]], width: float = 30.0) -> str:
+    """The p99 lateness of the timers due in each `width` seconds of the run (not arrived: inf)."""
+    if not due:
+        return "-"
+    first = min(due.values())
+    late: dict[int, list[float]] = {}
+    for timer_id, at in due.items():
+        got = arrivals.get(timer_id)
+        late.setdefault(int((at - first) // width), []).append(
+            (min(got) - at) * 1000 if got else math.inf
+        )
+    return " ".join(f"{percentile(late[k], 0.99):.0f}" for k in sorted(late))
 
 
 def during(

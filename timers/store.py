@@ -401,9 +401,14 @@ _PURGE = text(
           AND t.status IN ('completed', 'failed', 'canceled')
           AND t.updated_at < now() - make_interval(secs => :age)
         LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
     ),
-    gone AS (DELETE FROM timers WHERE id IN (SELECT id FROM doomed) RETURNING 1)
+    gone AS (
+        DELETE FROM timers d USING doomed
+        WHERE d.id = doomed.id
+          AND d.status IN ('completed', 'failed', 'canceled')
+          AND d.updated_at < now() - make_interval(secs => :age)
+        RETURNING 1
+    )
     SELECT (SELECT held FROM lock) AS held, (SELECT count(*) FROM gone) AS deleted
     """
 )
@@ -712,8 +717,10 @@ class TimerStore:
     def purge_finished(self, older_than: float, limit: int) -> int | None:
         """One statement: under a transaction-scoped advisory lock (so one purge runs at a
         time), delete up to `limit` completed, failed or canceled timers whose `updated_at` (when
-        they finished) is more than `older_than` seconds before now(), skipping rows another
-        transaction holds (the lock re-checks each row, so one redriven meanwhile stays). None when another purge holds the lock."""
+        they finished) is more than `older_than` seconds before now(). The DELETE states the
+        condition again, and PostgreSQL re-checks it on a row another transaction changed
+        meanwhile, so a timer redriven between the two stays (no row lock is taken first: that
+        would write every doomed row twice). None when another purge holds the lock."""
         with self._statement() as conn:
             row = conn.execute(
                 _PURGE, {"lock": PURGE_LOCK, "age": older_than, "limit": limit}

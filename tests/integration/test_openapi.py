@@ -21,7 +21,7 @@ from timers.api import create_app
 from timers.config import Settings
 from timers.store import TimerStore
 
-EXAMPLES_PER_OPERATION = 60
+EXAMPLES_PER_OPERATION = 40
 
 
 CONTRACT_CHECKS = [

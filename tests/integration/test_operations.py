@@ -193,6 +193,34 @@ def test_one_purge_at_a_time(store: TimerStore) -> None:
     assert store.purge_finished(0.0, 100) == 0
 
 
+def test_purge_keeps_a_timer_redriven_while_it_runs(store: TimerStore) -> None:
+    """A failed timer the purge has picked but not yet deleted is redriven by another
+    transaction: the purge waits for it and then leaves the timer, now pending, alone."""
+    made = [add_timer(store, now() - timedelta(seconds=1)).id for _ in range(2)]
+    store.claim_due(made)
+    store.begin_deliveries([(i, 1) for i in made], lease=60)
+    store.finish_many([Outcome(i, 1, "HTTP 410") for i in made])
+    age_finished(store, made, hours=24 * 31)
+    redriven, other = made
+    result: list[int | None] = []
+    with store.engine.connect() as api:
+        api.execute(text("BEGIN"))
+        api.execute(
+            text("UPDATE timers SET status = 'pending', execute_at = now() WHERE id = :id"),
+            {"id": redriven},
+        )
+        purge = threading.Thread(target=lambda: result.append(store.purge_finished(3600, 10)))
+        purge.start()
+        purge.join(1.0)
+        assert purge.is_alive(), "the purge should wait for the row another transaction holds"
+        api.execute(text("COMMIT"))
+    purge.join(10)
+    assert result == [1]
+    assert store.find(other) is None
+    kept = store.find(redriven)
+    assert kept is not None and kept.status is TimerStatus.PENDING
+
+
 # -- listing at scale ---------------------------------------------------------------------------
 
 

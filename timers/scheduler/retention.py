@@ -12,7 +12,7 @@ from timers.storage import Store
 log = logging.getLogger(__name__)
 
 PURGE_BATCH = 500  # rows per DELETE: short locks, small WAL bursts
-REST_FACTOR = 4.0  # rest this many times as long as a batch took: a fifth of one connection
+REST_FACTOR = 9.0  # rest this many times as long as a batch took: a tenth of one connection
 PURGE_EVERY = 600.0  # seconds between passes once nothing is left to delete
 FIRST_PASS_AFTER = 10.0  # seconds after start
 
@@ -21,7 +21,7 @@ class Retention:
     """Deletes completed, failed and canceled timers that finished more than `keep` seconds ago.
 
     A pass deletes batches of PURGE_BATCH rows until one comes back short, resting after each
-    REST_FACTOR times as long as it took (so the purge takes at most a fifth of one database
+    REST_FACTOR times as long as it took (so the purge takes at most a tenth of one database
     connection's time: deleting millions of rows at full speed saturated PostgreSQL's writes and
     made every timer due meanwhile late); then it sleeps PURGE_EVERY. Several schedulers
     may run it: an advisory lock lets one purge at a time, and the others skip their pass. An
