@@ -75,6 +75,7 @@ class DeliveryEngine:
         self._idle = threading.Condition(self._lock)
         self._loop = asyncio.new_event_loop()
         self._gates: dict[str, _Gate] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._run_loop, name="delivery-engine", daemon=True)
         self._thread.start()
 
@@ -86,11 +87,17 @@ class DeliveryEngine:
 
     def submit(self, timers: Iterable[Timer]) -> None:
         """Deliver these started timers; returns at once unless MAX_IN_FLIGHT are running."""
+        batch: list[Timer] = []
         for timer in timers:
-            self._slots.acquire()
+            if not self._slots.acquire(blocking=not batch):
+                self._loop.call_soon_threadsafe(self._start, batch)  # those first, then wait
+                batch = []
+                self._slots.acquire()
             with self._lock:
                 self._running[timer.id] = timer.attempts
-            asyncio.run_coroutine_threadsafe(self._deliver(timer), self._loop)
+            batch.append(timer)
+        if batch:
+            self._loop.call_soon_threadsafe(self._start, batch)  # one wake-up of the loop
 
     def running(self) -> list[Claim]:
         """The claims being delivered right now (their leases need renewing)."""
@@ -115,6 +122,12 @@ class DeliveryEngine:
         return drained
 
     # -- on the loop ----------------------------------------------------------------------------
+
+    def _start(self, timers: list[Timer]) -> None:
+        for timer in timers:
+            task = self._loop.create_task(self._deliver(timer))
+            self._tasks.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(self._tasks.discard)
 
     async def _shutdown(self) -> None:
         current = asyncio.current_task()

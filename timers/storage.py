@@ -334,7 +334,8 @@ class Store(Protocol):
 
     def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
         """Flip to `executing` (a new claim: `attempts` + 1) those of `timer_ids` still `pending`
-        and due by the store's clock; returns exactly those."""
+        and due by the store's clock; returns exactly those (without `metadata` and `history`,
+        which no delivery reads)."""
         ...
 
     def release(self, claims: Sequence[Claim]) -> int:
@@ -349,7 +350,7 @@ class Store(Protocol):
 
     def begin_deliveries(self, claims: Sequence[Claim], lease: float) -> list[Timer]:
         """Start the claims still `executing` under that claim and not started: `started_at`
-        now, leased for `lease` seconds. Returns those."""
+        now, leased for `lease` seconds. Returns those (without `metadata` and `history`)."""
         ...
 
     def renew_leases(self, claims: Sequence[Claim], lease: float) -> int:

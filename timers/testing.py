@@ -424,7 +424,7 @@ class InMemoryStore:
                         attempts=timer.attempts + 1,
                     )
                 )
-            return claimed
+            return [_for_delivery(t) for t in claimed]
 
     def release(self, claims: Sequence[Claim]) -> int:
         with self._operation() as now:
@@ -468,7 +468,7 @@ class InMemoryStore:
         with self._operation() as now:
             until = now + timedelta(seconds=lease)
             return [
-                self._update(timer, now, started_at=now, leased_until=until)
+                _for_delivery(self._update(timer, now, started_at=now, leased_until=until))
                 for timer in self._under_claim(claims, unstarted=True)
             ]
 
@@ -605,3 +605,8 @@ class RecordingEnqueuer:
     @property
     def sent(self) -> list[Claim]:
         return [claim for message in self.messages for claim in message]
+
+
+def _for_delivery(timer: Timer) -> Timer:
+    """A claimed or started timer as the store returns it: without metadata and history."""
+    return replace(timer, metadata=None, history=())
