@@ -81,7 +81,7 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
                 time.sleep(1.0)
                 continue
             deleted += count
-            if count < args.batch:
+            if count == 0:  # a short batch can leave rows (one redriven meanwhile): until none
                 break
     except StoreError as exc:
         print(f"timers purge: {exc} (deleted {deleted} before that)", file=sys.stderr)

@@ -88,16 +88,19 @@ class DeliveryEngine:
     def submit(self, timers: Iterable[Timer]) -> None:
         """Deliver these started timers; returns at once unless MAX_IN_FLIGHT are running."""
         batch: list[Timer] = []
-        for timer in timers:
-            if not self._slots.acquire(blocking=not batch):
-                self._loop.call_soon_threadsafe(self._start, batch)  # those first, then wait
-                batch = []
-                self._slots.acquire()
-            with self._lock:
-                self._running[timer.id] = timer.attempts
-            batch.append(timer)
-        if batch:
-            self._loop.call_soon_threadsafe(self._start, batch)  # one wake-up of the loop
+        try:
+            for timer in timers:
+                if not self._slots.acquire(blocking=not batch):
+                    self._loop.call_soon_threadsafe(self._start, batch)  # those first, then wait
+                    batch = []
+                    self._slots.acquire()
+                with self._lock:
+                    self._running[timer.id] = timer.attempts
+                batch.append(timer)
+        finally:
+            # Every timer counted as running gets started, whatever interrupted the loop.
+            if batch:
+                self._loop.call_soon_threadsafe(self._start, batch)  # one wake-up of the loop
 
     def running(self) -> list[Claim]:
         """The claims being delivered right now (their leases need renewing)."""

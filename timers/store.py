@@ -400,9 +400,15 @@ _LATENESS = text(
 
 # Any fixed number: the key of the advisory lock that lets one purge run at a time.
 PURGE_LOCK = 0x74696D657273  # "timers"
+# A row another transaction holds longer than this fails the batch (the pass tries again later)
+# instead of stalling every purge behind the advisory lock; set by the statement for itself.
+PURGE_LOCK_TIMEOUT = 10.0
 _PURGE = text(
     """
-    WITH lock AS (SELECT pg_try_advisory_xact_lock(:lock) AS held),
+    WITH lock AS (
+        SELECT pg_try_advisory_xact_lock(:lock) AS held,
+               set_config('lock_timeout', :lock_timeout, true)
+    ),
     doomed AS (
         SELECT t.id FROM timers t
         WHERE (SELECT held FROM lock)
@@ -728,10 +734,17 @@ class TimerStore:
         they finished) is more than `older_than` seconds before now(). The DELETE states the
         condition again, and PostgreSQL re-checks it on a row another transaction changed
         meanwhile, so a timer redriven between the two stays (no row lock is taken first: that
-        would write every doomed row twice). None when another purge holds the lock."""
+        would write every doomed row twice); a row locked for more than PURGE_LOCK_TIMEOUT seconds
+        fails the batch with StoreUnavailable. None when another purge holds the lock."""
         with self._statement() as conn:
             row = conn.execute(
-                _PURGE, {"lock": PURGE_LOCK, "age": older_than, "limit": limit}
+                _PURGE,
+                {
+                    "lock": PURGE_LOCK,
+                    "age": older_than,
+                    "limit": limit,
+                    "lock_timeout": f"{PURGE_LOCK_TIMEOUT * 1000:.0f}ms",
+                },
             ).one()
         return int(row.deleted) if row.held else None
 

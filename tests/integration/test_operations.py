@@ -24,7 +24,7 @@ from tests.support.services import LOCAL_NETWORKS, Services
 from tests.support.timers import add_timer, now
 from timers.cli import main as timers_cli
 from timers.models import TimerStatus
-from timers.storage import NewTimer, Outcome, TimerFilter
+from timers.storage import NewTimer, Outcome, StoreUnavailable, TimerFilter
 from timers.store import TimerStore, database_engine
 
 
@@ -219,6 +219,24 @@ def test_purge_keeps_a_timer_redriven_while_it_runs(store: TimerStore) -> None:
     assert store.find(other) is None
     kept = store.find(redriven)
     assert kept is not None and kept.status is TimerStatus.PENDING
+
+
+def test_a_row_held_elsewhere_fails_the_purge_batch_instead_of_stalling_it(
+    store: TimerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("timers.store.PURGE_LOCK_TIMEOUT", 0.3)
+    made = add_timer(store, now() - timedelta(seconds=1)).id
+    store.claim_due([made])
+    store.begin_deliveries([(made, 1)], lease=60)
+    store.finish_many([Outcome(made, 1, None)])
+    age_finished(store, [made], hours=24 * 31)
+    with store.engine.connect() as other:
+        other.execute(text("BEGIN"))
+        other.execute(text("SELECT 1 FROM timers WHERE id = :id FOR UPDATE"), {"id": made})
+        with pytest.raises(StoreUnavailable, match="lock timeout"):
+            store.purge_finished(3600, 10)
+        other.execute(text("ROLLBACK"))
+    assert store.purge_finished(3600, 10) == 1
 
 
 # -- listing at scale ---------------------------------------------------------------------------

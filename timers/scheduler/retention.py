@@ -20,7 +20,8 @@ FIRST_PASS_AFTER = 10.0  # seconds after start
 class Retention:
     """Deletes completed, failed and canceled timers that finished more than `keep` seconds ago.
 
-    A pass deletes batches of PURGE_BATCH rows until one comes back short, resting after each
+    A pass deletes batches of PURGE_BATCH rows until one deletes nothing (a short batch can
+    leave rows behind: one redriven meanwhile, or picked by an overlapping pass), resting after each
     REST_FACTOR times as long as it took (so the purge takes at most a tenth of one database
     connection's time: deleting millions of rows at full speed saturated PostgreSQL's writes and
     made every timer due meanwhile late); then it sleeps PURGE_EVERY. Several schedulers
@@ -54,7 +55,7 @@ class Retention:
                 break
             deleted += count
             self.metrics.purged.inc(count)
-            if count < self.batch:
+            if count == 0:
                 break
             stop.wait(max((time.monotonic() - began) * REST_FACTOR, 0.05))
         if deleted:
