@@ -998,9 +998,9 @@ def idle_statements(bench: Bench, system: str, seconds: float) -> float:
     return (after - before) * 60 / seconds
 
 
-def creation_rates(bench: Bench, seconds: float) -> dict[str, float]:
-    """Timers created per second through the real API: single POSTs and 1,000-timer batches."""
-    url = bench.database("bench_api")
+def start_api(bench: Bench, url: str, tag: str) -> str:
+    """`timers api` on a free loopback port over the database at `url`, as shipped but logging
+    only warnings; returns its base URL once it answers /health."""
     port = free_port()
     bench.spawn(
         [str(BIN / "timers"), "api", "--host", "127.0.0.1", "--port", str(port)],
@@ -1010,16 +1010,23 @@ def creation_rates(bench: Bench, seconds: float) -> dict[str, float]:
             "TIMERS_ALLOWED_NETWORKS": "127.0.0.0/8",
             "LOG_LEVEL": "WARNING",
         },
-        "api",
+        tag,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                break
+            if requests.get(f"{base}/health", timeout=2).status_code == 200:
+                return base
         except requests.RequestException:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the API did not answer /health; see {bench.workdir / f'{tag}.log'}")
+
+
+def creation_rates(bench: Bench, seconds: float) -> dict[str, float]:
+    """Timers created per second through the real API: single POSTs and 1,000-timer batches."""
+    base = start_api(bench, bench.database("bench_api"), "api")
     body = {
         "execute_at": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
         "callback_type": "http",

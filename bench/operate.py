@@ -63,7 +63,6 @@ import requests
 from sqlalchemy import event, text
 
 from timers.api import pages
-from timers.embedded import free_port
 from timers.migrations import upgrade
 from timers.models import TimerStatus
 from timers.scheduler.retention import FIRST_PASS_AFTER
@@ -453,24 +452,15 @@ def plan_ms(plan: list[str]) -> float:
     return math.nan
 
 
-def api_process(bench: Bench, url: str) -> str:
-    api_key, bin_dir = core().API_KEY, core().BIN
-    port = free_port()
-    bench.spawn(
-        [str(bin_dir / "timers"), "api", "--host", "127.0.0.1", "--port", str(port)],
-        {"DATABASE_URL": url, "API_KEY": api_key, "LOG_LEVEL": "WARNING"},
-        "api-page",
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{base}/health", timeout=2).status_code == 200:
-                return base
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the API did not answer /health; see {bench.workdir / 'api-page.log'}")
+def timings(times: list[float]) -> dict[str, Any]:
+    """A PageRow's timing fields from the request times of one case, in order."""
+    return {
+        "requests": len(times),
+        "first_ms": times[0],
+        "p50_ms": percentile(times, 0.5),
+        "p99_ms": percentile(times, 0.99),
+        "max_ms": max(times),
+    }
 
 
 def fill_page_database(
@@ -575,11 +565,7 @@ def measure_depth(
         matching=matching,
         depth=depth,
         label=label,
-        requests=len(times),
-        first_ms=times[0],
-        p50_ms=percentile(times, 0.5),
-        p99_ms=percentile(times, 0.99),
-        max_ms=max(times),
+        **timings(times),
         rows_ok=ok,
         note=note,
     )
@@ -612,7 +598,7 @@ def run_page(bench: Bench, rows: int, reps: int, offset_reps: int, keep: bool) -
                     text("SELECT status, count(*) AS n FROM timers GROUP BY 1 ORDER BY 1")
                 )
             }
-        base = api_process(bench, url)
+        base = core().start_api(bench, url, "api-page")
         session = requests.Session()
         session.headers["X-API-Key"] = core().API_KEY
         for _ in range(5):  # the API's pool connects on its first requests
@@ -659,11 +645,7 @@ def run_page(bench: Bench, rows: int, reps: int, offset_reps: int, keep: bool) -
                     matching=rows,
                     depth=offset,
                     label=f"offset={offset:,}",
-                    requests=len(times),
-                    first_ms=times[0],
-                    p50_ms=percentile(times, 0.5),
-                    p99_ms=percentile(times, 0.99),
-                    max_ms=max(times),
+                    **timings(times),
                     rows_ok=ok,
                 )
             )
