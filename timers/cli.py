@@ -73,16 +73,17 @@ def _purge(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     engine = database_engine(settings.require_database_url())
     store = TimerStore(engine)
-    deleted = 0
+    deleted, at = 0, None
     try:
         while True:
-            count = store.purge_finished(older_than, args.batch)
-            if count is None:  # a scheduler's retention is purging: take turns
+            batch = store.purge_finished(older_than, args.batch, at)
+            if batch is None:  # a scheduler's retention is purging: take turns
                 time.sleep(1.0)
                 continue
-            deleted += count
-            if count == 0:  # a short batch can leave rows (one redriven meanwhile): until none
+            deleted += batch.deleted
+            if batch.next is None:
                 break
+            at = batch.next
     except StoreError as exc:
         print(f"timers purge: {exc} (deleted {deleted} before that)", file=sys.stderr)
         return 1

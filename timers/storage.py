@@ -166,6 +166,26 @@ class TimerFilter:
 PagePosition = tuple[datetime, uuid.UUID]
 
 
+class PurgePosition(NamedTuple):
+    """Where a purge pass goes on: after this finished timer, in the order of PURGE_ORDER, then
+    updated_at, then id."""
+
+    status: TimerStatus
+    updated_at: datetime
+    id: uuid.UUID
+
+
+# The order in which a purge pass walks the finished timers: one status after another.
+PURGE_ORDER = (TimerStatus.COMPLETED, TimerStatus.FAILED, TimerStatus.CANCELED)
+
+
+class Purged(NamedTuple):
+    """One purge batch: how many rows it deleted, and where the pass goes on (None: done)."""
+
+    deleted: int
+    next: PurgePosition | None
+
+
 @dataclass(frozen=True)
 class TimerPage:
     timers: list[Timer]
@@ -296,9 +316,12 @@ class Store(Protocol):
         """Pending timers already due, up to BACKLOG_CAP."""
         ...
 
-    def purge_finished(self, older_than: float, limit: int) -> int | None:
-        """Delete up to `limit` finished timers that finished more than `older_than` seconds
-        ago; how many, or None when another purge holds the lock (one at a time)."""
+    def purge_finished(
+        self, older_than: float, limit: int, at: PurgePosition | None = None
+    ) -> Purged | None:
+        """Look at up to `limit` finished timers from `at` (None: the pass's start), in the order
+        of PURGE_ORDER then (updated_at, id), and delete those that finished more than
+        `older_than` seconds ago; None when another purge holds the lock (one at a time)."""
         ...
 
     def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:

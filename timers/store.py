@@ -49,6 +49,7 @@ from timers.storage import (
     LATENESS_MINUTES,
     LOST_CLAIM,
     LOST_DELIVERY,
+    PURGE_ORDER,
     SORT_COLUMNS,
     SORT_ORDERS,
     Change,
@@ -61,6 +62,8 @@ from timers.storage import (
     NewTimer,
     Outcome,
     PagePosition,
+    Purged,
+    PurgePosition,
     Recovered,
     RecoveryRules,
     Stats,
@@ -403,27 +406,48 @@ PURGE_LOCK = 0x74696D657273  # "timers"
 # A row another transaction holds longer than this fails the batch (the pass tries again later)
 # instead of stalling every purge behind the advisory lock; set by the statement for itself.
 PURGE_LOCK_TIMEOUT = 10.0
+_NIL = uuid.UUID(int=0)
 _PURGE = text(
     """
     WITH lock AS (
         SELECT pg_try_advisory_xact_lock(:lock) AS held,
                set_config('lock_timeout', :lock_timeout, true)
     ),
-    doomed AS (
-        SELECT t.id FROM timers t
-        WHERE (SELECT held FROM lock)
-          AND t.status IN ('completed', 'failed', 'canceled')
-          AND t.updated_at < now() - make_interval(secs => :age)
+    doomed AS MATERIALIZED (
+        SELECT s.n, t.status, t.updated_at, t.id
+        FROM unnest(CAST(:statuses AS text[])) WITH ORDINALITY AS s(status, n)
+        CROSS JOIN LATERAL (
+            SELECT t.status, t.updated_at, t.id FROM timers t
+            WHERE (SELECT held FROM lock)
+              AND t.status IN ('completed', 'failed', 'canceled')
+              AND t.status = s.status
+              AND (t.updated_at, t.id) > (
+                  CASE WHEN s.n = 1 THEN CAST(:after_at AS timestamptz) ELSE '-infinity' END,
+                  CASE WHEN s.n = 1 THEN CAST(:after_id AS uuid) ELSE :nil END
+              )
+              AND t.updated_at < now() - make_interval(secs => :age)
+            ORDER BY t.updated_at, t.id
+            LIMIT :limit
+        ) t
+        ORDER BY s.n, t.updated_at, t.id
         LIMIT :limit
     ),
     gone AS (
-        DELETE FROM timers d USING doomed
-        WHERE d.id = doomed.id
-          AND d.status IN ('completed', 'failed', 'canceled')
-          AND d.updated_at < now() - make_interval(secs => :age)
+        DELETE FROM timers d
+        WHERE d.id = ANY (ARRAY(SELECT id FROM doomed))
+          -- re-checked on a row changed meanwhile; IS TRUE keeps it out of the index choice,
+          -- so the rows are found by id
+          AND (d.status IN ('completed', 'failed', 'canceled')
+               AND d.updated_at < now() - make_interval(secs => :age)) IS TRUE
         RETURNING 1
-    )
-    SELECT (SELECT held FROM lock) AS held, (SELECT count(*) FROM gone) AS deleted
+    ),
+    last AS (SELECT * FROM doomed ORDER BY n DESC, updated_at DESC, id DESC LIMIT 1)
+    SELECT (SELECT held FROM lock) AS held,
+           (SELECT count(*) FROM doomed) AS seen,
+           (SELECT count(*) FROM gone) AS deleted,
+           (SELECT status FROM last) AS last_status,
+           (SELECT updated_at FROM last) AS last_at,
+           (SELECT id FROM last) AS last_id
     """
 )
 
@@ -728,14 +752,20 @@ class TimerStore:
             ).all()
         return [LatenessMinute(r.minute, int(r.count), r.p50, r.p99, r.max) for r in rows]
 
-    def purge_finished(self, older_than: float, limit: int) -> int | None:
+    def purge_finished(
+        self, older_than: float, limit: int, at: PurgePosition | None = None
+    ) -> Purged | None:
         """One statement: under a transaction-scoped advisory lock (so one purge runs at a
-        time), delete up to `limit` completed, failed or canceled timers whose `updated_at` (when
-        they finished) is more than `older_than` seconds before now(). The DELETE states the
-        condition again, and PostgreSQL re-checks it on a row another transaction changed
-        meanwhile, so a timer redriven between the two stays (no row lock is taken first: that
-        would write every doomed row twice); a row locked for more than PURGE_LOCK_TIMEOUT seconds
-        fails the batch with StoreUnavailable. None when another purge holds the lock."""
+        time), look at the next `limit` finished timers after `at` (status by status, then by
+        updated_at and id: index ix_timers_finished_updated_at) and delete those still finished
+        and old enough. Each
+        batch starts where the last one ended, so it never walks again over the index entries of
+        rows already deleted; a batch that finds fewer than `limit` rows ends the pass. The DELETE states the condition again, and PostgreSQL re-checks it
+        on a row another transaction changed meanwhile, so a timer redriven between the two
+        stays (no row lock is taken first: that would write every doomed row twice); a row locked
+        for more than PURGE_LOCK_TIMEOUT seconds fails the batch with StoreUnavailable. None
+        when another purge holds the lock."""
+        start = PURGE_ORDER.index(at.status) if at else 0
         with self._statement() as conn:
             row = conn.execute(
                 _PURGE,
@@ -744,9 +774,19 @@ class TimerStore:
                     "age": older_than,
                     "limit": limit,
                     "lock_timeout": f"{PURGE_LOCK_TIMEOUT * 1000:.0f}ms",
+                    "statuses": [status.value for status in PURGE_ORDER[start:]],
+                    "after_at": at.updated_at if at else "-infinity",
+                    "after_id": str(at.id if at else _NIL),
+                    "nil": str(_NIL),
                 },
             ).one()
-        return int(row.deleted) if row.held else None
+        if not row.held:
+            return None
+        more = row.seen >= limit  # a full batch: the pass goes on after its last row
+        return Purged(
+            int(row.deleted),
+            PurgePosition(TimerStatus(row.last_status), row.last_at, row.last_id) if more else None,
+        )
 
     def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
         """Apply `changes` to this timer only if it is still `pending`.

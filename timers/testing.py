@@ -25,6 +25,7 @@ from timers.storage import (
     LATENESS_MINUTES,
     LOST_CLAIM,
     LOST_DELIVERY,
+    PURGE_ORDER,
     SORT_COLUMNS,
     SORT_ORDERS,
     Change,
@@ -37,6 +38,8 @@ from timers.storage import (
     NewTimer,
     Outcome,
     PagePosition,
+    Purged,
+    PurgePosition,
     Recovered,
     RecoveryRules,
     Stats,
@@ -303,17 +306,30 @@ class InMemoryStore:
             for m, v in sorted(minutes.items())
         ]
 
-    def purge_finished(self, older_than: float, limit: int) -> int | None:
+    def purge_finished(
+        self, older_than: float, limit: int, at: PurgePosition | None = None
+    ) -> Purged | None:
+        def position(t: Timer) -> tuple[int, datetime, uuid.UUID]:
+            return PURGE_ORDER.index(t.status), t.updated_at, t.id
+
+        start = (PURGE_ORDER.index(at.status), at.updated_at, at.id) if at else None
         with self._operation() as now:
             cutoff = now - timedelta(seconds=older_than)
-            doomed = [
-                t.id
-                for t in self._timers.values()
-                if t.status in FINISHED and t.updated_at < cutoff
-            ][:limit]
-            for timer_id in doomed:
-                del self._timers[timer_id]
-        return len(doomed)
+            doomed = sorted(
+                (
+                    t
+                    for t in self._timers.values()
+                    if t.status in FINISHED and t.updated_at < cutoff
+                ),
+                key=position,
+            )
+            doomed = [t for t in doomed if start is None or position(t) > start][:limit]
+            for timer in doomed:
+                del self._timers[timer.id]
+        last = doomed[-1] if len(doomed) >= limit else None
+        return Purged(
+            len(doomed), PurgePosition(last.status, last.updated_at, last.id) if last else None
+        )
 
     def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
         allowed = {"execute_at", "callback_type", "callback_config", "metadata", "retry"}

@@ -517,9 +517,12 @@ def test_purge_deletes_only_old_finished_timers_a_batch_at_a_time(world: World) 
     world.advance(1.5)
     fresh = world.add()
     finish(world, fresh)
-    assert world.store.purge_finished(1.0, limit=3) == 3
-    assert world.store.purge_finished(1.0, limit=3) == 2
-    assert world.store.purge_finished(1.0, limit=3) == 0
+    first = world.store.purge_finished(1.0, limit=3)
+    assert first is not None and first.deleted == 3 and first.next is not None
+    # The next batch goes on after the last row the first one looked at; finding fewer rows
+    # than its limit, it ends the pass.
+    assert world.store.purge_finished(1.0, limit=3, at=first.next) == (2, None)
+    assert world.store.purge_finished(1.0, limit=3) == (0, None)
     left = {t.id: t.status for t in world.store.page(limit=50).timers}
     assert left == {
         old[4]: TimerStatus.PENDING,
@@ -528,4 +531,4 @@ def test_purge_deletes_only_old_finished_timers_a_batch_at_a_time(world: World) 
         fresh: TimerStatus.COMPLETED,
     }
     world.advance(0.01)
-    assert world.store.purge_finished(0.0, limit=10) == 1  # 0: every finished timer
+    assert world.store.purge_finished(0.0, limit=10) == (1, None)  # 0: every finished timer

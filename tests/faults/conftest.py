@@ -6,8 +6,16 @@ from typing import Any
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    from tests.faults.test_faults import RESULTS, results_table
+    from tests.faults.test_faults import Result, results_table
 
-    if RESULTS:
+    results = [
+        Result(**value)
+        for outcome in ("passed", "failed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", [])
+        if name == "fault_result"
+    ]
+    if results:
         terminalreporter.write_sep("=", "fault injection")
-        terminalreporter.write_line(results_table())
+        terminalreporter.write_line(results_table(results))

@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,9 @@ from timers.models import uuid7
 from timers.schema import timers as timers_table
 from timers.store import TimerStore, database_engine
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(420)]
+# `make test-faults` runs two pytest-xdist workers: one takes the long PostgreSQL outage (mostly
+# a wait), the other every other scenario, one after another.
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(420), pytest.mark.xdist_group("scenarios")]
 
 COUNT = 1000
 SPREAD = 20.0  # seconds over which the timers come due
@@ -46,7 +48,7 @@ RECOVERY_WINDOW = 5.0
 SETTLE_TIMEOUT = 180.0
 OUTAGE_AFTER_DELIVERY = 360.0  # longer than the 5 minutes a worker used to ride out
 
-RESULTS: list[Result] = []
+RESULTS: list[Result] = []  # this process's scenarios; each test's goes into its report too
 
 
 @dataclass
@@ -121,6 +123,16 @@ class Run:
             return int(conn.execute(query).scalar_one())
 
 
+@pytest.fixture(autouse=True)
+def reported_result(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The scenario's row of the table rides on the test's report (`user_properties`), so the
+    table is whole however many pytest-xdist workers ran the scenarios."""
+    before = len(RESULTS)
+    yield
+    for result in RESULTS[before:]:
+        request.node.user_properties.append(("fault_result", asdict(result)))
+
+
 @pytest.fixture(scope="module")
 def private() -> Iterator[tuple[PrivatePostgres, PrivateRedis]]:
     # Not under pytest's private temp dir: PostgreSQL runs as another user and must reach it.
@@ -143,13 +155,13 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
-def results_table() -> str:
+def results_table(results: list[Result]) -> str:
     lines = [
         "fault-injection results (1,000 timers per scenario)",
         f"{'scenario':<24}{'once':>6}{'dupes':>7}{'lost':>6}{'stuck':>7}{'missed':>8}"
         f"{'in flight':>11}{'settled in':>12}{'worker restarts':>17}{'max claims':>12}",
     ]
-    for r in RESULTS:
+    for r in results:
         lines.append(
             f"{r.scenario:<24}{r.once:>6}{r.duplicates:>7}{r.lost:>6}{r.stuck:>7}{r.missed:>8}"
             f"{r.in_flight_at_fault:>11}{r.settle_seconds:>11.1f}s{r.worker_restarts:>17}"
@@ -335,6 +347,7 @@ def test_restart_redis_losing_every_queued_message(private: Any, receiver: Recei
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.xdist_group("long-outage")
 def test_postgres_down_6_minutes_right_after_a_delivery_sends_nothing_twice(
     private: Any,
 ) -> None:

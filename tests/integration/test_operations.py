@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from tests.support.services import LOCAL_NETWORKS, Services
 from tests.support.timers import add_timer, now
 from timers.cli import main as timers_cli
 from timers.models import TimerStatus
-from timers.storage import NewTimer, Outcome, StoreUnavailable, TimerFilter
+from timers.storage import NewTimer, Outcome, Purged, StoreUnavailable, TimerFilter
 from timers.store import TimerStore, database_engine
 
 
@@ -190,7 +190,32 @@ def test_one_purge_at_a_time(store: TimerStore) -> None:
         holder.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": 0x74696D657273})
         assert store.purge_finished(0.0, 100) is None
         holder.execute(text("COMMIT"))
-    assert store.purge_finished(0.0, 100) == 0
+    assert store.purge_finished(0.0, 100) == (0, None)
+
+
+def test_a_purge_batch_goes_on_where_the_last_one_ended(store: TimerStore) -> None:
+    """Batches walk the finished timers in (status, updated_at, id) order, each after the
+    previous one's last row, instead of starting again from the oldest row (and walking the index
+    entries of every row already deleted): a row that turns up behind the position is left for
+    the next pass."""
+    made = [add_timer(store, now() - timedelta(seconds=1)).id for _ in range(5)]
+    store.claim_due(made)
+    store.begin_deliveries([(i, 1) for i in made], lease=60)
+    store.finish_many([Outcome(i, 1, None if i != made[4] else "HTTP 410") for i in made])
+    for hours, timer_id in zip([40, 39, 38, 37, 36], made, strict=True):
+        age_finished(store, [timer_id], hours=hours)
+    first = store.purge_finished(3600, 2)
+    assert first is not None and first.deleted == 2
+    assert first.next is not None and first.next.id == made[1]
+    assert first.next.status is TimerStatus.COMPLETED
+    age_finished(store, [made[3]], hours=41)  # now the oldest: behind the position
+    second = store.purge_finished(3600, 2, first.next)  # made[2], then the failed made[4]
+    assert second is not None and second.deleted == 2 and second.next is not None
+    assert second.next.status is TimerStatus.FAILED and second.next.id == made[4]
+    assert store.purge_finished(3600, 2, second.next) == (0, None)  # nothing after it: done
+    assert [store.find(i) is None for i in made] == [True, True, True, False, True]
+    assert store.purge_finished(3600, 2) == (1, None)  # the next pass
+    assert store.find(made[3]) is None
 
 
 def test_purge_keeps_a_timer_redriven_while_it_runs(store: TimerStore) -> None:
@@ -202,7 +227,7 @@ def test_purge_keeps_a_timer_redriven_while_it_runs(store: TimerStore) -> None:
     store.finish_many([Outcome(i, 1, "HTTP 410") for i in made])
     age_finished(store, made, hours=24 * 31)
     redriven, other = made
-    result: list[int | None] = []
+    result: list[Purged | None] = []
     with store.engine.connect() as api:
         api.execute(text("BEGIN"))
         api.execute(
@@ -215,7 +240,7 @@ def test_purge_keeps_a_timer_redriven_while_it_runs(store: TimerStore) -> None:
         assert purge.is_alive(), "the purge should wait for the row another transaction holds"
         api.execute(text("COMMIT"))
     purge.join(10)
-    assert result == [1]
+    assert result == [(1, None)]
     assert store.find(other) is None
     kept = store.find(redriven)
     assert kept is not None and kept.status is TimerStatus.PENDING
@@ -236,7 +261,7 @@ def test_a_row_held_elsewhere_fails_the_purge_batch_instead_of_stalling_it(
         with pytest.raises(StoreUnavailable, match="lock timeout"):
             store.purge_finished(3600, 10)
         other.execute(text("ROLLBACK"))
-    assert store.purge_finished(3600, 10) == 1
+    assert store.purge_finished(3600, 10) == (1, None)
 
 
 # -- listing at scale ---------------------------------------------------------------------------
@@ -269,15 +294,21 @@ def fill(store: TimerStore, rows: int) -> None:
 
 def captured_plan(store: TimerStore, **page: Any) -> str:
     """EXPLAIN of exactly the statement `store.page(**page)` runs."""
+    return explained(store, lambda: store.page(with_total=False, **page), "SELECT")
+
+
+def explained(store: TimerStore, call: Callable[[], Any], start: str) -> str:
+    """EXPLAIN of the last statement starting with `start` that `call()` ran."""
     seen: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "count(" not in statement:
+        head = " ".join(statement.split()).upper()
+        if head.startswith(start) and not head.startswith("SELECT COUNT("):
             seen.append((statement, parameters))
 
     event.listen(store.engine, "before_cursor_execute", capture)
     try:
-        store.page(with_total=False, **page)
+        call()
     finally:
         event.remove(store.engine, "before_cursor_execute", capture)
     statement, parameters = seen[-1]
@@ -432,3 +463,16 @@ def test_purge_refuses_a_batch_of_nothing(capsys: Any) -> None:
     with pytest.raises(SystemExit) as exit_code:
         timers_cli(["purge", "--older-than", "1d", "--batch", "0"])
     assert exit_code.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+def test_a_purge_batch_reads_the_finished_index_and_deletes_by_id(big: TimerStore) -> None:
+    """Every finished row is old enough (`older_than` 0): the batch still finds its rows in
+    ix_timers_finished_updated_at from where the last one ended, and deletes them by primary
+    key, rather than walking every finished row for each one it deletes."""
+    first = big.purge_finished(0.0, 500)
+    assert first is not None and first.next is not None
+    plan = explained(big, lambda: big.purge_finished(0.0, 500, first.next), "WITH LOCK")
+    assert "using ix_timers_finished_updated_at on timers t" in plan, plan
+    deleting = plan[plan.index("Delete on timers d") :]
+    assert "on timers_pkey" in deleting and "Index Cond: (id = ANY" in deleting, plan
+    assert "Seq Scan" not in plan, plan

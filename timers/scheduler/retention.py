@@ -20,8 +20,8 @@ FIRST_PASS_AFTER = 10.0  # seconds after start
 class Retention:
     """Deletes completed, failed and canceled timers that finished more than `keep` seconds ago.
 
-    A pass deletes batches of PURGE_BATCH rows until one deletes nothing (a short batch can
-    leave rows behind: one redriven meanwhile, or picked by an overlapping pass), resting after each
+    A pass walks the finished timers once, a batch of PURGE_BATCH rows at a time, each batch
+    starting where the previous one ended (so the pass never rescans what it deleted), resting after each
     REST_FACTOR times as long as it took (so the purge takes at most a tenth of one database
     connection's time: deleting millions of rows at full speed saturated PostgreSQL's writes and
     made every timer due meanwhile late); then it sleeps PURGE_EVERY. Several schedulers
@@ -46,20 +46,22 @@ class Retention:
 
     def purge(self, stop: threading.Event) -> int:
         """One pass; how many timers it deleted."""
-        deleted = 0
+        deleted, at = 0, None
         while not stop.is_set():
             began = time.monotonic()
-            count = self.store.purge_finished(self.keep, self.batch)
-            if count is None:
+            batch = self.store.purge_finished(self.keep, self.batch, at)
+            if batch is None:
                 log.debug("retention: another scheduler is purging")
                 break
-            deleted += count
-            self.metrics.purged.inc(count)
-            if count == 0:
-                break
+            deleted += batch.deleted
+            self.metrics.purged.inc(batch.deleted)
+            if batch.next is None:
+                log.info("retention: deleted %d finished timers older than %gs", deleted, self.keep)
+                return deleted
+            at = batch.next
             stop.wait(max((time.monotonic() - began) * REST_FACTOR, 0.05))
         if deleted:
-            log.info("retention: deleted %d finished timers older than %gs", deleted, self.keep)
+            log.info("retention: stopped after deleting %d finished timers", deleted)
         return deleted
 
     def run(self, stop: threading.Event, first_after: float = FIRST_PASS_AFTER) -> None:
