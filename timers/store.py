@@ -758,13 +758,13 @@ class TimerStore:
         """One statement: under a transaction-scoped advisory lock (so one purge runs at a
         time), look at the next `limit` finished timers after `at` (status by status, then by
         updated_at and id: index ix_timers_finished_updated_at) and delete those still finished
-        and old enough. Each
-        batch starts where the last one ended, so it never walks again over the index entries of
-        rows already deleted; a batch that finds fewer than `limit` rows ends the pass. The DELETE states the condition again, and PostgreSQL re-checks it
-        on a row another transaction changed meanwhile, so a timer redriven between the two
-        stays (no row lock is taken first: that would write every doomed row twice); a row locked
-        for more than PURGE_LOCK_TIMEOUT seconds fails the batch with StoreUnavailable. None
-        when another purge holds the lock."""
+        and old enough. Each batch starts where the last one ended, so it never walks again over
+        the index entries of rows already deleted; a batch that finds fewer than `limit` rows
+        ends the pass. The DELETE states the condition again, and PostgreSQL re-checks it on a
+        row another transaction changed meanwhile, so a timer redriven between the two stays (no
+        row lock is taken first: that would write every doomed row twice); a row locked for more
+        than PURGE_LOCK_TIMEOUT seconds fails the batch with StoreUnavailable. None when another
+        purge holds the lock."""
         start = PURGE_ORDER.index(at.status) if at else 0
         with self._statement() as conn:
             row = conn.execute(

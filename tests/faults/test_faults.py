@@ -48,7 +48,8 @@ RECOVERY_WINDOW = 5.0
 SETTLE_TIMEOUT = 180.0
 OUTAGE_AFTER_DELIVERY = 360.0  # longer than the 5 minutes a worker used to ride out
 
-RESULTS: list[Result] = []  # this process's scenarios; each test's goes into its report too
+RESULTS: list[Result] = []  # this process's scenarios
+RUNNING: list[pytest.Item] = []  # the test running now (see reported_result)
 
 
 @dataclass
@@ -125,12 +126,11 @@ class Run:
 
 @pytest.fixture(autouse=True)
 def reported_result(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The scenario's row of the table rides on the test's report (`user_properties`), so the
-    table is whole however many pytest-xdist workers ran the scenarios."""
-    before = len(RESULTS)
+    """The running test, so that its scenario's row of the table rides on the test's report
+    (`user_properties`): the table is whole however many pytest-xdist workers ran them."""
+    RUNNING[:] = [request.node]
     yield
-    for result in RESULTS[before:]:
-        request.node.user_properties.append(("fault_result", asdict(result)))
+    RUNNING.clear()
 
 
 @pytest.fixture(scope="module")
@@ -295,6 +295,8 @@ def run_scenario(
             proc.stop()
         engine.dispose()
     RESULTS.append(run.result)
+    for item in RUNNING:  # on the call's report, which is made after the test returns
+        item.user_properties.append(("fault_result", asdict(run.result)))
     return run.result
 
 

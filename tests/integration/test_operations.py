@@ -472,7 +472,8 @@ def test_a_purge_batch_reads_the_finished_index_and_deletes_by_id(big: TimerStor
     first = big.purge_finished(0.0, 500)
     assert first is not None and first.next is not None
     plan = explained(big, lambda: big.purge_finished(0.0, 500, first.next), "WITH LOCK")
-    assert "using ix_timers_finished_updated_at on timers t" in plan, plan
+    finding = plan[plan.index("using ix_timers_finished_updated_at on timers t") :]
+    assert "Index Cond: ((status = s.status) AND (ROW(updated_at, id) >" in finding, plan
     deleting = plan[plan.index("Delete on timers d") :]
     assert "on timers_pkey" in deleting and "Index Cond: (id = ANY" in deleting, plan
     assert "Seq Scan" not in plan, plan

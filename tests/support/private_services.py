@@ -34,7 +34,14 @@ class PrivatePostgres:
         self.user: str | None = None
         if os.geteuid() == 0:
             self.user = "pgserver"
-            ensure_user_exists(self.user)
+            for attempt in range(10):  # pytest-xdist workers may race to create it
+                try:
+                    ensure_user_exists(self.user)
+                    break
+                except subprocess.CalledProcessError:
+                    if attempt == 9:
+                        raise
+                    time.sleep(0.5)
         self.dir.mkdir(parents=True)
         if self.user:
             shutil.chown(self.dir, self.user)

@@ -56,7 +56,10 @@ class Retention:
             deleted += batch.deleted
             self.metrics.purged.inc(batch.deleted)
             if batch.next is None:
-                log.info("retention: deleted %d finished timers older than %gs", deleted, self.keep)
+                if deleted:
+                    log.info(
+                        "retention: deleted %d finished timers older than %gs", deleted, self.keep
+                    )
                 return deleted
             at = batch.next
             stop.wait(max((time.monotonic() - began) * REST_FACTOR, 0.05))
