@@ -167,7 +167,7 @@ PagePosition = tuple[datetime, uuid.UUID]
 
 
 class PurgePosition(NamedTuple):
-    """Where a purge pass goes on: after this finished timer, in the order of PURGE_ORDER, then
+    """Where a purge pass goes on: after this finished timer, in the order of FINISHED, then
     updated_at, then id."""
 
     status: TimerStatus
@@ -175,8 +175,8 @@ class PurgePosition(NamedTuple):
     id: uuid.UUID
 
 
-# The order in which a purge pass walks the finished timers: one status after another.
-PURGE_ORDER = (TimerStatus.COMPLETED, TimerStatus.FAILED, TimerStatus.CANCELED)
+# The statuses a timer ends in, in the order a purge pass walks them.
+FINISHED = (TimerStatus.COMPLETED, TimerStatus.FAILED, TimerStatus.CANCELED)
 
 
 class Purged(NamedTuple):
@@ -320,7 +320,7 @@ class Store(Protocol):
         self, older_than: float, limit: int, at: PurgePosition | None = None
     ) -> Purged | None:
         """Look at up to `limit` finished timers from `at` (None: the pass's start), in the order
-        of PURGE_ORDER then (updated_at, id), and delete those that finished more than
+        of FINISHED then (updated_at, id), and delete those that finished more than
         `older_than` seconds ago; None when another purge holds the lock (one at a time)."""
         ...
 

@@ -45,11 +45,11 @@ from timers.schema import timers
 from timers.storage import (
     BACKLOG_CAP,
     EXACT_COUNT_LIMIT,
+    FINISHED,
     HISTORY_LENGTH,
     LATENESS_MINUTES,
     LOST_CLAIM,
     LOST_DELIVERY,
-    PURGE_ORDER,
     SORT_COLUMNS,
     SORT_ORDERS,
     Change,
@@ -765,7 +765,7 @@ class TimerStore:
         row lock is taken first: that would write every doomed row twice); a row locked for more
         than PURGE_LOCK_TIMEOUT seconds fails the batch with StoreUnavailable. None when another
         purge holds the lock."""
-        start = PURGE_ORDER.index(at.status) if at else 0
+        start = FINISHED.index(at.status) if at else 0
         with self._statement() as conn:
             row = conn.execute(
                 _PURGE,
@@ -774,7 +774,7 @@ class TimerStore:
                     "age": older_than,
                     "limit": limit,
                     "lock_timeout": f"{PURGE_LOCK_TIMEOUT * 1000:.0f}ms",
-                    "statuses": [status.value for status in PURGE_ORDER[start:]],
+                    "statuses": [status.value for status in FINISHED[start:]],
                     "after_at": at.updated_at if at else "-infinity",
                     "after_id": str(at.id if at else _NIL),
                     "nil": str(_NIL),

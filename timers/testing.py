@@ -21,11 +21,11 @@ from typing import Any
 from timers.models import DueTime, Timer, TimerStatus, uuid7
 from timers.storage import (
     BACKLOG_CAP,
+    FINISHED,
     HISTORY_LENGTH,
     LATENESS_MINUTES,
     LOST_CLAIM,
     LOST_DELIVERY,
-    PURGE_ORDER,
     SORT_COLUMNS,
     SORT_ORDERS,
     Change,
@@ -81,9 +81,6 @@ def _new_timer(new: NewTimer, now: datetime) -> Timer:
         metadata=None if new.metadata is None else dict(new.metadata),
         retry=None if new.retry is None else dict(new.retry),
     )
-
-
-FINISHED = (TimerStatus.COMPLETED, TimerStatus.FAILED, TimerStatus.CANCELED)
 
 
 def contains(document: Any, wanted: Any) -> bool:
@@ -310,9 +307,9 @@ class InMemoryStore:
         self, older_than: float, limit: int, at: PurgePosition | None = None
     ) -> Purged | None:
         def position(t: Timer) -> tuple[int, datetime, uuid.UUID]:
-            return PURGE_ORDER.index(t.status), t.updated_at, t.id
+            return FINISHED.index(t.status), t.updated_at, t.id
 
-        start = (PURGE_ORDER.index(at.status), at.updated_at, at.id) if at else None
+        start = (FINISHED.index(at.status), at.updated_at, at.id) if at else None
         with self._operation() as now:
             cutoff = now - timedelta(seconds=older_than)
             doomed = sorted(

@@ -48,7 +48,6 @@ RECOVERY_WINDOW = 5.0
 SETTLE_TIMEOUT = 180.0
 OUTAGE_AFTER_DELIVERY = 360.0  # longer than the 5 minutes a worker used to ride out
 
-RESULTS: list[Result] = []  # this process's scenarios
 RUNNING: list[pytest.Item] = []  # the test running now (see reported_result)
 
 
@@ -294,7 +293,6 @@ def run_scenario(
         for proc in [run.worker, run.scheduler, *run.retired, *([run.api] if run.api else [])]:
             proc.stop()
         engine.dispose()
-    RESULTS.append(run.result)
     for item in RUNNING:  # on the call's report, which is made after the test returns
         item.user_properties.append(("fault_result", asdict(run.result)))
     return run.result

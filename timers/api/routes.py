@@ -35,6 +35,7 @@ from timers.api.schemas import (
 from timers.models import InvalidCallback, TimerStatus, check_json
 from timers.retries import RetryPolicy
 from timers.storage import (
+    FINISHED,
     Created,
     IdempotencyKeyReused,
     NewTimer,
@@ -44,8 +45,6 @@ from timers.storage import (
 )
 
 router = APIRouter(prefix="/timers", tags=["timers"])
-
-FINISHED = (TimerStatus.COMPLETED, TimerStatus.FAILED, TimerStatus.CANCELED)
 
 IdempotencyKeyHeader = Annotated[
     str | None,

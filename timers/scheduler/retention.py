@@ -21,8 +21,8 @@ class Retention:
     """Deletes completed, failed and canceled timers that finished more than `keep` seconds ago.
 
     A pass walks the finished timers once, a batch of PURGE_BATCH rows at a time, each batch
-    starting where the previous one ended (so the pass never rescans what it deleted), resting after each
-    REST_FACTOR times as long as it took (so the purge takes at most a tenth of one database
+    starting where the previous one ended (so the pass never rescans what it deleted), resting
+    after each REST_FACTOR times as long as it took (so the purge takes at most a tenth of one database
     connection's time: deleting millions of rows at full speed saturated PostgreSQL's writes and
     made every timer due meanwhile late); then it sleeps PURGE_EVERY. Several schedulers
     may run it: an advisory lock lets one purge at a time, and the others skip their pass. An
