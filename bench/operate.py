@@ -4,8 +4,8 @@ rest of the run.
 
 page: a fresh database (bench_ops_page) holding `--page-rows` (10,000,000) timers, made by
 server-side SQL (`INSERT … SELECT … FROM generate_series`, 1,000,000 rows a statement, two at a
-time) at migration 0007, then migrated to head (0008 builds its indexes on the filled table, as
-it would on a user's) and `VACUUM ANALYZE`d. The rows: created evenly over the last 7 days (ids
+time) at migration 0007, then migrated to head (0008 builds its indexes and 0009 the labels of
+the filled table, as they would on a user's) and `VACUUM ANALYZE`d. The rows: created evenly over the last 7 days (ids
 are UUIDv7 of that time); about 90 % completed, 5 % failed, 3 % canceled, the rest pending (those
 whose `execute_at` is still ahead, and 2 % due 1 to 30 days ahead); `execute_at` minutes to two
 hours after creation; 10 % `nats`, the others `http`; metadata `{"tenant": "t<0..999>"}` on each;
@@ -22,7 +22,8 @@ comparison, `offset=100000` and `offset=1000000` (the API's maximum), `--page-of
 times each, and the first page with `limit=1` (what a request costs besides its rows). The plan of
 the store's own statement at the deepest page of each case (EXPLAIN ANALYZE, BUFFERS) goes into
 the JSON, and is printed for a case that misses the target while its statement takes more than
-5 ms. Target: every cursor page <= 20 ms at p50. `--page-keep` keeps the database and reuses it
+5 ms. Target: every cursor page <= 20 ms at p50. Last, what the labels cost a write: batches of
+`create_many` with metadata, the label triggers on and off by turns (`measure_create_cost`). `--page-keep` keeps the database and reuses it
 on the next run when it holds as many rows (otherwise it is dropped at the end).
 
 retention: live load (`--retention-rate`, 500 timers/s, coming due; each batch of a tenth of a
@@ -66,7 +67,7 @@ from timers.api import pages
 from timers.migrations import upgrade
 from timers.models import TimerStatus
 from timers.scheduler.retention import FIRST_PASS_AFTER
-from timers.storage import TimerFilter
+from timers.storage import NewTimer, TimerFilter
 from timers.store import TimerStore, database_engine
 
 if TYPE_CHECKING:
@@ -249,8 +250,8 @@ Fill = tuple[int, datetime, datetime, Mix]  # rows, created from, created until,
 
 def filled_database(bench: Bench, name: str, fills: list[Fill]) -> tuple[str, dict[str, float]]:
     """A fresh database `name` holding the timers of `fills`: created at migration 0007, filled,
-    then migrated to head (0008 builds its indexes on the filled table, as on a user's) and VACUUM
-    ANALYZEd. Returns its URL and the seconds each step took."""
+    then migrated to head (0008 builds its indexes and 0009 the labels of the filled table, as on
+    a user's) and VACUUM ANALYZEd. Returns its URL and the seconds each step took."""
     drop_database(bench, name)
     bench.services.admin_execute(f'CREATE DATABASE "{name}"')
     url = bench.services.database_url(name)
@@ -261,10 +262,10 @@ def filled_database(bench: Bench, name: str, fills: list[Fill]) -> tuple[str, di
     for rows, start, end, mix in fills:
         fill(url, rows, start, end, mix)
     parts["insert_s"] = time.monotonic() - t
-    say(f"{name}: migrating to head (0008 builds its indexes) …")
+    say(f"{name}: migrating to head (0008 builds its indexes, 0009 the labels) …")
     t = time.monotonic()
     upgrade(url)
-    parts["migrate_0008_s"] = time.monotonic() - t
+    parts["migrate_s"] = time.monotonic() - t
     say(f"{name}: VACUUM ANALYZE …")
     t = time.monotonic()
     vacuum_analyze(url)
@@ -382,6 +383,10 @@ class PageReport:
     controls: list[PageRow] = field(default_factory=list)
     plans: dict[str, list[str]] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
+    labels_mb: float = 0.0  # timer_labels with its index
+    # Microseconds per timer made by TimerStore.create_many with metadata, by whether the label
+    # triggers were on: what keeping the labels costs a write.
+    create_us: dict[str, list[float]] = field(default_factory=dict)
     total_s: float = 0.0
     kept: bool = False
 
@@ -572,6 +577,48 @@ def measure_depth(
     return row, after
 
 
+CREATE_BATCHES = 40  # of each kind, alternating
+CREATE_BATCH = 100
+
+
+def measure_create_cost(store: TimerStore) -> dict[str, list[float]]:
+    """Microseconds per timer of `create_many` batches of CREATE_BATCH timers with metadata of
+    two labels (`{"tenant": ..., "order": ...}`), the label triggers on and off by turns (ALTER
+    TABLE between batches, untimed), on the filled table; the timers are deleted afterwards."""
+    times: dict[str, list[float]] = {"labels": [], "no labels": []}
+    made: list[uuid.UUID] = []
+    due = datetime.now(UTC) + timedelta(days=60)
+
+    def triggers(on: bool) -> None:
+        verb = "ENABLE" if on else "DISABLE"
+        with store.engine.begin() as conn:
+            for name in ("timers_label_insert", "timers_unlabel"):
+                conn.execute(text(f"ALTER TABLE timers {verb} TRIGGER {name}"))
+
+    try:
+        for i in range(2 * CREATE_BATCHES):
+            on = i % 2 == 0
+            triggers(on)
+            batch = [
+                NewTimer(
+                    due,
+                    "http",
+                    {"type": "http", "url": "https://hooks.example.com/created"},
+                    metadata={"tenant": f"t{j % 1000}", "order": f"o{i}-{j}"},
+                )
+                for j in range(CREATE_BATCH)
+            ]
+            began = time.perf_counter()
+            made += [t.id for t in store.create_many(batch)]
+            took = time.perf_counter() - began
+            times["labels" if on else "no labels"].append(took / CREATE_BATCH * 1e6)
+    finally:
+        triggers(True)
+        with store.engine.begin() as conn:
+            conn.execute(text("DELETE FROM timers WHERE id = ANY(:ids)"), {"ids": made})
+    return times
+
+
 def run_page(bench: Bench, rows: int, reps: int, offset_reps: int, keep: bool) -> PageReport:
     began = time.monotonic()
     url, fill_s, parts = fill_page_database(bench, rows, keep)
@@ -592,6 +639,11 @@ def run_page(bench: Bench, rows: int, reps: int, offset_reps: int, keep: bool) -
                     )
                 )
             }
+            report.labels_mb = float(
+                conn.execute(
+                    text("SELECT pg_total_relation_size('timer_labels') / 1048576.0")
+                ).scalar_one()
+            )
             report.statuses = {
                 r.status: int(r.n)
                 for r in conn.execute(
@@ -649,6 +701,9 @@ def run_page(bench: Bench, rows: int, reps: int, offset_reps: int, keep: bool) -
                     rows_ok=ok,
                 )
             )
+        bench.stop_all()
+        say("page: the cost of labels on create …")
+        report.create_us = measure_create_cost(store)
     finally:
         bench.stop_all()
         store.engine.dispose()
@@ -670,7 +725,9 @@ def page_table(report: PageReport) -> str:
         + ", ".join(f"{k} {v:,}" for k, v in report.statuses.items())
     )
     lines.append(
-        "  indexes MB: " + ", ".join(f"{k} {v:,.0f}" for k, v in report.indexes_mb.items())
+        "  indexes MB: "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in report.indexes_mb.items())
+        + f"; timer_labels with its index {report.labels_mb:,.0f}"
     )
     header = (
         f"{'case':<27}{'matching':>11}{'from row':>18}{'pages':>6}{'first ms':>9}"
@@ -705,6 +762,15 @@ def page_table(report: PageReport) -> str:
     for name in slow:
         lines.append(f"EXPLAIN (ANALYZE, BUFFERS) at the deepest page, {name}:")
         lines.extend("    " + line for line in report.plans.get(name, []))
+    if report.create_us:
+        with_labels, without = (
+            percentile(report.create_us[k], 0.5) for k in ("labels", "no labels")
+        )
+        lines.append(
+            f"create_many with metadata of two labels, {CREATE_BATCHES} batches of "
+            f"{CREATE_BATCH} each way, on the filled table: p50 {with_labels:.0f} us a timer "
+            f"with the label triggers, {without:.0f} us without ({with_labels / without:.2f}x)"
+        )
     lines.append(f"(page workload {report.total_s:.0f}s)")
     return "\n".join(lines)
 

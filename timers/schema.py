@@ -9,6 +9,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
     func,
@@ -91,4 +92,16 @@ timers = Table(
         unique=True,
         postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
+)
+
+# The metadata filter in creation order (0009): one row per top-level pair that is a label (see
+# the `timers_labels_of` function), kept by triggers on `timers`.
+timer_labels = Table(
+    "timer_labels",
+    metadata,
+    Column("key", Text, nullable=False),
+    Column("value", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("timer_id", UUID(as_uuid=True), nullable=False),
+    PrimaryKeyConstraint("key", "value", "created_at", "timer_id", name="pk_timer_labels"),
 )

@@ -46,7 +46,13 @@ def test_upgrade_head_gives_exactly_the_models_schema(empty_database_url: str) -
     pending_index = indexes["ix_timers_pending_execute_at"]
     assert pending_index["column_names"] == ["execute_at"]
     assert "status = 'pending'" in pending_index["dialect_options"]["postgresql_where"]
-    assert sorted(trigger) == ["timers_notify_change", "timers_touch_updated_at"]
+    assert sorted(trigger) == [
+        "timers_label_insert",
+        "timers_label_update",
+        "timers_notify_change",
+        "timers_touch_updated_at",
+        "timers_unlabel",
+    ]
 
 
 def test_downgrade_removes_everything_and_upgrade_again_works(empty_database_url: str) -> None:
@@ -55,7 +61,7 @@ def test_downgrade_removes_everything_and_upgrade_again_works(empty_database_url
     engine = database_engine(empty_database_url)
     try:
         with engine.connect() as conn:
-            assert "timers" not in inspect(conn).get_table_names()
+            assert inspect(conn).get_table_names() == ["alembic_version"]
             functions = conn.execute(
                 text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'timers\\_%'")
             ).scalar_one()

@@ -290,6 +290,7 @@ def fill(store: TimerStore, rows: int) -> None:
             {"rows": rows},
         )
         conn.execute(text("ANALYZE timers"))
+        conn.execute(text("ANALYZE timer_labels"))
 
 
 def captured_plan(store: TimerStore, **page: Any) -> str:
@@ -350,7 +351,25 @@ def test_every_list_filter_and_order_is_served_by_an_index(big: TimerStore) -> N
             },
             "ix_timers_execute_at_id",
         ),
-        "by metadata": ({"where": TimerFilter(metadata={"tenant": "t42"})}, "ix_timers_metadata"),
+        # A label in creation order: the labels' index from the position on, timers by id.
+        "by metadata": ({"where": TimerFilter(metadata={"tenant": "t42"})}, "pk_timer_labels"),
+        "by metadata, oldest first, deep": (
+            {
+                "where": TimerFilter(metadata={"tenant": "t42"}),
+                "order": "asc",
+                "after": (middle.created_at, middle.id),
+            },
+            "pk_timer_labels",
+        ),
+        # No label in the filter, or another order: the GIN index finds the rows.
+        "by nested metadata": (
+            {"where": TimerFilter(metadata={"plan": {"tier": "gold"}})},
+            "ix_timers_metadata",
+        ),
+        "by metadata, due time": (
+            {"where": TimerFilter(metadata={"tenant": "t42"}), "sort": "execute_at"},
+            "ix_timers_metadata",
+        ),
         "recent failures": (
             {"where": TimerFilter(status=TimerStatus.FAILED), "sort": "updated_at"},
             "ix_timers_finished_updated_at",
@@ -362,6 +381,132 @@ def test_every_list_filter_and_order_is_served_by_an_index(big: TimerStore) -> N
         plan = captured_plan(big, limit=50, **page)
         assert index in plan, f"{name}:\n{plan}"
         assert "Seq Scan" not in plan, f"{name}:\n{plan}"
+        if index == "pk_timer_labels":  # in the index's order: the page reads only its rows
+            assert "Sort" not in plan, f"{name}:\n{plan}"
+
+
+# Metadata whose pairs are labels and pairs that are not (too long, nested, a float, null, an
+# integer too large, an array), with a filter for each, some meeting values that only look alike.
+LONG = "x" * 201
+LABELLED = [
+    {"tenant": "acme"},
+    {"tenant": "acme", "n": 5},
+    {"tenant": "globex", "n": 5.0},
+    {"n": -7, "flag": True},
+    {"flag": 1},
+    {"tags": ["acme"], "tenant": "initech"},
+    {"city": "münchen" * 28 + "日本人"},  # 199 characters, more bytes
+    {"long": LONG, "tenant": "acme"},
+    {LONG: "x"},
+    {"big": 10**15, "plan": {"tier": "gold"}},
+    {"none": None},
+    {"tenant": "acme", "n": 2.5},
+]
+FILTERS = [
+    {"tenant": "acme"},
+    {"tenant": "acme", "n": 5},
+    {"n": 5},
+    {"n": -7},
+    {"flag": True},
+    {"flag": 1},
+    {"tags": "acme"},
+    {"tags": ["acme"]},
+    {"city": "münchen" * 28 + "日本人"},
+    {"long": LONG},
+    {"long": LONG, "tenant": "acme"},
+    {LONG: "x"},
+    {"big": 10**15},
+    {"plan": {"tier": "gold"}, "big": 10**15},
+    {"none": None},
+    {"n": 2.5},
+    {"tenant": "nobody"},
+]
+
+
+def contained(store: TimerStore, metadata: dict[str, Any]) -> list[uuid.UUID]:
+    """The timers whose metadata contains `metadata`, newest first, by the GIN index alone."""
+    with store.engine.connect() as conn:
+        return list(
+            conn.execute(
+                text(
+                    "SELECT id FROM timers WHERE metadata @> CAST(:m AS jsonb) "
+                    "ORDER BY created_at DESC, id DESC"
+                ),
+                {"m": json.dumps(metadata)},
+            ).scalars()
+        )
+
+
+def labels(store: TimerStore) -> list[tuple[str, Any, uuid.UUID]]:
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT key, value, timer_id FROM timer_labels ORDER BY 1, 3"))
+        return [(r.key, r.value, r.timer_id) for r in rows]
+
+
+def test_labels_follow_each_timer_and_filter_exactly_as_containment(store: TimerStore) -> None:
+    """Pages by a metadata filter (read through the labels' index when the filter has a label)
+    hold exactly the timers `metadata @> filter` holds, in the same order; the labels follow a
+    timer's create, each change of its metadata and its purge."""
+    made = [
+        store.create(
+            NewTimer(now() + timedelta(hours=1), "http", {"url": "http://127.0.0.1:9/"}, m)
+        ).id
+        for m in LABELLED * 3
+    ]
+    for metadata in FILTERS:
+        expected = contained(store, metadata)
+        for limit in (2, 50):
+            seen: list[uuid.UUID] = []
+            after = None
+            while True:
+                page = store.page(
+                    where=TimerFilter(metadata=metadata), limit=limit, after=after, with_total=True
+                )
+                assert page.total == len(expected), metadata
+                seen += [t.id for t in page.timers]
+                if page.next is None:
+                    break
+                after = page.next
+            assert seen == expected, (metadata, limit)
+    # Labels: the short string, boolean and small integer pairs, nothing else.
+    first = {key: value for key, value, timer_id in labels(store) if timer_id == made[0]}
+    assert first == {"tenant": "acme"}
+    assert {k for k, _, i in labels(store) if i in made[:12]} == {"tenant", "n", "flag", "city"}
+    # A change of metadata moves the timer's labels; no metadata, no labels.
+    store.update_pending(made[0], {"metadata": {"tenant": "umbrella", "n": 9}})
+    assert [
+        t.id for t in store.page(where=TimerFilter(metadata={"tenant": "umbrella"})).timers
+    ] == [made[0]]
+    assert made[0] not in contained(store, {"tenant": "acme"})
+    assert made[0] not in [
+        t.id for t in store.page(where=TimerFilter(metadata={"tenant": "acme"}), limit=100).timers
+    ]
+    store.update_pending(made[1], {"metadata": None})
+    assert sorted((k, v) for k, v, i in labels(store) if i in made[:2]) == [
+        ("n", 9),
+        ("tenant", "umbrella"),
+    ]
+    # A purge takes the labels of the timers it deletes, and only theirs.
+    store.cancel_matching(TimerFilter(metadata={"tenant": "acme"}))
+    gone = contained(store, {"tenant": "acme"})
+    age_finished(store, gone, hours=2)
+    assert store.purge_finished(3600, 500) == (len(gone), None)
+    assert not {i for _, _, i in labels(store)} & set(gone)
+    with store.engine.connect() as conn:
+        orphans = conn.execute(
+            text(
+                "SELECT count(*) FROM timer_labels l "
+                "WHERE NOT EXISTS (SELECT 1 FROM timers t WHERE t.id = l.timer_id)"
+            )
+        ).scalar_one()
+        missing = conn.execute(
+            text(
+                "SELECT count(*) FROM timers t, timers_labels_of(t.metadata) o "
+                "WHERE NOT EXISTS (SELECT 1 FROM timer_labels l WHERE l.timer_id = t.id "
+                "AND l.key = o.key AND l.value = o.value AND l.created_at = t.created_at)"
+            )
+        ).scalar_one()
+    assert (orphans, missing) == (0, 0)
 
 
 def test_cursor_pages_never_skip_or_repeat_while_timers_are_made(store: TimerStore) -> None:
