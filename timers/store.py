@@ -688,11 +688,12 @@ class TimerStore:
         where = where or TimerFilter()
         column, row_id = timers.c[sort], timers.c.id
         descending = order == "desc"
-        conditions = _matching(where)
         metadata = where.metadata
         label = label_of(metadata) if metadata is not None and sort == "created_at" else None
         source: Any = timers
-        if label is not None and metadata is not None:  # in creation order from the label's index, timers by id (0009)
+        if label is None or metadata is None:
+            conditions = _matching(where)
+        else:  # in creation order from the label's index, timers by id (0009)
             source = timer_labels.join(timers, timers.c.id == timer_labels.c.timer_id)
             column, row_id = timer_labels.c.created_at, timer_labels.c.timer_id
             conditions = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import logging
 from typing import Any
 
@@ -47,14 +48,24 @@ class ApiError(Exception):
 def envelope(
     data: Any = None, *, code: Code = Code.OK, message: str = "ok", status: int | None = None
 ) -> JSONResponse:
-    # A model dumps itself: FastAPI's generic encoder takes ~20x longer (11 ms for a page of 50).
-    encoded = (
-        data.model_dump(mode="json", by_alias=True)
-        if isinstance(data, BaseModel)
-        else jsonable_encoder(data)
-    )
-    body = {"code": int(code), "message": message, "data": encoded}
-    return JSONResponse(body, status_code=status or _HTTP_STATUS[code])
+    status = status or _HTTP_STATUS[code]
+    if isinstance(data, BaseModel):
+        # A model writes its own JSON: a third of the time of dumping it to Python objects and
+        # those to JSON (FastAPI's generic encoder takes ~20x longer: 11 ms for a page of 50).
+        head = json.dumps(
+            {"code": int(code), "message": message}, ensure_ascii=False, separators=(",", ":")
+        )
+        written = f'{head[:-1]},"data":{data.model_dump_json(by_alias=True)}}}'
+        return _Written(written.encode(), status_code=status)
+    body = {"code": int(code), "message": message, "data": jsonable_encoder(data)}
+    return JSONResponse(body, status_code=status)
+
+
+class _Written(JSONResponse):
+    """A JSON response whose body is written already."""
+
+    def render(self, content: Any) -> bytes:
+        return bytes(content)
 
 
 def describe_validation_error(errors: Any) -> str:
