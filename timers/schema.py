@@ -103,5 +103,6 @@ timer_labels = Table(
     Column("value", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("timer_id", UUID(as_uuid=True), nullable=False),
-    PrimaryKeyConstraint("key", "value", "created_at", "timer_id", name="pk_timer_labels"),
+    PrimaryKeyConstraint("timer_id", "key", name="pk_timer_labels"),
+    Index("ix_timer_labels_key_value_created_at", "key", "value", "created_at", "timer_id"),
 )

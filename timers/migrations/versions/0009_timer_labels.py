@@ -8,10 +8,11 @@ Create Date: 2026-11-28
 every page of `GET /timers?metadata=...` read and sorted all of that tenant's rows (12 ms at
 10,000 of them). `timer_labels` holds one row per top-level metadata pair whose value is a short
 string (at most 200 characters), a boolean or an integer below 10^15 in size, under a key of at
-most 200 characters: (key, value, created_at, timer_id), its primary key being that order. A page
-filtered by such a pair walks that index from where the last page ended and fetches its timers by
-id. Triggers keep the labels: after an insert and after a change of metadata (each row that has
-metadata), and after a delete (once per statement, for all the rows it deleted). `timers_labels_of`
+most 200 characters, indexed as (key, value, created_at, timer_id). A page filtered by such a pair
+walks that index from where the last page ended and fetches its timers by id. Triggers keep the
+labels: after an insert and after a change of metadata (each row that has metadata), and after a
+delete (once per statement, for all the rows it deleted); the last two find a timer's labels by
+the primary key (timer_id, key), a tenth of the time of probing the listing index for each. `timers_labels_of`
 is the one definition of which pairs are labels (`timers.store.label_of` mirrors it for a filter).
 
 Filling the labels of the timers already there takes a while on a large table (see the README's
@@ -48,10 +49,7 @@ _LABEL = """
 CREATE FUNCTION timers_label() RETURNS trigger AS $$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
-        DELETE FROM timer_labels l
-        USING timers_labels_of(OLD.metadata) o
-        WHERE l.key = o.key AND l.value = o.value
-          AND l.created_at = OLD.created_at AND l.timer_id = OLD.id;
+        DELETE FROM timer_labels WHERE timer_id = OLD.id;
     END IF;
     INSERT INTO timer_labels (key, value, created_at, timer_id)
     SELECT n.key, n.value, NEW.created_at, NEW.id FROM timers_labels_of(NEW.metadata) n;
@@ -63,11 +61,8 @@ $$ LANGUAGE plpgsql
 _UNLABEL = """
 CREATE FUNCTION timers_unlabel() RETURNS trigger AS $$
 BEGIN
-    DELETE FROM timer_labels l
-    USING gone g CROSS JOIN LATERAL timers_labels_of(g.metadata) o
-    WHERE g.metadata IS NOT NULL
-      AND l.key = o.key AND l.value = o.value
-      AND l.created_at = g.created_at AND l.timer_id = g.id;
+    DELETE FROM timer_labels
+    WHERE timer_id = ANY (ARRAY(SELECT id FROM gone WHERE metadata IS NOT NULL));
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql
@@ -81,7 +76,7 @@ def upgrade() -> None:
         sa.Column("value", JSONB, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("timer_id", UUID(as_uuid=True), nullable=False),
-        sa.PrimaryKeyConstraint("key", "value", "created_at", "timer_id", name="pk_timer_labels"),
+        sa.PrimaryKeyConstraint("timer_id", "key", name="pk_timer_labels"),
     )
     op.execute(_LABELS_OF)
     op.execute(_LABEL)
@@ -105,6 +100,12 @@ def upgrade() -> None:
         "SELECT l.key, l.value, t.created_at, t.id "
         "FROM timers t CROSS JOIN LATERAL timers_labels_of(t.metadata) l "
         "WHERE t.metadata IS NOT NULL"
+    )
+    # Built after the rows are in: faster than growing it one row at a time.
+    op.create_index(
+        "ix_timer_labels_key_value_created_at",
+        "timer_labels",
+        ["key", "value", "created_at", "timer_id"],
     )
     op.execute("ANALYZE timer_labels")
 
