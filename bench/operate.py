@@ -487,6 +487,12 @@ def fill_page_database(
             engine.dispose()
         if comment == marker:
             upgrade(url)  # a no-op at head; migrates the kept rows if the schema moved on
+            engine = database_engine(url)
+            try:  # a run killed while it measured the cost of labels left their triggers off
+                with engine.begin() as conn:
+                    conn.execute(text("ALTER TABLE timers ENABLE TRIGGER USER"))
+            finally:
+                engine.dispose()
             say(f"page: reusing the kept {PAGE_DB} ({rows:,} rows, revision {head})")
             return url, None, {}
         say(f"page: {PAGE_DB} holds something else ({comment!r}); filling it afresh")

@@ -372,18 +372,25 @@ LABEL_LENGTH = 200  # the longest key, and string value, that `timers_labels_of`
 LABEL_INTEGER = 10**15  # integers below this in size are labels
 
 
-def label_of(metadata: Mapping[str, Any]) -> tuple[str, Any] | None:
-    """The first pair of a metadata filter that migration 0009's `timers_labels_of` makes a label
-    of (the same rule, for the values a JSON filter can hold), or None."""
-    for key, value in metadata.items():
-        if len(key) > LABEL_LENGTH:
-            continue
-        if (
-            isinstance(value, bool)
-            or (isinstance(value, str) and len(value) <= LABEL_LENGTH)
-            or (isinstance(value, int) and abs(value) < LABEL_INTEGER)
-        ):
-            return key, value
+def label_of(where: TimerFilter) -> tuple[str, Any] | None:
+    """The label a page walks for this filter (migration 0009): only for a filter of exactly one
+    metadata pair and nothing else, whose pair `timers_labels_of` makes a label (the same rule,
+    lengths counted in UTF-8 bytes, never more than PostgreSQL's characters); else None. With
+    more conditions, walking one label could read every timer that carries it to find a few that
+    match the rest: those filters take the GIN index and sort what it finds."""
+    if where.metadata is None or len(where.metadata) != 1:
+        return None
+    if replace(where, metadata=None) != TimerFilter():
+        return None
+    ((key, value),) = where.metadata.items()
+    if len(key.encode()) > LABEL_LENGTH:
+        return None
+    if (
+        isinstance(value, bool)
+        or (isinstance(value, str) and len(value.encode()) <= LABEL_LENGTH)
+        or (isinstance(value, int) and abs(value) < LABEL_INTEGER)
+    ):
+        return key, value
     return None
 
 
@@ -680,16 +687,16 @@ class TimerStore:
         """One statement for the page (and one count when asked), read in one snapshot. In keyset
         form (`after`) the row comparison `(sort column, id) > / < (value, id)` starts an index
         scan of (column, id) — or (status, column, id) — exactly where the last page ended, so a
-        page costs the same at any depth (migration 0008's indexes). A metadata filter in
-        creation order walks the index of its first label (`label_of`, migration 0009) the same
-        way and fetches each timer by id; the whole filter is still checked on the timer."""
+        page costs the same at any depth (migration 0008's indexes). A filter of one metadata label,
+        in creation order, walks the labels' index (`label_of`, migration 0009) the same way and
+        fetches each timer by id (the filter is still checked on the timer)."""
         if sort not in SORT_COLUMNS or order not in SORT_ORDERS:
             raise ValueError(f"bad sort {sort!r} / order {order!r}")
         where = where or TimerFilter()
         column, row_id = timers.c[sort], timers.c.id
         descending = order == "desc"
         metadata = where.metadata
-        label = label_of(metadata) if metadata is not None and sort == "created_at" else None
+        label = label_of(where) if sort == "created_at" else None
         source: Any = timers
         if label is None or metadata is None:
             conditions = _matching(where)
@@ -697,7 +704,6 @@ class TimerStore:
             source = timer_labels.join(timers, timers.c.id == timer_labels.c.timer_id)
             column, row_id = timer_labels.c.created_at, timer_labels.c.timer_id
             conditions = [
-                *_matching(replace(where, metadata=None)),
                 timer_labels.c.key == label[0],
                 timer_labels.c.value == bindparam("label_value", label[1], type_=JSONB),
                 # checked on each timer the labels lead to. The function, not the operator `@>`:

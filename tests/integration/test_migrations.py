@@ -52,6 +52,7 @@ def test_upgrade_head_gives_exactly_the_models_schema(empty_database_url: str) -
         "timers_notify_change",
         "timers_touch_updated_at",
         "timers_unlabel",
+        "timers_unlabel_all",
     ]
 
 

@@ -9,11 +9,12 @@ every page of `GET /timers?metadata=...` read and sorted all of that tenant's ro
 10,000 of them). `timer_labels` holds one row per top-level metadata pair whose value is a short
 string (at most 200 characters), a boolean or an integer below 10^15 in size, under a key of at
 most 200 characters, indexed as (key, value, created_at, timer_id). A page filtered by such a pair
-walks that index from where the last page ended and fetches its timers by id. Triggers keep the
-labels: after an insert and after a change of metadata (each row that has metadata), and after a
-delete (once per statement, for all the rows it deleted); the last two find a timer's labels by
-the primary key (timer_id, key), a tenth of the time of probing the listing index for each. `timers_labels_of`
-is the one definition of which pairs are labels (`timers.store.label_of` mirrors it for a filter).
+alone walks that index from where the last page ended and fetches its timers by id. Triggers keep
+the labels: after an insert and after a change of metadata (each row that has metadata), after a
+delete (once per statement, for all the rows it deleted) and after a TRUNCATE. A change and a
+delete find a timer's labels by the primary key (timer_id, key): a tenth of the time of probing
+the listing index for each. `timers_labels_of` is the one definition of which pairs are labels
+(`timers.store.label_of` mirrors it for a filter, counting lengths in UTF-8 bytes).
 
 Filling the labels of the timers already there takes a while on a large table (see the README's
 page benchmark for 10,000,000); reads go on meanwhile, writes to `timers` wait until it is done.
@@ -69,6 +70,16 @@ $$ LANGUAGE plpgsql
 """
 
 
+_UNLABEL_ALL = """
+CREATE FUNCTION timers_unlabel_all() RETURNS trigger AS $$
+BEGIN
+    TRUNCATE timer_labels;
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql
+"""
+
+
 def upgrade() -> None:
     op.create_table(
         "timer_labels",
@@ -81,6 +92,7 @@ def upgrade() -> None:
     op.execute(_LABELS_OF)
     op.execute(_LABEL)
     op.execute(_UNLABEL)
+    op.execute(_UNLABEL_ALL)
     op.execute(
         "CREATE TRIGGER timers_label_insert AFTER INSERT ON timers FOR EACH ROW "
         "WHEN (NEW.metadata IS NOT NULL) EXECUTE FUNCTION timers_label()"
@@ -92,6 +104,10 @@ def upgrade() -> None:
     op.execute(
         "CREATE TRIGGER timers_unlabel AFTER DELETE ON timers REFERENCING OLD TABLE AS gone "
         "FOR EACH STATEMENT EXECUTE FUNCTION timers_unlabel()"
+    )
+    op.execute(
+        "CREATE TRIGGER timers_unlabel_all AFTER TRUNCATE ON timers "
+        "FOR EACH STATEMENT EXECUTE FUNCTION timers_unlabel_all()"
     )
     # After the triggers: creating them locks out writes until this migration commits, so the
     # timers read here are all there are, and none gets its labels twice.
@@ -111,9 +127,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER timers_unlabel_all ON timers")
     op.execute("DROP TRIGGER timers_unlabel ON timers")
     op.execute("DROP TRIGGER timers_label_update ON timers")
     op.execute("DROP TRIGGER timers_label_insert ON timers")
+    op.execute("DROP FUNCTION timers_unlabel_all()")
     op.execute("DROP FUNCTION timers_unlabel()")
     op.execute("DROP FUNCTION timers_label()")
     op.execute("DROP FUNCTION timers_labels_of(jsonb)")
