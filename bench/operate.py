@@ -5,11 +5,11 @@ rest of the run.
 page: a fresh database (bench_ops_page) holding `--page-rows` (10,000,000) timers, made by
 server-side SQL (`INSERT … SELECT … FROM generate_series`, 1,000,000 rows a statement, two at a
 time) at migration 0007, then migrated to head (0008 builds its indexes and 0009 the labels of
-the filled table, as they would on a user's) and `VACUUM ANALYZE`d. The rows: created evenly over the last 7 days (ids
-are UUIDv7 of that time); about 90 % completed, 5 % failed, 3 % canceled, the rest pending (those
-whose `execute_at` is still ahead, and 2 % due 1 to 30 days ahead); `execute_at` minutes to two
-hours after creation; 10 % `nats`, the others `http`; metadata `{"tenant": "t<0..999>"}` on each;
-one attempt in the history of each finished one. Then the real API (`timers api`, default
+the filled table, as they would on a user's) and `VACUUM ANALYZE`d. The rows: created evenly over
+the last 7 days (ids are UUIDv7 of that time); about 90 % completed, 5 % failed, 3 % canceled, the
+rest pending (those whose `execute_at` is still ahead, and 2 % due 1 to 30 days ahead);
+`execute_at` minutes to two hours after creation; 10 % `nats`, the others `http`; metadata
+`{"tenant": "t<0..999>"}` on each; one attempt in the history of each finished one. Then the real API (`timers api`, default
 settings but LOG_LEVEL=WARNING, on 127.0.0.1) answers `GET /timers?limit=50` over HTTP with the
 API key, after five warm-up requests: for each case (created_at desc, the default; execute_at
 asc; status=completed; metadata={"tenant":"t42"}; callback_type=nats) and each depth (the first
@@ -23,8 +23,9 @@ times each, and the first page with `limit=1` (what a request costs besides its 
 the store's own statement at the deepest page of each case (EXPLAIN ANALYZE, BUFFERS) goes into
 the JSON, and is printed for a case that misses the target while its statement takes more than
 5 ms. Target: every cursor page <= 20 ms at p50. Last, what the labels cost a write: batches of
-`create_many` with metadata, the label triggers on and off by turns (`measure_create_cost`). `--page-keep` keeps the database and reuses it
-on the next run when it holds as many rows (otherwise it is dropped at the end).
+`create_many` with metadata, the label triggers on and off by turns (`measure_create_cost`).
+`--page-keep` keeps the database and reuses it on the next run when it holds as many rows
+(otherwise it is dropped at the end).
 
 retention: live load (`--retention-rate`, 500 timers/s, coming due; each batch of a tenth of a
 second created by one INSERT … SELECT, LEAD seconds before it is due; the shipped scheduler and

@@ -364,12 +364,12 @@ def test_every_list_filter_and_order_is_served_by_an_index(big: TimerStore) -> N
             },
             "ix_timer_labels_key_value_created_at",
         ),
-        # No label in the filter, or another order: the GIN index finds the rows.
         # More than one condition: walking one label could read all its timers for a few.
         "by metadata and status": (
             {"where": TimerFilter(metadata={"tenant": "t42"}, status=TimerStatus.FAILED)},
             "ix_timers_",
         ),
+        # No label in the filter, or another order: the GIN index finds the rows.
         "by nested metadata": (
             {"where": TimerFilter(metadata={"plan": {"tier": "gold"}})},
             "ix_timers_metadata",

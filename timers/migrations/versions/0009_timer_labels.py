@@ -62,18 +62,12 @@ $$ LANGUAGE plpgsql
 _UNLABEL = """
 CREATE FUNCTION timers_unlabel() RETURNS trigger AS $$
 BEGIN
-    DELETE FROM timer_labels
-    WHERE timer_id = ANY (ARRAY(SELECT id FROM gone WHERE metadata IS NOT NULL));
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql
-"""
-
-
-_UNLABEL_ALL = """
-CREATE FUNCTION timers_unlabel_all() RETURNS trigger AS $$
-BEGIN
-    TRUNCATE timer_labels;
+    IF TG_OP = 'TRUNCATE' THEN
+        TRUNCATE timer_labels;
+    ELSE
+        DELETE FROM timer_labels
+        WHERE timer_id = ANY (ARRAY(SELECT id FROM gone WHERE metadata IS NOT NULL));
+    END IF;
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql
@@ -92,7 +86,6 @@ def upgrade() -> None:
     op.execute(_LABELS_OF)
     op.execute(_LABEL)
     op.execute(_UNLABEL)
-    op.execute(_UNLABEL_ALL)
     op.execute(
         "CREATE TRIGGER timers_label_insert AFTER INSERT ON timers FOR EACH ROW "
         "WHEN (NEW.metadata IS NOT NULL) EXECUTE FUNCTION timers_label()"
@@ -107,7 +100,7 @@ def upgrade() -> None:
     )
     op.execute(
         "CREATE TRIGGER timers_unlabel_all AFTER TRUNCATE ON timers "
-        "FOR EACH STATEMENT EXECUTE FUNCTION timers_unlabel_all()"
+        "FOR EACH STATEMENT EXECUTE FUNCTION timers_unlabel()"
     )
     # After the triggers: creating them locks out writes until this migration commits, so the
     # timers read here are all there are, and none gets its labels twice.
@@ -131,7 +124,6 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER timers_unlabel ON timers")
     op.execute("DROP TRIGGER timers_label_update ON timers")
     op.execute("DROP TRIGGER timers_label_insert ON timers")
-    op.execute("DROP FUNCTION timers_unlabel_all()")
     op.execute("DROP FUNCTION timers_unlabel()")
     op.execute("DROP FUNCTION timers_label()")
     op.execute("DROP FUNCTION timers_labels_of(jsonb)")
