@@ -24,7 +24,15 @@ from tests.support.services import LOCAL_NETWORKS, Services
 from tests.support.timers import add_timer, now
 from timers.cli import main as timers_cli
 from timers.models import TimerStatus
-from timers.storage import NewTimer, Outcome, Purged, StoreUnavailable, TimerFilter
+from timers.scheduler.retention import Retention
+from timers.storage import (
+    NewTimer,
+    Outcome,
+    Purged,
+    PurgePosition,
+    StoreUnavailable,
+    TimerFilter,
+)
 from timers.store import TimerStore, database_engine
 
 
@@ -262,6 +270,41 @@ def test_a_row_held_elsewhere_fails_the_purge_batch_instead_of_stalling_it(
             store.purge_finished(3600, 10)
         other.execute(text("ROLLBACK"))
     assert store.purge_finished(3600, 10) == (1, None)
+
+
+def test_a_pass_cut_short_by_an_error_goes_on_from_where_it_was(
+    store: TimerStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second batch of a pass meets a row held elsewhere (lock timeout): the next try goes on
+    after the first batch's last row instead of starting again from the oldest."""
+    monkeypatch.setattr("timers.store.PURGE_LOCK_TIMEOUT", 0.3)
+    made = [add_timer(store, now() - timedelta(seconds=1)).id for _ in range(5)]
+    store.claim_due(made)
+    store.begin_deliveries([(i, 1) for i in made], lease=60)
+    store.finish_many([Outcome(i, 1, None) for i in made])
+    for hours, timer_id in zip([40, 39, 38, 37, 36], made, strict=True):
+        age_finished(store, [timer_id], hours=hours)
+    starts: list[uuid.UUID | None] = []
+    purge_finished = store.purge_finished
+
+    def recorded(older_than: float, limit: int, at: PurgePosition | None = None) -> Purged | None:
+        starts.append(None if at is None else at.id)
+        return purge_finished(older_than, limit, at)
+
+    monkeypatch.setattr(store, "purge_finished", recorded)
+    retention = Retention(store, 3600, batch=2)
+    with store.engine.connect() as other:
+        other.execute(text("BEGIN"))
+        other.execute(text("SELECT 1 FROM timers WHERE id = :id FOR UPDATE"), {"id": made[2]})
+        with pytest.raises(StoreUnavailable, match="lock timeout"):
+            retention.purge(threading.Event())
+        other.execute(text("ROLLBACK"))
+    assert starts == [None, made[1]]
+    assert [store.find(i) is None for i in made] == [True, True, False, False, False]
+    assert retention.purge(threading.Event()) == 3
+    assert starts == [None, made[1], made[1], made[3]]  # went on; a short batch ended the pass
+    assert retention.position is None
+    assert all(store.find(i) is None for i in made)
 
 
 # -- listing at scale ---------------------------------------------------------------------------
