@@ -9,8 +9,8 @@ the filled table, as they would on a user's) and `VACUUM ANALYZE`d. The rows: cr
 the last 7 days (ids are UUIDv7 of that time); about 90 % completed, 5 % failed, 3 % canceled, the
 rest pending (those whose `execute_at` is still ahead, and 2 % due 1 to 30 days ahead);
 `execute_at` minutes to two hours after creation; 10 % `nats`, the others `http`; metadata
-`{"tenant": "t<0..999>"}` on each; one attempt in the history of each finished one. Then the real API (`timers api`, default
-settings but LOG_LEVEL=WARNING, on 127.0.0.1) answers `GET /timers?limit=50` over HTTP with the
+`{"tenant": "t<0..999>"}` on each; one attempt in the history of each finished one. Then the real
+API (`timers api`, default settings but LOG_LEVEL=WARNING, on 127.0.0.1) answers `GET /timers?limit=50` over HTTP with the
 API key, after five warm-up requests: for each case (created_at desc, the default; execute_at
 asc; status=completed; metadata={"tenant":"t42"}; callback_type=nats) and each depth (the first
 page, 1k, 100k, 1M and 5M rows in, and the end of the list; each only where the list is that
@@ -479,21 +479,17 @@ def fill_page_database(
     if keep and database_exists(bench, PAGE_DB):
         engine = database_engine(url)
         try:
-            with engine.connect() as conn:
+            with engine.begin() as conn:
                 comment = conn.execute(
                     text("SELECT obj_description('timers'::regclass, 'pg_class')")
                 ).scalar()
                 head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                if comment == marker:  # a run killed while it measured the labels' cost
+                    conn.execute(text("ALTER TABLE timers ENABLE TRIGGER USER"))  # left them off
         finally:
             engine.dispose()
         if comment == marker:
             upgrade(url)  # a no-op at head; migrates the kept rows if the schema moved on
-            engine = database_engine(url)
-            try:  # a run killed while it measured the cost of labels left their triggers off
-                with engine.begin() as conn:
-                    conn.execute(text("ALTER TABLE timers ENABLE TRIGGER USER"))
-            finally:
-                engine.dispose()
             say(f"page: reusing the kept {PAGE_DB} ({rows:,} rows, revision {head})")
             return url, None, {}
         say(f"page: {PAGE_DB} holds something else ({comment!r}); filling it afresh")

@@ -380,7 +380,7 @@ def label_of(where: TimerFilter) -> tuple[str, Any] | None:
     match the rest: those filters take the GIN index and sort what it finds."""
     if where.metadata is None or len(where.metadata) != 1:
         return None
-    if replace(where, metadata=None) != TimerFilter():
+    if not replace(where, metadata=None).is_empty:
         return None
     ((key, value),) = where.metadata.items()
     if len(key.encode()) > LABEL_LENGTH:
@@ -695,23 +695,23 @@ class TimerStore:
         where = where or TimerFilter()
         column, row_id = timers.c[sort], timers.c.id
         descending = order == "desc"
-        metadata = where.metadata
         label = label_of(where) if sort == "created_at" else None
         source: Any = timers
-        if label is None or metadata is None:
+        if label is None:
             conditions = _matching(where)
         else:  # in creation order from the label's index, timers by id (0009)
+            name, value = label  # the whole filter
             source = timer_labels.join(timers, timers.c.id == timer_labels.c.timer_id)
             column, row_id = timer_labels.c.created_at, timer_labels.c.timer_id
             conditions = [
-                timer_labels.c.key == label[0],
-                timer_labels.c.value == bindparam("label_value", label[1], type_=JSONB),
+                timer_labels.c.key == name,
+                timer_labels.c.value == bindparam("label_value", value, type_=JSONB),
                 # checked on each timer the labels lead to. The function, not the operator `@>`:
                 # the GIN index (and its sort of every match) stays out of the planner's choice,
                 # and the planner guesses a third of the rows pass, not a thousandth (which made
                 # it start a parallel worker, 30 ms, to find "the one row" among 10,000 labels)
                 func.jsonb_contains(
-                    timers.c.metadata, bindparam("metadata", dict(metadata), type_=JSONB)
+                    timers.c.metadata, bindparam("metadata", {name: value}, type_=JSONB)
                 ),
             ]
         query = select(timers).select_from(source).where(*conditions)
