@@ -76,11 +76,20 @@ def test_the_api_schema_refuses_a_timers_own_signature_headers(name: str) -> Non
 
 def test_the_setting_takes_several_secrets_and_keeps_them_out_of_repr() -> None:
     settings = settings_from_env({"TIMERS_SIGNING_SECRETS": f"{secret(1)}, {secret(2, 64)}"})
-    assert settings.signing_secrets == (bytes([1]) * 32, bytes([2]) * 64)
+    assert settings.signing_keys("default") == (bytes([1]) * 32, bytes([2]) * 64)
     assert "signing_secrets" not in repr(settings)
     # Unpadded base64 is accepted, as the reference libraries accept it.
     assert parse_secret(secret(5, 25).rstrip("=")) == bytes([5]) * 25
-    assert settings_from_env({}).signing_secrets == ()
+    assert settings_from_env({}).signing_keys("default") == ()
+
+
+def test_a_principal_with_secrets_of_its_own_signs_with_those_alone() -> None:
+    settings = settings_from_env(
+        {"TIMERS_SIGNING_SECRETS": f"{secret(1)}, shop:{secret(2)}, shop:{secret(3)}"}
+    )
+    assert settings.signing_keys("shop") == (bytes([2]) * 32, bytes([3]) * 32)
+    assert settings.signing_keys("default") == (bytes([1]) * 32,)
+    assert settings.signing_keys("billing") == (bytes([1]) * 32,)
 
 
 @pytest.mark.parametrize(

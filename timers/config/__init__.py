@@ -17,137 +17,38 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from timers.config.parsers import (
+    DEFAULT_PRINCIPAL,
+    ConfigError,
+    _choice,
+    _count,
+    _duration,
+    _flag,
+    _keys,
+    _networks,
+    _optional_count,
+    _optional_port,
+    _path,
+    _port,
+    _principal_names,
+    _retry_policy,
+    _seconds,
+    _seconds_or_zero,
+    _signing_secrets,
+    _text,
+    _upper,
+    parse_duration,
+    split_principal,
+)
 
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
-
-
-# -- parsers: raw text of a variable → value, or ConfigError naming it -------------------------
-
-
-def _text(name: str, raw: str) -> str:
-    return raw
-
-
-def _upper(name: str, raw: str) -> str:
-    return raw.strip().upper()
-
-
-def _path(name: str, raw: str) -> Path:
-    return Path(raw)
-
-
-def _seconds(name: str, raw: str, *, allow_zero: bool = False) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ConfigError(f"{name} must be a finite number of seconds, got {raw!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = "zero or more" if allow_zero else "more than zero"
-        raise ConfigError(f"{name} must be {bound} seconds, got {raw!r}")
-    return value
-
-
-def _seconds_or_zero(name: str, raw: str) -> float:
-    return _seconds(name, raw, allow_zero=True)
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> float:
-    """`30d`, `12h`, `90m`, `45s` or a plain number of seconds; ValueError otherwise."""
-    raw = text.strip().lower()
-    scale = _UNITS.get(raw[-1:], 0)
-    number = raw[:-1] if scale else raw
-    value = float(number)  # ValueError for anything else
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(f"not a duration: {text!r}")
-    return value * (scale or 1)
-
-
-def _duration(name: str, raw: str) -> float:
-    try:
-        return parse_duration(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{name} must be a duration such as 7d, 12h, 90m or 3600 (seconds), got {raw!r}"
-        ) from None
-
-
-def _optional_port(name: str, raw: str) -> int | None:
-    return None if raw.strip() in ("", "0") else _port(name, raw)
-
-
-def _count(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{name} must be at least 1, got {value}")
-    return value
-
-
-def _port(name: str, raw: str) -> int:
-    try:
-        port = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"{name} must be between 1 and 65535, got {port}")
-    return port
-
-
-def _networks(name: str, raw: str) -> tuple[Any, ...]:
-    from timers.outbound import parse_networks
-
-    try:
-        return parse_networks(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}") from None
-
-
-def _keys(name: str, raw: str) -> tuple[str, ...]:
-    return tuple(key.strip() for key in raw.split(",") if key.strip())
-
-
-def _retry_policy(name: str, raw: str) -> Any:
-    import json
-
-    from timers.models import InvalidCallback
-    from timers.retries import RetryPolicy
-
-    try:
-        return RetryPolicy.from_config(json.loads(raw), name)
-    except ValueError as exc:  # bad JSON, or InvalidCallback naming the field
-        message = str(exc) if isinstance(exc, InvalidCallback) else f"{name}: not JSON ({exc})"
-        raise ConfigError(message) from None
-
-
-def _signing_secrets(name: str, raw: str) -> tuple[bytes, ...]:
-    from timers.signing import InvalidSecret, parse_secret
-
-    secrets = []
-    for index, text in enumerate(t.strip() for t in raw.split(",") if t.strip()):
-        try:
-            secrets.append(parse_secret(text))
-        except InvalidSecret as exc:
-            # Never echo the secret itself: only where it is in the list.
-            raise ConfigError(f"{name}: secret {index + 1}: {exc}") from None
-    return tuple(secrets)
-
-
-def _choice(*choices: str) -> Callable[[str, str], str]:
-    def parse(name: str, raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-        return value
-
-    return parse
+__all__ = [
+    "DEFAULT_PRINCIPAL",
+    "ConfigError",
+    "Settings",
+    "load_settings",
+    "parse_duration",
+    "settings_from_env",
+]
 
 
 @dataclass(frozen=True)
@@ -177,17 +78,38 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CELERY_BROKER_URL", "celery_broker_url", _text, None,
             "overrides `REDIS_URL` as the broker (e.g. `amqp://…` for RabbitMQ)", "—"),
     Setting("TIMERS_TASK_BROKER_URL", "task_broker_url", _text, None,
-            "where `celery` callbacks publish their task messages", "the timers broker"),
+            "the broker `celery` callbacks publish their task messages to; while it is unset, "
+            "`celery` callbacks are refused", "none (`celery` callbacks off)"),
+    Setting("TIMERS_TASK_BROKER_SHARED", "task_broker_shared", _flag, False,
+            "`true` lets `TIMERS_TASK_BROKER_URL` be the timers broker itself (otherwise refused "
+            "at start); the timers queue and the broker's own keys stay refused either way"),
+    Setting("TIMERS_CELERY_TASKS", "celery_tasks", _keys, (),
+            "comma-separated task names or globs (`shop.tasks.*`) that `celery` callbacks may "
+            "send; `celery.*` and `timers.*` never", "none"),
+    Setting("TIMERS_CELERY_QUEUES", "celery_queues", _keys, ("celery",),
+            "comma-separated queue names or globs that `celery` callbacks may publish to; "
+            "`timers`, `celery.pidbox`, `unacked*` and `_kombu.*` never", "`celery`"),
     Setting("TIMERS_NATS_URL", "nats_url", _text, None,
             "the NATS server `nats` callbacks publish to (`timers dev` starts an embedded one, "
             "with JetStream, when this is unset and nothing listens on 127.0.0.1:4222)",
             f"`{DEFAULT_NATS_URL}`"),
+    Setting("TIMERS_NATS_SUBJECTS", "nats_subjects", _keys, (),
+            "comma-separated subject prefixes that `nats` callbacks may publish to (e.g. "
+            "`orders.`); subjects starting with `$`, `_INBOX.` or `_R_.` never", "any subject"),
     Setting("API_KEY", "api_key", _text, None,
-            "value of the `X-API-Key` header, at least 32 characters",
+            "value of the `X-API-Key` header, at least 32 characters; the principal `default`",
             "generated by `timers dev`; else required"),
     Setting("API_KEYS", "extra_api_keys", _keys, (),
-            "more accepted keys, comma-separated, each at least 32 characters (to rotate keys "
-            "without downtime: add the new one, move clients, remove the old one)", "none"),
+            "more accepted keys, comma-separated, each `key` (principal `default`) or "
+            "`name:key`, each key at least 32 characters; keys of one name are one principal, "
+            "which sees and changes only its own timers (so keys rotate without downtime: add "
+            "the new one, move clients, remove the old one)", "none"),
+    Setting("TIMERS_ADMINS", "admins", _principal_names, (),
+            "comma-separated principals (names in `API_KEYS`) that see and change every "
+            "principal's timers", "none"),
+    Setting("TIMERS_MAX_PENDING_PER_KEY", "max_pending_per_key", _optional_count, None,
+            "pending timers one principal may have at once; a create beyond it is answered 429 "
+            "(`0`: no limit)", "no limit"),
     Setting("PORT", "port", _port, 8080, "API port"),
     Setting("TIMERS_HOME", "home", _path, Path(".timers"),
             "where `timers dev` keeps embedded data and the generated key", "`./.timers`"),
@@ -218,9 +140,11 @@ SETTINGS: tuple[Setting, ...] = (
             "\"backoff\": \"exponential\", \"initial_delay\": 1, \"max_delay\": 3600}`",
             "one attempt"),
     Setting("TIMERS_SIGNING_SECRETS", "signing_secrets", _signing_secrets, (),
-            "comma-separated `whsec_…` secrets (base64 of 24 to 64 bytes after the prefix): "
-            "every `http` callback is then signed as Standard Webhooks define (`webhook-id`, "
-            "`webhook-timestamp`, `webhook-signature`), once per secret, so secrets rotate "
+            "comma-separated `whsec_…` secrets (base64 of 24 to 64 bytes after the prefix), "
+            "each plain or `name:whsec_…` for one principal's timers alone: every `http` "
+            "callback is then signed as Standard Webhooks define (`webhook-id`, "
+            "`webhook-timestamp`, `webhook-signature`), once per secret of its principal (or, "
+            "for a principal with none of its own, per plain secret), so secrets rotate "
             "without a gap", "none (unsigned)"),
     Setting("TIMERS_MAX_IN_FLIGHT_PER_HOST", "max_in_flight_per_host", _count, 64,
             "deliveries at once from one worker process to one receiver (scheme, host and "
@@ -273,9 +197,15 @@ class Settings:
     redis_url: str | None = _default("redis_url")
     celery_broker_url: str | None = _default("celery_broker_url")
     task_broker_url: str | None = _default("task_broker_url")
+    task_broker_shared: bool = _default("task_broker_shared")
+    celery_tasks: tuple[str, ...] = _default("celery_tasks")
+    celery_queues: tuple[str, ...] = _default("celery_queues")
+    nats_subjects: tuple[str, ...] = _default("nats_subjects")
     nats_url: str | None = _default("nats_url")
     api_key: str | None = _default("api_key")
     extra_api_keys: tuple[str, ...] = _default("extra_api_keys")
+    admins: tuple[str, ...] = _default("admins")
+    max_pending_per_key: int | None = _default("max_pending_per_key")
     max_delay: float = _default("max_delay")
     port: int = _default("port")
     home: Path = _default("home")
@@ -289,7 +219,9 @@ class Settings:
     default_retry: Any = _default("default_retry")
     allowed_networks: tuple[Any, ...] = _default("allowed_networks")
     # Key bytes; kept out of repr so that settings never print them.
-    signing_secrets: tuple[bytes, ...] = field(default=_DEFAULTS["signing_secrets"], repr=False)
+    signing_secrets: tuple[tuple[str | None, bytes], ...] = field(
+        default=_DEFAULTS["signing_secrets"], repr=False
+    )
     max_in_flight_per_host: int = _default("max_in_flight_per_host")
     enqueue_timeout: float = _default("enqueue_timeout")
     delivery_lease: float = _default("delivery_lease")
@@ -321,8 +253,23 @@ class Settings:
 
     @property
     def task_broker(self) -> str | None:
-        """Where `celery` callbacks publish: TIMERS_TASK_BROKER_URL, else the timers broker."""
-        return self.task_broker_url or self.broker_url
+        """Where `celery` callbacks publish: TIMERS_TASK_BROKER_URL (None: `celery` callbacks are
+        refused)."""
+        return self.task_broker_url
+
+    def check_task_broker(self) -> None:
+        """Refuse a task broker that is the timers broker itself unless TIMERS_TASK_BROKER_SHARED
+        says so; raises ConfigError naming the variables."""
+        if (
+            self.task_broker_url
+            and not self.task_broker_shared
+            and _same_broker(self.task_broker_url, self.broker_url)
+        ):
+            raise ConfigError(
+                "TIMERS_TASK_BROKER_URL is the timers broker itself: `celery` callbacks would "
+                "publish beside the timers queue; give the broker of your application, or set "
+                "TIMERS_TASK_BROKER_SHARED=true to share it on purpose"
+            )
 
     @property
     def nats_server(self) -> str:
@@ -335,9 +282,25 @@ class Settings:
         return self.celery_broker_url or self.redis_url
 
     @property
+    def principals(self) -> dict[str, str]:
+        """Every accepted API key and the principal it belongs to: `API_KEY` is `default`, each
+        `API_KEYS` entry `key` is `default` too and `name:key` is `name`."""
+        owners = {self.api_key: DEFAULT_PRINCIPAL} if self.api_key else {}
+        for entry in self.extra_api_keys:
+            name, key = split_principal(entry)
+            owners.setdefault(key, name)
+        return owners
+
+    def signing_keys(self, principal: str) -> tuple[bytes, ...]:
+        """The keys that sign this principal's `http` callbacks: its own (`name:whsec_…`), else
+        the plain ones."""
+        own = tuple(key for owner, key in self.signing_secrets if owner == principal)
+        return own or tuple(key for owner, key in self.signing_secrets if owner is None)
+
+    @property
     def api_keys(self) -> tuple[str, ...]:
-        """Every accepted API key: `API_KEY` and `API_KEYS`."""
-        return tuple(dict.fromkeys(k for k in (self.api_key, *self.extra_api_keys) if k))
+        """Every accepted API key: `API_KEY` and `API_KEYS` (without their names)."""
+        return tuple(self.principals)
 
     def require_api_keys(self) -> tuple[str, ...]:
         """The API keys, each long enough; raises ConfigError naming the variable."""
@@ -371,6 +334,24 @@ class Settings:
         return self.broker_url
 
 
+def _same_broker(one: str | None, other: str | None) -> bool:
+    """Whether two broker URLs name the same broker (scheme, host, port and virtual host/db),
+    whatever their credentials or options."""
+    if not one or not other:
+        return False
+    from urllib.parse import urlsplit
+
+    def where(url: str) -> tuple[str, str, int | None, str]:
+        parts = urlsplit(url)
+        scheme = {"rediss": "redis", "amqps": "amqp", "pyamqp": "amqp"}.get(
+            parts.scheme, parts.scheme
+        )
+        path = parts.path.strip("/") or ("0" if scheme == "redis" else "")
+        return scheme, (parts.hostname or "").lower(), parts.port, path
+
+    return where(one) == where(other)
+
+
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Build settings from a mapping of environment variables; raise ConfigError on bad values.
     An empty variable counts as unset."""
@@ -379,7 +360,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         raw = env.get(setting.variable)
         if raw is not None and raw.strip() != "":
             values[setting.attribute] = setting.parse(setting.variable, raw)
-    return Settings(**values)
+    settings = Settings(**values)
+    settings.check_task_broker()
+    return settings
 
 
 def load_settings(env_file: str | os.PathLike[str] = ".env") -> Settings:
@@ -408,8 +391,3 @@ def environment_help() -> str:
         lines.append(f"  {s.variable:<{width}}  {wrapped[0]}")
         lines += [f"  {'':<{width}}  {more}" for more in wrapped[1:]]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    # `python -m timers.config` prints the README's configuration table.
-    print(markdown_table())
