@@ -177,7 +177,7 @@ class DeliveryEngine:
         gate.users += 1
         try:
             async with gate.semaphore:
-                answer = await callback.deliver(timer.id, self.context)
+                answer = await callback.deliver(timer.id, self.context.for_owner(timer.owner))
         finally:
             gate.users -= 1
             if gate.users == 0:

@@ -26,6 +26,10 @@ class TimerStatus(enum.StrEnum):
     CANCELED = "canceled"
 
 
+# The principal of unnamed API keys, and the owner of every timer made before principals existed.
+DEFAULT_OWNER = "default"
+
+
 class InvalidCallback(ValueError):
     """A callback configuration that cannot be delivered; the message names the field."""
 
@@ -104,6 +108,7 @@ class Timer:
     retry: Mapping[str, Any] | None = None
     delivery_attempts: int = 0
     history: tuple[Mapping[str, Any], ...] = ()
+    owner: str = DEFAULT_OWNER  # the principal whose key made it
 
     def __post_init__(self) -> None:
         for name in (
@@ -140,6 +145,7 @@ class Timer:
             retry=row.get("retry"),
             delivery_attempts=row.get("delivery_attempts", 0),
             history=tuple(row.get("history") or ()),
+            owner=row.get("owner") or DEFAULT_OWNER,
         )
 
 

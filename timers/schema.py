@@ -51,6 +51,8 @@ timers = Table(
     Column("idempotency_key", Text, nullable=True),
     Column("api_key_hash", Text, nullable=True),
     Column("request_hash", Text, nullable=True),
+    # The principal whose API key made it (0010); it alone sees and changes it, and admins.
+    Column("owner", Text, nullable=False, server_default=text("'default'")),
     CheckConstraint(
         "status IN ('pending', 'executing', 'completed', 'failed', 'canceled')",
         name="ck_timers_status",
@@ -61,6 +63,8 @@ timers = Table(
         postgresql_where=text("status = 'pending'"),
     ),
     # Keyset pages (0008): each sort order, with or without a status.
+    # A principal's pending timers, for its quota (0010).
+    Index("ix_timers_pending_owner", "owner", postgresql_where=text("status = 'pending'")),
     Index("ix_timers_status_created_at_id", "status", "created_at", "id"),
     Index("ix_timers_created_at_id", "created_at", "id"),
     Index("ix_timers_execute_at_id", "execute_at", "id"),

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from timers.models import DueTime, Timer, TimerStatus
+from timers.models import DEFAULT_OWNER, DueTime, Timer, TimerStatus
 
 SORT_COLUMNS = ("created_at", "execute_at", "updated_at")
 SORT_ORDERS = ("asc", "desc")
@@ -84,6 +84,7 @@ class NewTimer:
     retry: Mapping[str, Any] | None = None
     # Honoured by `create_once` (the other creates ignore it).
     idempotency: IdempotencyKey | None = None
+    owner: str = DEFAULT_OWNER  # the principal making it
 
 
 HISTORY_LENGTH = 20  # attempts kept per timer, the latest ones
@@ -156,10 +157,14 @@ class TimerFilter:
     metadata: Mapping[str, Any] | None = None
     execute_after: datetime | None = None
     execute_before: datetime | None = None
+    # Whose timers: one principal's, or every principal's (None). Not a condition a caller
+    # chose: `is_empty` leaves it out.
+    owner: str | None = None
 
     @property
     def is_empty(self) -> bool:
-        return self == TimerFilter()
+        """No condition but, perhaps, the owner."""
+        return replace(self, owner=None) == TimerFilter()
 
 
 # Where a keyset page starts: the sort column's value and the id of the last row read.
@@ -279,8 +284,12 @@ class Store(Protocol):
 
     def find(self, timer_id: uuid.UUID) -> Timer | None: ...
 
-    def get(self, timer_id: uuid.UUID) -> Timer:
-        """The timer with this id; raises TimerNotFound."""
+    def get(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
+        """The timer with this id (and, given an owner, that owner); raises TimerNotFound."""
+        ...
+
+    def count_pending(self, owner: str, up_to: int) -> int:
+        """How many `pending` timers this owner has, counted up to `up_to`."""
         ...
 
     def page(
@@ -324,13 +333,17 @@ class Store(Protocol):
         `older_than` seconds ago; None when another purge holds the lock (one at a time)."""
         ...
 
-    def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
+    def update_pending(
+        self, timer_id: uuid.UUID, changes: Mapping[str, Any], owner: str | None = None
+    ) -> Timer:
         """Apply `changes` (execute_at, callback_type, callback_config, metadata) if the timer is
-        still `pending`; raises TimerNotFound or TimerNotPending."""
+        still `pending`; raises TimerNotFound (also for another owner's timer, given an owner)
+        or TimerNotPending."""
         ...
 
-    def cancel(self, timer_id: uuid.UUID) -> Timer:
-        """`pending` → `canceled`; raises TimerNotFound or TimerNotPending."""
+    def cancel(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
+        """`pending` → `canceled`; raises TimerNotFound (also for another owner's timer, given
+        an owner) or TimerNotPending."""
         ...
 
     def ping(self) -> None: ...
@@ -387,7 +400,8 @@ class Store(Protocol):
         history. Returns how many were recorded."""
         ...
 
-    def redrive(self, timer_id: uuid.UUID) -> Timer:
-        """`failed` → `pending`, due now, with a fresh attempt budget; raises TimerNotFound, or
-        TimerNotPending (with the status) for any other status."""
+    def redrive(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
+        """`failed` → `pending`, due now, with a fresh attempt budget; raises TimerNotFound (also
+        for another owner's timer, given an owner), or TimerNotPending (with the status) for any
+        other status."""
         ...

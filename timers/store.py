@@ -109,11 +109,11 @@ def database_engine(url: str, **kwargs: Any) -> Engine:
 
 # The insert `create_in` runs on a caller's connection, in the two placeholder styles.
 _INSERT = (
-    "INSERT INTO timers (id, execute_at, callback_type, callback_config, metadata, retry, status) "
-    "VALUES ({id}, {execute_at}, {callback_type}, CAST({callback_config} AS jsonb), "
-    "CAST({metadata} AS jsonb), CAST({retry} AS jsonb), 'pending') RETURNING *"
+    "INSERT INTO timers (id, execute_at, callback_type, callback_config, metadata, retry, owner, "
+    "status) VALUES ({id}, {execute_at}, {callback_type}, CAST({callback_config} AS jsonb), "
+    "CAST({metadata} AS jsonb), CAST({retry} AS jsonb), {owner}, 'pending') RETURNING *"
 )
-_FIELDS = ("id", "execute_at", "callback_type", "callback_config", "metadata", "retry")
+_FIELDS = ("id", "execute_at", "callback_type", "callback_config", "metadata", "retry", "owner")
 INSERT_SQL_NAMED = _INSERT.format(
     **{f: f"CAST(:{f} AS uuid)" if f == "id" else f":{f}" for f in _FIELDS}
 )
@@ -146,6 +146,7 @@ _CREATE = (
                 "callback_config",
                 "metadata",
                 "retry",
+                "owner",
             )
         }
         | {"status": TimerStatus.PENDING.value}
@@ -155,9 +156,8 @@ _CREATE = (
 )
 
 
-def _new_row(new: NewTimer) -> dict[str, Any]:
-    """The row of a new `pending` timer, with a fresh UUIDv7 id and its idempotency key, if any."""
-    key = new.idempotency
+def _new_values(new: NewTimer) -> dict[str, Any]:
+    """The values of a new timer's row, with a fresh UUIDv7 id (status and key aside)."""
     return {
         "id": uuid7(),
         "execute_at": new.execute_at,
@@ -165,6 +165,14 @@ def _new_row(new: NewTimer) -> dict[str, Any]:
         "callback_config": dict(new.callback_config),
         "metadata": None if new.metadata is None else dict(new.metadata),
         "retry": None if new.retry is None else dict(new.retry),
+        "owner": new.owner,
+    }
+
+
+def _new_row(new: NewTimer) -> dict[str, Any]:
+    """The row of a new `pending` timer, with a fresh UUIDv7 id and its idempotency key, if any."""
+    key = new.idempotency
+    return _new_values(new) | {
         "status": TimerStatus.PENDING.value,
         "idempotency_key": None if key is None else key.key,
         "api_key_hash": None if key is None else key.owner,
@@ -365,7 +373,12 @@ def _matching(where: TimerFilter) -> list[Any]:
         conditions.append(timers.c.execute_at >= where.execute_after)
     if where.execute_before is not None:
         conditions.append(timers.c.execute_at < where.execute_before)
-    return conditions
+    return conditions + _owned_by(where.owner)
+
+
+def _owned_by(owner: str | None) -> list[Any]:
+    """The condition that a timer is this owner's (none for None: every owner's)."""
+    return [] if owner is None else [timers.c.owner == owner]
 
 
 LABEL_LENGTH = 200  # the longest key, and string value, that `timers_labels_of` makes a label
@@ -513,15 +526,8 @@ class TimerStore:
         died with the database (the engine may skip the ping per checkout) fails the first try,
         and the second one writes the row, or finds it written if the first did reach the
         database."""
-        timer_id = uuid7()
-        params = {
-            "id": timer_id,
-            "execute_at": new.execute_at,
-            "callback_type": new.callback_type,
-            "callback_config": dict(new.callback_config),
-            "metadata": None if new.metadata is None else dict(new.metadata),
-            "retry": None if new.retry is None else dict(new.retry),
-        }
+        params = _new_values(new)
+        timer_id = params["id"]
         for last_try in (False, True):
             try:
                 with self._statement() as conn:
@@ -539,18 +545,11 @@ class TimerStore:
         """Insert one `pending` timer inside the caller's open transaction on the same database:
         `connection` is a SQLAlchemy `Connection` or a psycopg2 connection. The timer exists (and
         the scheduler hears of it) when the caller commits, and never if it rolls back."""
-        timer_id = uuid7()
-        config = json.dumps(dict(new.callback_config))
-        metadata = None if new.metadata is None else json.dumps(dict(new.metadata))
-        retry = None if new.retry is None else json.dumps(dict(new.retry))
-        params = {
-            "retry": retry,
-            "id": str(timer_id),
-            "execute_at": new.execute_at,
-            "callback_type": new.callback_type,
-            "callback_config": config,
-            "metadata": metadata,
-        }
+        params = _new_values(new)
+        params["id"] = str(params["id"])
+        for name in ("callback_config", "metadata", "retry"):
+            if params[name] is not None:
+                params[name] = json.dumps(params[name])
         if hasattr(connection, "execute") and hasattr(connection, "dialect"):
             with database_errors():
                 row = connection.execute(text(INSERT_SQL_NAMED), params).mappings().one()
@@ -647,31 +646,33 @@ class TimerStore:
         """Insert `pending` timers with fresh UUIDv7 ids, all or none, in one statement."""
         if not batch:
             return []
-        rows = [
-            {
-                "id": uuid7(),
-                "execute_at": new.execute_at,
-                "callback_type": new.callback_type,
-                "callback_config": dict(new.callback_config),
-                "metadata": None if new.metadata is None else dict(new.metadata),
-                "retry": None if new.retry is None else dict(new.retry),
-                "status": TimerStatus.PENDING.value,
-            }
-            for new in batch
-        ]
+        rows = [_new_values(new) | {"status": TimerStatus.PENDING.value} for new in batch]
         with self._transaction() as conn:
             result = conn.execute(
                 timers.insert().returning(*timers.c, sort_by_parameter_order=True), rows
             )
             return [Timer.from_row(r) for r in result.mappings().all()]
 
-    def get(self, timer_id: uuid.UUID) -> Timer:
-        """Read the timer with this id; raise TimerNotFound."""
+    def get(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
+        """Read the timer with this id (and this owner, when given); raise TimerNotFound."""
+        query = select(timers).where(timers.c.id == timer_id, *_owned_by(owner))
         with self._statement() as conn:
-            row = conn.execute(select(timers).where(timers.c.id == timer_id)).mappings().first()
+            row = conn.execute(query).mappings().first()
         if row is None:
             raise TimerNotFound(timer_id)
         return Timer.from_row(row)
+
+    def count_pending(self, owner: str, up_to: int) -> int:
+        """This owner's `pending` timers, counted up to `up_to` (migration 0010's partial index
+        of pending timers by owner: the count reads at most `up_to` index entries)."""
+        some = (
+            select(literal(1))
+            .where(timers.c.owner == owner, timers.c.status == TimerStatus.PENDING.value)
+            .limit(up_to)
+            .subquery()
+        )
+        with self._statement() as conn:
+            return int(conn.execute(select(func.count()).select_from(some)).scalar_one())
 
     def page(
         self,
@@ -713,6 +714,7 @@ class TimerStore:
                 func.jsonb_contains(
                     timers.c.metadata, bindparam("metadata", {name: value}, type_=JSONB)
                 ),
+                *_owned_by(where.owner),
             ]
         query = select(timers).select_from(source).where(*conditions)
         if after is not None:
@@ -836,8 +838,10 @@ class TimerStore:
             PurgePosition(TimerStatus(row.last_status), row.last_at, row.last_id) if more else None,
         )
 
-    def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
-        """Apply `changes` to this timer only if it is still `pending`.
+    def update_pending(
+        self, timer_id: uuid.UUID, changes: Mapping[str, Any], owner: str | None = None
+    ) -> Timer:
+        """Apply `changes` to this timer (of this owner, when given) only if it is still `pending`.
 
         Raises TimerNotFound, or TimerNotPending with the status it has.
         """
@@ -845,29 +849,39 @@ class TimerStore:
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)}")
-        return self._change_pending(timer_id, changes)
+        return self._change_pending(timer_id, changes, owner)
 
-    def cancel(self, timer_id: uuid.UUID) -> Timer:
-        """Flip this timer from `pending` to `canceled`; raise TimerNotFound or TimerNotPending."""
-        return self._change_pending(timer_id, {"status": TimerStatus.CANCELED.value})
+    def cancel(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
+        """Flip this timer (of this owner, when given) from `pending` to `canceled`; raise
+        TimerNotFound or TimerNotPending."""
+        return self._change_pending(timer_id, {"status": TimerStatus.CANCELED.value}, owner)
 
-    def _change_pending(self, timer_id: uuid.UUID, values: Mapping[str, Any]) -> Timer:
+    def _change_pending(
+        self, timer_id: uuid.UUID, values: Mapping[str, Any], owner: str | None
+    ) -> Timer:
         """Set `values` on this timer if it is `pending` (one UPDATE); else say why not."""
         stmt = (
             timers.update()
-            .where(timers.c.id == timer_id, timers.c.status == TimerStatus.PENDING.value)
+            .where(
+                timers.c.id == timer_id,
+                timers.c.status == TimerStatus.PENDING.value,
+                *_owned_by(owner),
+            )
             .values(**values)
             .returning(*timers.c)
         )
         with self._transaction() as conn:
             row = conn.execute(stmt).mappings().first()
             if row is None:
-                self._raise_missing_or_not_pending(conn, timer_id)
+                self._raise_missing_or_not_pending(conn, timer_id, owner)
         return Timer.from_row(row)
 
     @staticmethod
-    def _raise_missing_or_not_pending(conn: Any, timer_id: uuid.UUID) -> NoReturn:
-        status = conn.execute(select(timers.c.status).where(timers.c.id == timer_id)).scalar()
+    def _raise_missing_or_not_pending(
+        conn: Any, timer_id: uuid.UUID, owner: str | None
+    ) -> NoReturn:
+        query = select(timers.c.status).where(timers.c.id == timer_id, *_owned_by(owner))
+        status = conn.execute(query).scalar()
         if status is None:
             raise TimerNotFound(timer_id)
         raise TimerNotPending(timer_id, TimerStatus(status))
@@ -1004,12 +1018,17 @@ class TimerStore:
         with self._statement() as conn:
             return int(conn.execute(_FINISH, params).rowcount)
 
-    def redrive(self, timer_id: uuid.UUID) -> Timer:
-        """Put a `failed` timer back to `pending`, due now, with a fresh attempt budget (its
-        history kept); raises TimerNotFound, or TimerNotPending with the status it has."""
+    def redrive(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
+        """Put a `failed` timer (of this owner, when given) back to `pending`, due now, with a
+        fresh attempt budget (its history kept); raises TimerNotFound, or TimerNotPending with
+        the status it has."""
         stmt = (
             timers.update()
-            .where(timers.c.id == timer_id, timers.c.status == TimerStatus.FAILED.value)
+            .where(
+                timers.c.id == timer_id,
+                timers.c.status == TimerStatus.FAILED.value,
+                *_owned_by(owner),
+            )
             .values(
                 status=TimerStatus.PENDING.value,
                 execute_at=func.now(),
@@ -1023,7 +1042,7 @@ class TimerStore:
         with self._transaction() as conn:
             row = conn.execute(stmt).mappings().first()
             if row is None:
-                self._raise_missing_or_not_pending(conn, timer_id)
+                self._raise_missing_or_not_pending(conn, timer_id, owner)
         return Timer.from_row(row)
 
     # -- recovery ----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 from celery import Celery, Task
 
 from timers.callbacks import DeliveryContext
-from timers.config import DEFAULT_PRINCIPAL, Settings
+from timers.config import Settings
 from timers.engine import DeliveryEngine
 from timers.enqueuer import BATCH_TASK_NAME, TASK_NAME
 from timers.metrics import DeliveryMetrics
@@ -63,7 +63,12 @@ class WorkerResources:
                     timeout=self.settings.callback_timeout,
                     policy=OutboundPolicy(self.settings.allowed_networks),
                     task_broker_url=self.settings.task_broker,
-                    signing_secrets=self.settings.signing_keys(DEFAULT_PRINCIPAL),
+                    signing_secrets=self.settings.signing_keys(),
+                    owner_secrets={
+                        owner: self.settings.signing_keys(owner)
+                        for owner, _ in self.settings.signing_secrets
+                        if owner is not None
+                    },
                     nats_url=self.settings.nats_server,
                 ),
                 default_retry=self.settings.default_retry,

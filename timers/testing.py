@@ -80,7 +80,13 @@ def _new_timer(new: NewTimer, now: datetime) -> Timer:
         updated_at=now,
         metadata=None if new.metadata is None else dict(new.metadata),
         retry=None if new.retry is None else dict(new.retry),
+        owner=new.owner,
     )
+
+
+def _owned(timer: Timer | None, owner: str | None) -> Timer | None:
+    """The timer, if it is this owner's (any owner's for None)."""
+    return timer if timer is not None and owner in (None, timer.owner) else None
 
 
 def contains(document: Any, wanted: Any) -> bool:
@@ -106,6 +112,7 @@ def _matches(timer: Timer, where: TimerFilter) -> bool:
         and (where.metadata is None or contains(timer.metadata, dict(where.metadata)))
         and (where.execute_after is None or timer.execute_at >= where.execute_after)
         and (where.execute_before is None or timer.execute_at < where.execute_before)
+        and (where.owner is None or timer.owner == where.owner)
     )
 
 
@@ -212,11 +219,19 @@ class InMemoryStore:
         with self._operation():
             return self._timers.get(timer_id)
 
-    def get(self, timer_id: uuid.UUID) -> Timer:
-        timer = self.find(timer_id)
+    def get(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
+        timer = _owned(self.find(timer_id), owner)
         if timer is None:
             raise TimerNotFound(timer_id)
         return timer
+
+    def count_pending(self, owner: str, up_to: int) -> int:
+        with self._operation():
+            mine = (
+                t for t in self._timers.values()
+                if t.owner == owner and t.status is TimerStatus.PENDING
+            )  # fmt: skip
+            return sum(1 for _, _ in zip(range(up_to), mine, strict=False))
 
     def page(
         self,
@@ -328,19 +343,23 @@ class InMemoryStore:
             len(doomed), PurgePosition(last.status, last.updated_at, last.id) if last else None
         )
 
-    def update_pending(self, timer_id: uuid.UUID, changes: Mapping[str, Any]) -> Timer:
+    def update_pending(
+        self, timer_id: uuid.UUID, changes: Mapping[str, Any], owner: str | None = None
+    ) -> Timer:
         allowed = {"execute_at", "callback_type", "callback_config", "metadata", "retry"}
         unknown = set(changes) - allowed
         if unknown:
             raise ValueError(f"cannot change {sorted(unknown)}")
-        return self._change_pending(timer_id, dict(changes))
+        return self._change_pending(timer_id, dict(changes), owner)
 
-    def cancel(self, timer_id: uuid.UUID) -> Timer:
-        return self._change_pending(timer_id, {"status": TimerStatus.CANCELED})
+    def cancel(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
+        return self._change_pending(timer_id, {"status": TimerStatus.CANCELED}, owner)
 
-    def _change_pending(self, timer_id: uuid.UUID, changes: dict[str, Any]) -> Timer:
+    def _change_pending(
+        self, timer_id: uuid.UUID, changes: dict[str, Any], owner: str | None
+    ) -> Timer:
         with self._operation() as now:
-            timer = self._timers.get(timer_id)
+            timer = _owned(self._timers.get(timer_id), owner)
             if timer is None:
                 raise TimerNotFound(timer_id)
             if timer.status is not TimerStatus.PENDING:
@@ -519,9 +538,9 @@ class InMemoryStore:
                 self._update(timer, now, **changes)
             return len(finished)
 
-    def redrive(self, timer_id: uuid.UUID) -> Timer:
+    def redrive(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
         with self._operation() as now:
-            timer = self._timers.get(timer_id)
+            timer = _owned(self._timers.get(timer_id), owner)
             if timer is None:
                 raise TimerNotFound(timer_id)
             if timer.status is not TimerStatus.FAILED:

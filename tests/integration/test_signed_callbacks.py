@@ -26,14 +26,22 @@ from timers.store import NewTimer, TimerStore, database_engine
 
 OLD_SECRET = "whsec_" + base64.b64encode(b"an old secret, 32 bytes long...!").decode()
 NEW_SECRET = "whsec_" + base64.b64encode(b"the new secret, 32 bytes long..!").decode()
+SHOP_SECRET = "whsec_" + base64.b64encode(b"the shop's own secret, 32 bytes.").decode()
 SIGNATURE_HEADERS = {"webhook-id", "webhook-timestamp", "webhook-signature"}
+SECRETS = {
+    "signed": f"{OLD_SECRET},{NEW_SECRET}",
+    "unsigned": "",
+    # The principal `shop` has a key of its own; every other principal signs with the plain one.
+    "per-principal": f"{OLD_SECRET}, shop:{SHOP_SECRET}",
+}
 
 
-@pytest.fixture(scope="module", params=["signed", "unsigned"])
+@pytest.fixture(scope="module", params=list(SECRETS))
 def stack(
     request: pytest.FixtureRequest, services: Services, template_database: str
 ) -> Iterator[tuple[str, TimerStore]]:
-    """A worker and a scheduler, with two signing secrets or none."""
+    """A worker and a scheduler, with two signing secrets, none, or one plain and one of a
+    principal's own."""
     name = create_database(services, template_database)
     broker = services.redis_database(15)
     redis.Redis.from_url(broker).flushdb()
@@ -43,7 +51,7 @@ def stack(
         "TIMERS_ALLOWED_NETWORKS": LOCAL_NETWORKS,
         "TIMERS_CALLBACK_TIMEOUT": "5",
         "TIMERS_LOAD_INTERVAL": "1",
-        "TIMERS_SIGNING_SECRETS": f"{OLD_SECRET},{NEW_SECRET}" if request.param == "signed" else "",
+        "TIMERS_SIGNING_SECRETS": SECRETS[request.param],
         "LOG_LEVEL": "INFO",
     }
     engine = database_engine(env["DATABASE_URL"])
@@ -70,10 +78,12 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
-def fire(store: TimerStore, receiver: Receiver, **config: Any) -> tuple[uuid.UUID, Arrival]:
+def fire(
+    store: TimerStore, receiver: Receiver, owner: str = "default", **config: Any
+) -> tuple[uuid.UUID, Arrival]:
     """A timer due now, and its one arrival at the receiver."""
     config = {"type": "http", "url": receiver.url("/hook"), **config}
-    timer = store.create(NewTimer(datetime.now(UTC), "http", config))
+    timer = store.create(NewTimer(datetime.now(UTC), "http", config, owner=owner))
     assert wait_until(lambda: receiver.for_timer(timer.id), 20), "the callback never arrived"
     assert wait_until(lambda: store.get(timer.id).status is TimerStatus.COMPLETED, 10)
     [arrival] = receiver.for_timer(timer.id)
@@ -111,9 +121,10 @@ def test_a_stored_timers_own_signature_headers_are_dropped(
     headers = {name.lower(): value for name, value in arrival.headers.items()}
     assert headers["x-mine"] == "kept"
     assert "forged" not in headers.values() and "v1,Zm9yZ2Vk" not in headers.values()
-    if mode == "signed":
+    if mode != "unsigned":
         assert headers["webhook-id"] == str(timer_id)
-        assert Webhook(NEW_SECRET).verify(arrival.raw, arrival.headers) == {"n": 1}
+        last = NEW_SECRET if mode == "signed" else OLD_SECRET
+        assert Webhook(last).verify(arrival.raw, arrival.headers) == {"n": 1}
     else:
         assert not SIGNATURE_HEADERS & set(headers)
 
@@ -128,6 +139,23 @@ def test_without_secrets_no_signature_headers_are_sent(
     headers = {name.lower() for name in arrival.headers}
     assert not SIGNATURE_HEADERS & headers
     assert arrival.headers["X-Timer-Id"] == str(timer_id) and arrival.body == {"n": 2}
+
+
+def test_each_principals_callbacks_verify_under_its_own_secret_only(
+    stack: tuple[str, TimerStore], receiver: Receiver
+) -> None:
+    mode, store = stack
+    if mode != "per-principal":
+        pytest.skip("needs a principal's own secret")
+    _, shops = fire(store, receiver, owner="shop", payload={"team": "shop"})
+    _, others = fire(store, receiver, owner="billing", payload={"team": "billing"})
+    assert Webhook(SHOP_SECRET).verify(shops.raw, shops.headers) == {"team": "shop"}
+    assert Webhook(OLD_SECRET).verify(others.raw, others.headers) == {"team": "billing"}
+    # One signature each: neither can be made to pass for the other's receiver.
+    for arrival, foreign in ((shops, OLD_SECRET), (others, SHOP_SECRET)):
+        assert len(arrival.headers["webhook-signature"].split(" ")) == 1
+        with pytest.raises(WebhookVerificationError):
+            Webhook(foreign).verify(arrival.raw, arrival.headers)
 
 
 def test_every_callback_was_recorded_completed(stack: tuple[str, TimerStore]) -> None:

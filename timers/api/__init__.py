@@ -40,7 +40,7 @@ def create_app(
     clock: Callable[[], datetime] = utc_now,
 ) -> FastAPI:
     """The API app. It owns the store's engine (and disposes it at shutdown) unless one is given."""
-    api_keys = settings.require_api_keys()
+    settings.require_api_keys()
     owned = store is None
     timer_store = store or TimerStore(database_engine(settings.require_database_url()))
 
@@ -62,7 +62,9 @@ def create_app(
     )
     app.state.store = timer_store
     app.state.clock = clock
-    app.state.api_keys = api_keys
+    app.state.principals = settings.principals
+    app.state.admins = frozenset(settings.admins)
+    app.state.max_pending = settings.max_pending_per_key
     app.state.policy = OutboundPolicy(settings.allowed_networks)
     app.state.max_delay = timedelta(seconds=settings.max_delay)
     app.state.flower_url = settings.flower_url

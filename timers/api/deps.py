@@ -1,9 +1,11 @@
-"""Dependencies shared by the routes: the store, the clock and the API key check."""
+"""Dependencies shared by the routes: the store, the clock and the API key check, which tells the
+principal a request acts for."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
@@ -46,20 +48,45 @@ def get_policy(request: Request) -> OutboundPolicy:
     return policy
 
 
+def get_max_pending(request: Request) -> int | None:
+    max_pending: int | None = request.app.state.max_pending
+    return max_pending
+
+
 def get_max_delay(request: Request) -> timedelta:
     max_delay: timedelta = request.app.state.max_delay
     return max_delay
 
 
-def require_api_key(request: Request, key: Annotated[str | None, Depends(_api_key_header)]) -> None:
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: the name its API key belongs to. An admin sees every principal's
+    timers; any other principal its own alone."""
+
+    name: str
+    admin: bool = False
+
+    @property
+    def scope(self) -> str | None:
+        """The owner whose timers this principal reads and changes (None: every owner's)."""
+        return None if self.admin else self.name
+
+
+def require_api_key(
+    request: Request, key: Annotated[str | None, Depends(_api_key_header)]
+) -> Principal:
     """Any of the configured keys is accepted (several at once, so keys rotate without a gap);
-    every one is compared in constant time."""
-    keys: tuple[str, ...] = request.app.state.api_keys
+    every one is compared in constant time. Answers the principal the key belongs to."""
+    principals: dict[str, str] = request.app.state.principals
     if key is None:
         raise ApiError(Code.UNAUTHORIZED, "missing X-API-Key header")
-    matches = [secrets.compare_digest(key.encode(), expected.encode()) for expected in keys]
-    if not any(matches):
+    found = None
+    for expected, name in principals.items():
+        if secrets.compare_digest(key.encode(), expected.encode()):
+            found = name
+    if found is None:
         raise ApiError(Code.UNAUTHORIZED, "invalid API key")
+    return Principal(found, admin=found in request.app.state.admins)
 
 
 def presented_api_key(request: Request) -> str:
@@ -73,3 +100,5 @@ ApiKey = Annotated[str, Depends(presented_api_key)]
 Clock = Annotated[Callable[[], datetime], Depends(get_clock)]
 Policy = Annotated[OutboundPolicy, Depends(get_policy)]
 MaxDelay = Annotated[timedelta, Depends(get_max_delay)]
+Caller = Annotated[Principal, Depends(require_api_key)]
+MaxPending = Annotated[int | None, Depends(get_max_pending)]

@@ -38,11 +38,17 @@ _HTTP_STATUS = {
 
 
 class ApiError(Exception):
-    def __init__(self, code: Code, message: str, data: Any = None) -> None:
+    """An error answered in the envelope; `status` overrides the HTTP status of its code (429
+    for a quota)."""
+
+    def __init__(
+        self, code: Code, message: str, data: Any = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.data = data
+        self.status = status
 
 
 def envelope(
@@ -119,7 +125,7 @@ _PATTERN_MEANING = {
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return envelope(exc.data, code=exc.code, message=exc.message)
+        return envelope(exc.data, code=exc.code, message=exc.message, status=exc.status)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

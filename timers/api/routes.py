@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from timers import callbacks
 from timers.api import idempotency, pages
-from timers.api.deps import ApiKey, Clock, MaxDelay, Policy, Store
+from timers.api.deps import ApiKey, Caller, Clock, MaxDelay, MaxPending, Policy, Store
 from timers.api.envelope import ApiError, Code, envelope
 from timers.api.schemas import (
     MAX_OFFSET,
@@ -107,7 +107,7 @@ def _check_metadata(metadata: JsonObject | None) -> JsonObject | None:
     return metadata
 
 
-def _new_timer(item: TimerCreate, policy: Policy) -> NewTimer:
+def _new_timer(item: TimerCreate, policy: Policy, owner: str) -> NewTimer:
     """The timer a create asks for, its callback and metadata checked (not its time)."""
     config = _check_callback(
         item.callback_type or item.callback_config.type, item.callback_config, policy
@@ -118,7 +118,23 @@ def _new_timer(item: TimerCreate, policy: Policy) -> NewTimer:
         callback_config=config,
         metadata=_check_metadata(item.metadata),
         retry=_check_retry(item.retry),
+        owner=owner,
     )
+
+
+def _check_quota(store: Store, owner: str, quota: int | None, adding: int) -> None:
+    """Refuse (429) a create that would take this owner past its quota of pending timers. Two
+    creates at once may both pass: the quota bounds, it does not count exactly."""
+    if quota is None:
+        return
+    pending = store.count_pending(owner, quota)
+    if pending + adding > quota:
+        raise ApiError(
+            Code.VALIDATION,
+            f"quota: {owner} has {pending} pending timers of the {quota} it may have "
+            "(TIMERS_MAX_PENDING_PER_KEY); cancel some or wait for them to fire",
+            status=429,
+        )
 
 
 def _check_new(new: NewTimer, store: Store, now: datetime, max_delay: timedelta) -> None:
@@ -157,7 +173,7 @@ def _not_pending(exc: TimerNotPending) -> ApiError:
             "description": "a retry: this Idempotency-Key made this timer already, from the "
             "same request; nothing new was made",
         },
-        **errors(400, 401, 413, 500),
+        **errors(400, 401, 413, 429, 500),
     },
     summary="Create a timer",
 )
@@ -167,16 +183,22 @@ def create_timer(
     clock: Clock,
     policy: Policy,
     max_delay: MaxDelay,
+    max_pending: MaxPending,
     api_key: ApiKey,
+    caller: Caller,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
     """With an `Idempotency-Key`, a retry makes no second timer: it answers 200 with the first
-    one (as it is now), and a different request under the same key is refused."""
+    one (as it is now), and a different request under the same key is refused. The timer
+    belongs to the principal of the API key; beyond its quota of pending timers, 429."""
+    new = _new_timer(body, policy, caller.name)
     if idempotency_key is None:
         _check_execute_at(body.execute_at, clock(), max_delay)
-        timer = store.create(_new_timer(body, policy))
+        _check_quota(store, caller.name, max_pending, 1)
+        timer = store.create(new)
         return envelope(TimerSummary.of(timer), message="created", status=201)
-    new = idempotency.with_key(_new_timer(body, policy), idempotency_key, api_key)
+    _check_quota(store, caller.name, max_pending, 1)
+    new = idempotency.with_key(new, idempotency_key, api_key)
     try:
         _check_new(new, store, clock(), max_delay)
         [answer] = store.create_once([new])
@@ -197,7 +219,7 @@ def create_timer(
             "description": "every timer had a `key` that made it already, from the same "
             "request; nothing new was made",
         },
-        **errors(400, 401, 413, 500),
+        **errors(400, 401, 413, 429, 500),
     },
     summary="Create up to 1,000 timers",
 )
@@ -207,7 +229,9 @@ def create_timers(
     clock: Clock,
     policy: Policy,
     max_delay: MaxDelay,
+    max_pending: MaxPending,
     api_key: ApiKey,
+    caller: Caller,
 ) -> JSONResponse:
     """All or nothing: one invalid timer rejects the whole batch, naming its index. A timer with
     a `key` that made one already (from the same request) is not made again: the batch answers
@@ -216,13 +240,14 @@ def create_timers(
     batch = []
     for index, item in enumerate(body.timers):
         try:
-            new = idempotency.with_key(_new_timer(item, policy), item.key, api_key)
+            new = idempotency.with_key(_new_timer(item, policy, caller.name), item.key, api_key)
             _check_new(new, store, now, max_delay)
         except ApiError as exc:
             raise ApiError(exc.code, f"timers[{index}].{exc.message}") from None
         except IdempotencyKeyReused as exc:
             raise _reused(exc, f"timers[{index}].key") from None
         batch.append(new)
+    _check_quota(store, caller.name, max_pending, len(batch))
     answers: list[Created]
     if all(new.idempotency is None for new in batch):
         answers = [Created(timer, True) for timer in store.create_many(batch)]
@@ -245,9 +270,10 @@ def create_timers(
     responses=errors(400, 401, 404, 500),
     summary="Get a timer",
 )
-def get_timer(timer_id: UUID, store: Store) -> JSONResponse:
+def get_timer(timer_id: UUID, store: Store, caller: Caller) -> JSONResponse:
+    """Another principal's timer is answered as if it did not exist (404)."""
     try:
-        timer = store.get(timer_id)
+        timer = store.get(timer_id, caller.scope)
     except TimerNotFound:
         raise _not_found(timer_id) from None
     return envelope(TimerOut.of(timer))
@@ -289,6 +315,7 @@ def _check_range(after: datetime | None, before: datetime | None) -> None:
 )
 def list_timers(
     store: Store,
+    caller: Caller,
     status: TimerStatus | None = None,
     callback_type: Literal["http", "celery", "nats"] | None = None,
     metadata: str | None = Query(
@@ -329,6 +356,7 @@ def list_timers(
         metadata=_metadata_filter(metadata),
         execute_after=execute_after,
         execute_before=execute_before,
+        owner=caller.scope,
     )
     after = None if cursor is None else pages.decode(cursor, sort, order)
     page = store.page(
@@ -357,15 +385,17 @@ def list_timers(
     responses=errors(400, 401, 413, 500),
     summary="Cancel the pending timers matching a filter",
 )
-def cancel_timers(body: CancelFilter, store: Store) -> JSONResponse:
-    """One statement: every pending timer matching all the conditions given becomes `canceled`;
-    a timer a scheduler claimed meanwhile is left to fire. Answers how many were canceled."""
+def cancel_timers(body: CancelFilter, store: Store, caller: Caller) -> JSONResponse:
+    """One statement: every pending timer of the caller's (an admin: of anyone's) matching all
+    the conditions given becomes `canceled`; a timer a scheduler claimed meanwhile is left to
+    fire. Answers how many were canceled."""
     _check_range(body.execute_after, body.execute_before)
     where = TimerFilter(
         callback_type=body.callback_type,
         metadata=None if body.metadata is None else _metadata_wanted(body.metadata),
         execute_after=body.execute_after,
         execute_before=body.execute_before,
+        owner=caller.scope,
     )
     if where.is_empty and not body.all:
         raise ApiError(
@@ -394,6 +424,7 @@ def update_timer(
     clock: Clock,
     policy: Policy,
     max_delay: MaxDelay,
+    caller: Caller,
 ) -> JSONResponse:
     given = body.model_fields_set
     if not given:
@@ -421,7 +452,7 @@ def update_timer(
     if "retry" in given:
         changes["retry"] = _check_retry(body.retry)
     try:
-        timer = store.update_pending(timer_id, changes)
+        timer = store.update_pending(timer_id, changes, caller.scope)
     except TimerNotFound:
         raise _not_found(timer_id) from None
     except TimerNotPending as exc:
@@ -435,9 +466,9 @@ def update_timer(
     responses=errors(400, 401, 404, 500),
     summary="Cancel a pending timer",
 )
-def cancel_timer(timer_id: UUID, store: Store) -> JSONResponse:
+def cancel_timer(timer_id: UUID, store: Store, caller: Caller) -> JSONResponse:
     try:
-        timer = store.cancel(timer_id)
+        timer = store.cancel(timer_id, caller.scope)
     except TimerNotFound:
         raise _not_found(timer_id) from None
     except TimerNotPending as exc:
@@ -451,11 +482,11 @@ def cancel_timer(timer_id: UUID, store: Store) -> JSONResponse:
     responses=errors(400, 401, 404, 500),
     summary="Redrive a failed timer",
 )
-def redrive_timer(timer_id: UUID, store: Store) -> JSONResponse:
+def redrive_timer(timer_id: UUID, store: Store, caller: Caller) -> JSONResponse:
     """Put a `failed` timer back to fire now, with a fresh attempt budget (its history is kept);
     400 for a timer in any other status."""
     try:
-        timer = store.redrive(timer_id)
+        timer = store.redrive(timer_id, caller.scope)
     except TimerNotFound:
         raise _not_found(timer_id) from None
     except TimerNotPending as exc:

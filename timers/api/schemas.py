@@ -304,6 +304,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "missing or wrong X-API-Key (code 4)",
         404: "no such timer (code 3)",
         413: "body too large (code 2)",
+        429: "the principal's quota of pending timers is full (code 2)",
         500: "internal error or database unavailable (code 1)",
     }
     return {s: {"model": ErrorEnvelope, "description": meaning[s]} for s in statuses}

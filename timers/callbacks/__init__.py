@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -47,7 +47,8 @@ class Callback(Protocol):
 class DeliveryContext:
     """What deliveries of one worker process share: the deadline, the outbound policy, the
     broker for task messages, the NATS server for messages, the keys that sign `http` callbacks
-    (none: unsigned), and resources each kind makes once and reuses (an HTTP session, a
+    (none: unsigned; `owner_secrets` holds those of the principals that have keys of their own,
+    see `for_owner`), and resources each kind makes once and reuses (an HTTP session, a
     broker connection pool), closed with the context."""
 
     timeout: float
@@ -55,8 +56,15 @@ class DeliveryContext:
     task_broker_url: str | None = None
     signing_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     nats_url: str = DEFAULT_NATS_URL
+    owner_secrets: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict, repr=False)
     _resources: dict[str, Any] = field(default_factory=dict)
     _closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def for_owner(self, owner: str) -> DeliveryContext:
+        """This context for one principal's timer: signed with its own keys if it has any, else
+        the plain ones; the resources stay shared."""
+        own = self.owner_secrets.get(owner)
+        return self if own is None else replace(self, signing_secrets=own)
 
     def resource(
         self, key: str, make: Callable[[], Any], close: Callable[[Any], Awaitable[None]]

@@ -291,10 +291,10 @@ class Settings:
             owners.setdefault(key, name)
         return owners
 
-    def signing_keys(self, principal: str) -> tuple[bytes, ...]:
+    def signing_keys(self, principal: str | None = None) -> tuple[bytes, ...]:
         """The keys that sign this principal's `http` callbacks: its own (`name:whsec_…`), else
-        the plain ones."""
-        own = tuple(key for owner, key in self.signing_secrets if owner == principal)
+        the plain ones (those alone for None)."""
+        own = tuple(k for owner, k in self.signing_secrets if principal and owner == principal)
         return own or tuple(key for owner, key in self.signing_secrets if owner is None)
 
     @property

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from timers.models import DEFAULT_OWNER
+
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
@@ -115,7 +117,7 @@ def _optional_count(name: str, raw: str) -> int | None:
 
 
 PRINCIPAL_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-DEFAULT_PRINCIPAL = "default"
+DEFAULT_PRINCIPAL = DEFAULT_OWNER
 
 
 def split_principal(entry: str) -> tuple[str, str]:
