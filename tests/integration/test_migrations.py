@@ -70,3 +70,22 @@ def test_downgrade_removes_everything_and_upgrade_again_works(empty_database_url
     finally:
         engine.dispose()
     upgrade(empty_database_url)
+
+
+def test_timers_already_there_belong_to_the_principal_default(empty_database_url: str) -> None:
+    upgrade(empty_database_url, "0009")
+    engine = database_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO timers (id, execute_at, callback_type, callback_config) "
+                    "VALUES (gen_random_uuid(), now(), 'http', '{\"url\": \"x\"}')"
+                )
+            )
+        upgrade(empty_database_url)
+        with engine.connect() as conn:
+            owners = conn.execute(text("SELECT owner FROM timers")).scalars().all()
+    finally:
+        engine.dispose()
+    assert owners == ["default"]
