@@ -27,6 +27,16 @@ LOST_DELIVERY = "recovered: the worker delivering it stopped renewing its lease"
 Claim = tuple[uuid.UUID, int]
 
 
+class Claimed(NamedTuple):
+    """A timer a claim took, as the scheduler enqueues it: which one, the claim number it is
+    enqueued under (its `attempts` after the claim) and when it was due. Nothing of its callback:
+    the worker reads that when it starts the delivery."""
+
+    id: uuid.UUID
+    attempt: int
+    execute_at: datetime
+
+
 class StoreError(Exception):
     """The database refused an operation; the message says why (on one line)."""
 
@@ -349,16 +359,16 @@ class Store(Protocol):
         timers back to `pending` and returns them too."""
         ...
 
-    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[Timer]:
-        """Those of `timer_ids` that are `pending` now."""
+    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[DueTime]:
+        """The id and `execute_at` of those of `timer_ids` that are `pending` now."""
         ...
 
     def changes(self) -> ChangeFeed: ...
 
-    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
+    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Claimed]:
         """Flip to `executing` (a new claim: `attempts` + 1) those of `timer_ids` still `pending`
-        and due by the store's clock; returns exactly those (without `metadata` and `history`,
-        which no delivery reads)."""
+        and due by the store's clock; returns exactly those, as their id, claim number and due
+        time (a claim reads none of a timer's JSON: its cost does not grow with the timer)."""
         ...
 
     def release(self, claims: Sequence[Claim]) -> int:
