@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from timers.config import CALLBACKS_PER_TASK
-from timers.storage import Claimed
+from timers.models import Claimed
 
 log = logging.getLogger(__name__)
 

@@ -184,6 +184,16 @@ class DueTime(NamedTuple):
     execute_at: datetime
 
 
+class Claimed(NamedTuple):
+    """A timer a claim took, as the scheduler enqueues it: which one, the claim number it is
+    enqueued under (its `attempts` after the claim) and when it was due. Nothing of its callback:
+    the worker reads that when it starts the delivery."""
+
+    id: uuid.UUID
+    attempt: int
+    execute_at: datetime
+
+
 _uuid7_lock = threading.Lock()
 _uuid7_last = 0
 

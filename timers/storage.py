@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from timers.models import DueTime, Timer, TimerStatus
+from timers.models import Claimed, DueTime, Timer, TimerStatus
 
 SORT_COLUMNS = ("created_at", "execute_at", "updated_at")
 SORT_ORDERS = ("asc", "desc")
@@ -25,16 +25,6 @@ LOST_DELIVERY = "recovered: the worker delivering it stopped renewing its lease"
 
 # A claim: the timer's id and the claim number (`attempts`) it was enqueued under.
 Claim = tuple[uuid.UUID, int]
-
-
-class Claimed(NamedTuple):
-    """A timer a claim took, as the scheduler enqueues it: which one, the claim number it is
-    enqueued under (its `attempts` after the claim) and when it was due. Nothing of its callback:
-    the worker reads that when it starts the delivery."""
-
-    id: uuid.UUID
-    attempt: int
-    execute_at: datetime
 
 
 class StoreError(Exception):

@@ -41,7 +41,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from timers.models import MAX_INT_DIGITS, DueTime, Timer, TimerStatus, TooLongInteger, uuid7
+from timers.models import (
+    MAX_INT_DIGITS,
+    Claimed,
+    DueTime,
+    Timer,
+    TimerStatus,
+    TooLongInteger,
+    uuid7,
+)
 from timers.schema import timer_labels, timers
 from timers.storage import (
     BACKLOG_CAP,
@@ -55,7 +63,6 @@ from timers.storage import (
     SORT_ORDERS,
     Change,
     Claim,
-    Claimed,
     Created,
     IdempotencyKey,
     IdempotencyKeyReused,

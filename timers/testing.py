@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from timers.models import DueTime, Timer, TimerStatus, uuid7
+from timers.models import Claimed, DueTime, Timer, TimerStatus, uuid7
 from timers.storage import (
     BACKLOG_CAP,
     FINISHED,
@@ -30,7 +30,6 @@ from timers.storage import (
     SORT_ORDERS,
     Change,
     Claim,
-    Claimed,
     Created,
     IdempotencyKey,
     IdempotencyKeyReused,

@@ -20,13 +20,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from timers.models import DueTime, TimerStatus
+from timers.models import Claimed, DueTime, TimerStatus
 from timers.storage import (
     HISTORY_LENGTH,
     LOST_CLAIM,
     LOST_DELIVERY,
     MAX_ERROR_LENGTH,
-    Claimed,
     Created,
     IdempotencyKey,
     IdempotencyKeyReused,

@@ -25,7 +25,7 @@ from tests.support.timers import add_timer, now
 from timers.celery_app import create_celery_app
 from timers.config import Settings
 from timers.enqueuer import CeleryEnqueuer
-from timers.models import TimerStatus
+from timers.models import Claimed, TimerStatus
 from timers.scheduler import (
     ChangeListener,
     ExecutionLoop,
@@ -33,7 +33,7 @@ from timers.scheduler import (
     Scheduler,
     TimerCache,
 )
-from timers.storage import Claimed, TimerFilter
+from timers.storage import TimerFilter
 from timers.store import NearTerm, TimerStore, database_engine
 
 
