@@ -16,10 +16,11 @@ due, while running), scale (steady with 1,000,000 pending rows over the next 30 
 only), celery-tasks (2,000 delayed calls of a user's own Celery task, below; celery-eta and
 timers only), flaky and signing (below; timers only); then idle (PostgreSQL statements of an idle scheduler for a minute) and rates (timer
 creation through the API). Prints one table, with the ratios against celery-eta, and writes the
-raw numbers as JSON. `--only isolation,burst` runs just those. Two more run only when named in
+raw numbers as JSON. `--only isolation,burst` runs just those. Three more run only when named in
 `--only`: page (keyset pages of `GET /timers` over 10,000,000 rows) and retention (steady load while
-the scheduler deletes 5,000,000 finished rows, against the same load without); see
-bench/operate.py.
+the scheduler deletes 5,000,000 finished rows, against the same load without), see
+bench/operate.py; claim-size (the scheduler's claim of 50 timers of 60 KiB against 50 small
+ones), see bench/claim_size.py.
 
 celery-tasks: a user's Celery app (bench/user_app.py: its own broker, queue and worker, Redis's
 visibility timeout 10 s, swept every 10 s) makes 2,000 calls `task.apply_async((n,), countdown=30)` from this
@@ -79,7 +80,7 @@ import redis
 import requests
 from sqlalchemy import text
 
-from bench import operate
+from bench import claim_size, operate
 from bench.services import Services, find_services
 from timers.embedded import free_port
 from timers.migrations import upgrade
@@ -105,7 +106,7 @@ ALL_WORKLOADS = (
 )
 EXTRAS = ("idle", "rates")
 # Only when named in --only: each fills millions of rows first (bench/operate.py).
-OPT_IN = ("page", "retention")
+OPT_IN = ("page", "retention", "claim-size")
 
 
 @dataclass
@@ -1292,6 +1293,9 @@ def main(argv: list[str] | None = None) -> int:
         default=operate.RATE,
         help="retention: timers coming due per second (%(default)s)",
     )
+    parser.add_argument(
+        "--claim-size-rounds", type=int, default=200, help="claim-size: rounds per set"
+    )
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -1308,6 +1312,7 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     page: operate.PageReport | None = None
     retention: operate.RetentionReport | None = None
+    claims: claim_size.ClaimSizeReport | None = None
     started = time.monotonic()
     try:
         for wl in workloads(args.steady_seconds, args.signing_seconds):
@@ -1349,14 +1354,20 @@ def main(argv: list[str] | None = None) -> int:
                 args.retention_rate,
             )
             cells.extend(retention.cells)
+        if "claim-size" in chosen:
+            print("claim-size …", file=sys.stderr, flush=True)
+            claims = claim_size.run_claim_size(bench, args.claim_size_rounds)
     finally:
         bench.stop_all()
         services.stop()
-    print(table(cells, idle, rates))
+    if cells or idle or rates:
+        print(table(cells, idle, rates))
     if retention is not None:
         print("\n" + operate.retention_lines(retention))
     if page is not None:
         print("\n" + operate.page_table(page))
+    if claims is not None:
+        print("\n" + claim_size.claim_size_lines(claims))
     print(f"\n(total {time.monotonic() - started:.0f}s; logs in {workdir})")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1370,6 +1381,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rates": rates,
                 **({"page": asdict(page)} if page is not None else {}),
                 **({"retention": asdict(retention)} if retention is not None else {}),
+                **({"claim_size": asdict(claims)} if claims is not None else {}),
                 "machine": {"cpus": os.cpu_count()},
             },
             indent=2,

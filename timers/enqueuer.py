@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from timers.config import CALLBACKS_PER_TASK
-from timers.models import Timer
+from timers.models import Claimed
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class CeleryEnqueuer:
         log.warning("the broker is reachable again; enqueueing resumes")
         return True
 
-    def enqueue(self, timers: Sequence[Timer]) -> list[uuid.UUID]:
+    def enqueue(self, timers: Sequence[Claimed]) -> list[uuid.UUID]:
         for start in range(0, len(timers), self.per_task):
             group = timers[start : start + self.per_task]
             try:
@@ -55,7 +55,7 @@ class CeleryEnqueuer:
                     self._connection = self.app.connection_for_write()
                 self.app.send_task(
                     BATCH_TASK_NAME,
-                    args=[[[str(t.id), t.attempts] for t in group]],
+                    args=[[[str(t.id), t.attempt] for t in group]],
                     connection=self._connection,
                     retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
                 )

@@ -26,7 +26,14 @@ from typing import Any
 from timers import callbacks
 from timers.config import Settings, load_settings
 from timers.errors import InvalidTimer
-from timers.models import InvalidCallback, Timer, TimerStatus, require_aware
+from timers.models import (
+    InvalidCallback,
+    Timer,
+    TimerStatus,
+    check_json,
+    check_timer_bounds,
+    require_aware,
+)
 from timers.storage import NewTimer, Store, TimerFilter
 
 # A timer asked for "now" that takes a moment to be written is not "in the past".
@@ -188,9 +195,8 @@ class Timers:
         try:
             checked = callbacks.parse(callback_type, config).to_config()
             if metadata is not None:
-                from timers.models import check_json
-
                 check_json(dict(metadata), "metadata")
+            check_timer_bounds(checked, metadata, None)
         except InvalidCallback as exc:
             raise InvalidTimer(str(exc)) from None
         new = NewTimer(at, callback_type, checked, None if metadata is None else dict(metadata))

@@ -7,6 +7,7 @@ here, so they cannot get in from any edge.
 from __future__ import annotations
 
 import enum
+import json
 import math
 import os
 import threading
@@ -73,6 +74,39 @@ def check_json(value: Any, field: str, depth: int = 0) -> None:
             check_json(item, f"{field}[{index}]", depth + 1)
     elif value is not None and not isinstance(value, bool | int | float):
         raise InvalidCallback(field, f"{type(value).__name__} is not JSON")
+
+
+MAX_TIMER_BYTES = 64 * 1024
+MAX_METADATA_KEYS = 32  # each short pair is a row in `timer_labels` (migration 0009)
+TIMER_FIELD = "timer"  # the field an error about the timer as a whole names
+
+
+def check_timer_bounds(
+    config: Mapping[str, Any],
+    metadata: Mapping[str, Any] | None,
+    retry: Mapping[str, Any] | None,
+) -> None:
+    """Refuse a timer over the bounds every timer keeps, wherever it comes in: at most
+    MAX_METADATA_KEYS top-level metadata keys, and at most MAX_TIMER_BYTES of callback config,
+    metadata and retry policy together, measured as their compact JSON in UTF-8 bytes. Raises
+    InvalidCallback naming `metadata`, or TIMER_FIELD with the size and the limit. Takes JSON
+    that `check_json` accepted."""
+    if metadata is not None and len(metadata) > MAX_METADATA_KEYS:
+        raise InvalidCallback(
+            "metadata", f"{len(metadata)} keys; a timer's metadata has at most {MAX_METADATA_KEYS}"
+        )
+    size = sum(_json_bytes(part) for part in (config, metadata, retry) if part is not None)
+    if size > MAX_TIMER_BYTES:
+        raise InvalidCallback(
+            TIMER_FIELD,
+            f"{size:,} bytes of callback config, metadata and retry policy as compact JSON; "
+            f"a timer holds at most {MAX_TIMER_BYTES:,} bytes (64 KiB)",
+        )
+
+
+def _json_bytes(value: Mapping[str, Any]) -> int:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _check_text(text: str, field: str) -> None:
@@ -153,6 +187,16 @@ class DueTime(NamedTuple):
     """All the scheduler's cache needs of a pending timer: which one, and when it is due."""
 
     id: uuid.UUID
+    execute_at: datetime
+
+
+class Claimed(NamedTuple):
+    """A timer a claim took, as the scheduler enqueues it: which one, the claim number it is
+    enqueued under (its `attempts` after the claim) and when it was due. Nothing of its callback:
+    the worker reads that when it starts the delivery."""
+
+    id: uuid.UUID
+    attempt: int
     execute_at: datetime
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from timers.models import DEFAULT_OWNER, DueTime, Timer, TimerStatus
+from timers.models import DEFAULT_OWNER, Claimed, DueTime, Timer, TimerStatus
 
 SORT_COLUMNS = ("created_at", "execute_at", "updated_at")
 SORT_ORDERS = ("asc", "desc")
@@ -362,16 +362,16 @@ class Store(Protocol):
         timers back to `pending` and returns them too."""
         ...
 
-    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[Timer]:
-        """Those of `timer_ids` that are `pending` now."""
+    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[DueTime]:
+        """The id and `execute_at` of those of `timer_ids` that are `pending` now."""
         ...
 
     def changes(self) -> ChangeFeed: ...
 
-    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
+    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Claimed]:
         """Flip to `executing` (a new claim: `attempts` + 1) those of `timer_ids` still `pending`
-        and due by the store's clock; returns exactly those (without `metadata` and `history`,
-        which no delivery reads)."""
+        and due by the store's clock; returns exactly those, as their id, claim number and due
+        time (a claim reads none of a timer's JSON: its cost does not grow with the timer)."""
         ...
 
     def release(self, claims: Sequence[Claim]) -> int:

@@ -41,7 +41,15 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from timers.models import MAX_INT_DIGITS, DueTime, Timer, TimerStatus, TooLongInteger, uuid7
+from timers.models import (
+    MAX_INT_DIGITS,
+    Claimed,
+    DueTime,
+    Timer,
+    TimerStatus,
+    TooLongInteger,
+    uuid7,
+)
 from timers.schema import timer_labels, timers
 from timers.storage import (
     BACKLOG_CAP,
@@ -183,8 +191,16 @@ def _new_row(new: NewTimer) -> dict[str, Any]:
 def load_json(text: str) -> Any:
     """JSON from the database. An integer too long for Python to convert (only a direct write
     can store one) is kept as its text (`TooLongInteger`), so that its row stays readable and
-    fails only its own delivery instead of every read that touches it."""
-    return _DECODER.decode(text)
+    fails only its own delivery instead of every read that touches it.
+
+    The C decoder reads integers itself; a Python hook per integer (`_integer`) cost more than the
+    rest of the decoding, so it runs only on a document where Python refused an integer."""
+    try:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer longer than Python's int conversion limit
+        return _LONG_INTEGERS.decode(text)
 
 
 def _integer(text: str) -> int | str:
@@ -192,7 +208,8 @@ def _integer(text: str) -> int | str:
 
 
 # Made once: json.loads with an argument builds a new decoder on every call.
-_DECODER = json.JSONDecoder(parse_int=_integer)
+_DECODER = json.JSONDecoder()
+_LONG_INTEGERS = json.JSONDecoder(parse_int=_integer)
 
 
 def near_term_query(start: datetime | None, end: datetime, limit: int) -> Any:
@@ -267,10 +284,12 @@ _DUE_AND_FREE = (
     )
     .with_for_update(skip_locked=True)
 )
-# What claims and started deliveries return: every column but the two JSON ones no delivery reads
-# (decoding a history of up to HISTORY_LENGTH attempts for every claim was a measurable share of
-# the scheduler's and the worker's CPU).
+# What started deliveries return: every column but the two JSON ones no delivery reads (decoding
+# a history of up to HISTORY_LENGTH attempts for every delivery was a measurable share of the
+# worker's CPU).
 _FOR_DELIVERY = [c for c in timers.c if c.name not in ("metadata", "history")]
+# A claim returns no JSON at all: what the scheduler enqueues (id and claim number) and the due
+# time. Reading the callback config too made a claim's cost grow with the timers' size.
 _CLAIM_DUE = (
     timers.update()
     .where(timers.c.id.in_(_DUE_AND_FREE), timers.c.status == TimerStatus.PENDING.value)
@@ -281,7 +300,7 @@ _CLAIM_DUE = (
         leased_until=None,
         attempts=timers.c.attempts + 1,
     )
-    .returning(*_FOR_DELIVERY)
+    .returning(timers.c.id, timers.c.attempts, timers.c.execute_at)
 )
 _RELEASE = _update_claimed(unstarted=True).values(status=TimerStatus.PENDING.value, claimed_at=None)
 _BEGIN = (
@@ -932,26 +951,27 @@ class TimerStore:
             recovered_timers,
         )
 
-    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[Timer]:
-        """Those of `timer_ids` that are `pending` now (any `execute_at`)."""
+    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[DueTime]:
+        """The id and `execute_at` of those of `timer_ids` that are `pending` now (any
+        `execute_at`); no other column."""
         ids = list(timer_ids)
         if not ids:
             return []
-        query = select(timers).where(
+        query = select(timers.c.id, timers.c.execute_at).where(
             timers.c.id == any_(_id_array(ids)), timers.c.status == TimerStatus.PENDING.value
         )
         with self._statement() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [Timer.from_row(r) for r in rows]
+            rows = conn.execute(query).all()
+        return [DueTime(row[0], row[1]) for row in rows]
 
     def changes(self) -> NotificationFeed:
         """A feed of the timers that became pending, changed while pending, or were canceled."""
         return NotificationFeed(self.engine)
 
-    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
+    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Claimed]:
         """Flip to `executing` those of `timer_ids` that are still `pending` and due by the database's
-        clock, in one statement; return exactly the rows it flipped, each under a new claim number
-        (`attempts` + 1).
+        clock, in one statement; return exactly the rows it flipped, each as its id, new claim
+        number (`attempts` + 1) and `execute_at` (no JSON column is read back).
 
         A timer canceled, postponed or claimed by another scheduler since it was cached is not
         touched, so only the returned timers may be enqueued. Nor is one that another transaction
@@ -961,8 +981,8 @@ class TimerStore:
         if not timer_ids:
             return []
         with self._statement() as conn:
-            rows = conn.execute(_CLAIM_DUE, {"ids": list(timer_ids)}).mappings().all()
-        return [Timer.from_row(r) for r in rows]
+            rows = conn.execute(_CLAIM_DUE, {"ids": list(timer_ids)}).all()
+        return [Claimed(row[0], row[1], row[2]) for row in rows]
 
     def release(self, claims: Sequence[Claim]) -> int:
         """Put claimed timers whose message could not be enqueued back to `pending`.

@@ -18,7 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from timers.models import DueTime, Timer, TimerStatus, uuid7
+from timers.models import Claimed, DueTime, Timer, TimerStatus, uuid7
 from timers.storage import (
     BACKLOG_CAP,
     FINISHED,
@@ -425,10 +425,14 @@ class InMemoryStore:
                 recovered.append(Recovered(timer.id, timer.execute_at, reason))
         return recovered
 
-    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[Timer]:
+    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[DueTime]:
         with self._operation():
             found = (self._timers.get(i) for i in set(timer_ids))
-            return [t for t in found if t is not None and t.status is TimerStatus.PENDING]
+            return [
+                DueTime(t.id, t.execute_at)
+                for t in found
+                if t is not None and t.status is TimerStatus.PENDING
+            ]
 
     def changes(self) -> InMemoryFeed:
         feed = InMemoryFeed(self)
@@ -436,7 +440,7 @@ class InMemoryStore:
             self._feeds.append(feed)
         return feed
 
-    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
+    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Claimed]:
         with self._operation() as now:
             claimed = []
             for timer_id in dict.fromkeys(timer_ids):
@@ -456,7 +460,7 @@ class InMemoryStore:
                         attempts=timer.attempts + 1,
                     )
                 )
-            return [_for_delivery(t) for t in claimed]
+            return [Claimed(t.id, t.attempts, t.execute_at) for t in claimed]
 
     def release(self, claims: Sequence[Claim]) -> int:
         with self._operation() as now:
@@ -624,14 +628,12 @@ class RecordingEnqueuer:
         self._refused = False
         return True
 
-    def enqueue(self, timers: Sequence[Timer]) -> list[uuid.UUID]:
+    def enqueue(self, timers: Sequence[Claimed]) -> list[uuid.UUID]:
         if self.down:
             self._refused = True
             return [t.id for t in timers]
         for start in range(0, len(timers), self.per_task):
-            self.messages.append(
-                [(t.id, t.attempts) for t in timers[start : start + self.per_task]]
-            )
+            self.messages.append([(t.id, t.attempt) for t in timers[start : start + self.per_task]])
         return []
 
     @property

@@ -19,7 +19,7 @@ from tests.support.private_services import PrivateRedis
 from timers.celery_app import create_celery_app
 from timers.config import Settings
 from timers.enqueuer import BATCH_TASK_NAME, CeleryEnqueuer
-from timers.models import Timer, TimerStatus, uuid7
+from timers.models import Claimed, uuid7
 from timers.scheduler import Enqueuer
 from timers.storage import Claim
 from timers.testing import RecordingEnqueuer
@@ -79,18 +79,8 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
     app.close()
 
 
-def claimed(attempt: int = 1) -> Timer:
-    now = datetime.now(UTC)
-    return Timer(
-        id=uuid7(),
-        execute_at=now,
-        callback_type="http",
-        callback_config={"type": "http", "url": "http://x/"},
-        status=TimerStatus.EXECUTING,
-        created_at=now,
-        updated_at=now,
-        attempts=attempt,
-    )
+def claimed(attempt: int = 1) -> Claimed:
+    return Claimed(uuid7(), attempt, datetime.now(UTC))
 
 
 def test_timers_travel_in_messages_of_up_to_per_task_claims(broker: Broker) -> None:

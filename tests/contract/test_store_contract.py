@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from timers.models import TimerStatus
+from timers.models import Claimed, DueTime, TimerStatus
 from timers.storage import (
     HISTORY_LENGTH,
     LOST_CLAIM,
@@ -188,8 +188,10 @@ def test_a_claim_takes_only_pending_timers_due_by_the_stores_clock(world: World)
     due, future, canceled = world.add(-1), world.add(30), world.add(-1)
     world.store.cancel(canceled)
     claimed = world.store.claim_due([due, future, canceled, uuid.uuid4()])
-    assert [(t.id, t.attempts, t.status) for t in claimed] == [(due, 1, TimerStatus.EXECUTING)]
-    assert claimed[0].claimed_at is not None and claimed[0].started_at is None
+    timer = world.store.get(due)
+    assert claimed == [Claimed(due, 1, timer.execute_at)]  # what the scheduler enqueues, no more
+    assert timer.status is TimerStatus.EXECUTING and timer.attempts == 1
+    assert timer.claimed_at is not None and timer.started_at is None
     assert world.store.claim_due([due]) == []  # a second claim never wins
 
 
@@ -201,13 +203,16 @@ def test_release_undoes_only_the_same_claim_that_no_worker_started(world: World)
     assert world.status(unsent) is TimerStatus.PENDING
     assert world.status(started) is TimerStatus.EXECUTING
     assert world.status(other) is TimerStatus.EXECUTING
-    assert world.store.claim_due([unsent])[0].attempts == 2
+    assert world.store.claim_due([unsent])[0].attempt == 2
 
 
 def test_pending_by_ids_and_fail_missed(world: World) -> None:
     old, recent, done = world.add(-301), world.add(-200), world.add(-1)
     world.store.claim_due([done])
-    assert {t.id for t in world.store.pending_by_ids([old, recent, done])} == {old, recent}
+    pending = world.store.pending_by_ids([old, recent, done])
+    assert sorted(pending) == sorted(
+        DueTime(i, world.store.get(i).execute_at) for i in (old, recent)
+    )
     assert world.store.fail_missed(300) == 1
     missed = world.store.get(old)
     assert missed.status is TimerStatus.FAILED
@@ -267,10 +272,10 @@ def test_a_retry_goes_back_to_pending_at_its_time_and_the_history_stays_bounded(
     a = world.add()
     for n in range(1, HISTORY_LENGTH + 3):
         [claimed] = world.store.claim_due([a])
-        world.store.begin_deliveries([(a, claimed.attempts)], lease=60)
+        world.store.begin_deliveries([(a, claimed.attempt)], lease=60)
         entry = {"attempt": n, "outcome": "retrying", "error": "HTTP 503", "status": 503}
         before = world.now()
-        assert world.store.finish_many([Outcome(a, claimed.attempts, "HTTP 503", 0.0, entry)]) == 1
+        assert world.store.finish_many([Outcome(a, claimed.attempt, "HTTP 503", 0.0, entry)]) == 1
         timer = world.store.get(a)
         assert timer.status is TimerStatus.PENDING and timer.last_error == "HTTP 503"
         assert timer.started_at is None and timer.claimed_at is None
@@ -278,8 +283,8 @@ def test_a_retry_goes_back_to_pending_at_its_time_and_the_history_stays_bounded(
     assert timer.delivery_attempts == HISTORY_LENGTH + 2
     assert [e["attempt"] for e in timer.history] == list(range(3, HISTORY_LENGTH + 3))
     [claimed] = world.store.claim_due([a])
-    world.store.begin_deliveries([(a, claimed.attempts)], lease=60)
-    later = Outcome(a, claimed.attempts, "HTTP 503", 3600.0, {"attempt": 99})
+    world.store.begin_deliveries([(a, claimed.attempt)], lease=60)
+    later = Outcome(a, claimed.attempt, "HTTP 503", 3600.0, {"attempt": 99})
     world.store.finish_many([later])
     waiting = world.store.get(a)
     assert waiting.execute_at >= world.now() + timedelta(seconds=3590)
@@ -328,7 +333,7 @@ def test_a_claim_never_started_is_recovered_after_the_enqueue_timeout_when_the_q
     assert recovered(world) == {a}
     timer = world.store.get(a)
     assert timer.status is TimerStatus.PENDING and timer.last_error == LOST_CLAIM
-    assert world.store.claim_due([a])[0].attempts == 2
+    assert world.store.claim_due([a])[0].attempt == 2
 
 
 def test_a_delivery_is_recovered_only_once_its_lease_lapsed(world: World) -> None:
@@ -489,8 +494,8 @@ def test_counts_and_the_due_backlog(world: World) -> None:
 
 def finish(world: World, timer_id: uuid.UUID, error: str | None = None) -> None:
     [claimed] = world.store.claim_due([timer_id])
-    world.store.begin_deliveries([(timer_id, claimed.attempts)], lease=60)
-    assert world.store.finish_many([Outcome(timer_id, claimed.attempts, error)]) == 1
+    world.store.begin_deliveries([(timer_id, claimed.attempt)], lease=60)
+    assert world.store.finish_many([Outcome(timer_id, claimed.attempt, error)]) == 1
 
 
 def test_recent_lateness_by_minute(world: World) -> None:

@@ -25,7 +25,7 @@ from tests.support.timers import add_timer, now
 from timers.celery_app import create_celery_app
 from timers.config import Settings
 from timers.enqueuer import CeleryEnqueuer
-from timers.models import Timer, TimerStatus
+from timers.models import Claimed, TimerStatus
 from timers.scheduler import (
     ChangeListener,
     ExecutionLoop,
@@ -184,7 +184,7 @@ def test_safe_claim_skips_canceled_postponed_and_already_claimed_timers(
 def test_two_claims_of_the_same_timers_never_both_win(store: TimerStore) -> None:
     timers = [add_timer(store, now() - timedelta(seconds=1)) for _ in range(200)]
     ids = [t.id for t in timers]
-    results: list[list[Timer]] = []
+    results: list[list[Claimed]] = []
     other = TimerStore(database_engine(str(store.engine.url.render_as_string(False))))
 
     def claim(s: TimerStore) -> None:
@@ -209,7 +209,7 @@ def test_errors_in_one_timer_dont_affect_other_timers(
 
     class RefusingEnqueuer(CeleryEnqueuer):
         # A stand-in for a broker that refuses one message; the others go to real Redis.
-        def enqueue(self, batch: Sequence[Timer]) -> list[uuid.UUID]:
+        def enqueue(self, batch: Sequence[Claimed]) -> list[uuid.UUID]:
             return [refused, *super().enqueue([t for t in batch if t.id != refused])]
 
     cache = TimerCache()
@@ -297,7 +297,7 @@ class LockWatchingStore(TimerStore):
         self.free_during_io.append(cache_is_free(self.cache))
         return super().load_near_term(start, end, **kw)
 
-    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Timer]:
+    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Claimed]:
         self.free_during_io.append(cache_is_free(self.cache))
         return super().claim_due(timer_ids)
 
@@ -310,7 +310,7 @@ def test_read_locks_released_before_spawning_and_write_lock_held_briefly(
     watching = LockWatchingStore(store, cache)
 
     class LockWatchingEnqueuer(CeleryEnqueuer):
-        def enqueue(self, batch: Sequence[Timer]) -> list[uuid.UUID]:
+        def enqueue(self, batch: Sequence[Claimed]) -> list[uuid.UUID]:
             watching.free_during_io.append(cache_is_free(cache))
             return super().enqueue(batch)
 

@@ -1,4 +1,5 @@
-"""Page cursors of `GET /timers`: where the next page starts, as an opaque token."""
+"""Pages of `GET /timers`: their cursors (where the next page starts, as an opaque token) and
+their bound in bytes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,26 @@ import uuid
 from datetime import datetime
 
 from timers.api.envelope import ApiError, Code
-from timers.storage import PagePosition
+from timers.api.schemas import TimerOut
+from timers.storage import PagePosition, TimerPage
+
+# A page stops at the timer that brings its timers' JSON to this size: 200 timers of 64 KiB
+# would make a 13 MB answer.
+MAX_PAGE_BYTES = 4 * 1024 * 1024
+
+
+def bounded(page: TimerPage, sort: str) -> tuple[list[TimerOut], PagePosition | None]:
+    """The timers of `page` as the API lists them, up to the one whose JSON brings the list to
+    MAX_PAGE_BYTES (that one included: a page always holds one and can go on), and where the next
+    page starts: right after the last one listed when the list was cut short, else `page.next`."""
+    listed: list[TimerOut] = []
+    size = 0
+    for timer in page.timers:
+        listed.append(TimerOut.of(timer))
+        size += len(listed[-1].model_dump_json(by_alias=True).encode())
+        if size >= MAX_PAGE_BYTES and len(listed) < len(page.timers):
+            return listed, (getattr(timer, sort), timer.id)
+    return listed, page.next
 
 
 def encode(position: PagePosition, sort: str, order: str) -> str:

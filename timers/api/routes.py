@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from timers import callbacks
-from timers.api import idempotency, pages
+from timers.api import bounds, idempotency, pages
 from timers.api.deps import ApiKey, Caller, Clock, MaxDelay, MaxPending, Policy, Store
 from timers.api.envelope import ApiError, Code, envelope
 from timers.api.schemas import (
@@ -108,11 +108,11 @@ def _check_metadata(metadata: JsonObject | None) -> JsonObject | None:
 
 
 def _new_timer(item: TimerCreate, policy: Policy, owner: str) -> NewTimer:
-    """The timer a create asks for, its callback and metadata checked (not its time)."""
+    """The timer a create asks for, its callback, metadata and bounds checked (not its time)."""
     config = _check_callback(
         item.callback_type or item.callback_config.type, item.callback_config, policy
     )
-    return NewTimer(
+    new = NewTimer(
         execute_at=item.execute_at,
         callback_type=config["type"],
         callback_config=config,
@@ -120,6 +120,8 @@ def _new_timer(item: TimerCreate, policy: Policy, owner: str) -> NewTimer:
         retry=_check_retry(item.retry),
         owner=owner,
     )
+    bounds.check(new.callback_config, new.metadata, new.retry)
+    return new
 
 
 def _check_quota(store: Store, owner: str, quota: int | None, adding: int) -> None:
@@ -243,7 +245,7 @@ def create_timers(
             new = idempotency.with_key(_new_timer(item, policy, caller.name), item.key, api_key)
             _check_new(new, store, now, max_delay)
         except ApiError as exc:
-            raise ApiError(exc.code, f"timers[{index}].{exc.message}") from None
+            raise ApiError(exc.code, bounds.in_batch(index, exc.message)) from None
         except IdempotencyKeyReused as exc:
             raise _reused(exc, f"timers[{index}].key") from None
         batch.append(new)
@@ -341,6 +343,9 @@ def list_timers(
     sort: Literal["created_at", "execute_at", "updated_at"] = "created_at",
     order: Literal["asc", "desc"] = "desc",
 ) -> JSONResponse:
+    """Up to `limit` timers; a page also stops at the timer that brings it to 4 MiB of JSON, and
+    then holds fewer than `limit` with a `next_cursor` that goes on right after its last timer
+    (by `offset`, go on from `offset` plus the number of timers received)."""
     _check_range(execute_after, execute_before)
     if sort == "updated_at" and status not in FINISHED:
         raise ApiError(
@@ -368,13 +373,14 @@ def list_timers(
         after=after,
         with_total=total,
     )
+    listed, after_page = pages.bounded(page, sort)
     return envelope(
         TimerList(
-            timers=[TimerOut.of(t) for t in page.timers],
+            timers=listed,
             total=page.total,
             limit=limit,
             offset=offset,
-            next_cursor=None if page.next is None else pages.encode(page.next, sort, order),
+            next_cursor=None if after_page is None else pages.encode(after_page, sort, order),
         )
     )
 
@@ -452,6 +458,7 @@ def update_timer(
     if "retry" in given:
         changes["retry"] = _check_retry(body.retry)
     try:
+        bounds.check_after(store, timer_id, changes, caller.scope)
         timer = store.update_pending(timer_id, changes, caller.scope)
     except TimerNotFound:
         raise _not_found(timer_id) from None

@@ -97,7 +97,9 @@ class TimerCreate(BaseModel):
     )
     callback_config: CallbackConfig
     metadata: JsonObject | None = Field(
-        default=None, description="Your own JSON object, kept with the timer."
+        default=None,
+        description="Your own JSON object, kept with the timer: at most 32 top-level keys. "
+        "Callback config, metadata and retry policy are at most 64 KiB together (compact JSON).",
     )
     retry: RetryConfig | None = Field(
         default=None, description="This timer's retry policy; by default the server's."

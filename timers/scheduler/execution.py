@@ -11,7 +11,7 @@ from typing import Protocol
 
 from timers.config import CLAIM_BATCH
 from timers.metrics import SchedulerMetrics
-from timers.models import Timer
+from timers.models import Claimed
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.timing import Clock, utc_now
 from timers.storage import Store
@@ -24,8 +24,8 @@ class Enqueuer(Protocol):
         """Whether the broker can take messages now (after a refused enqueue, it is probed)."""
         ...
 
-    def enqueue(self, timers: Sequence[Timer]) -> list[uuid.UUID]:
-        """Send the callback tasks of these timers; return the ids that could not be sent (all
+    def enqueue(self, timers: Sequence[Claimed]) -> list[uuid.UUID]:
+        """Send the callback tasks of these claimed timers; return the ids that could not be sent (all
         from the first refused message on)."""
         ...
 
@@ -107,7 +107,7 @@ class ExecutionLoop:
                 )
         self.metrics.enqueued.inc(len(claimed) - len(failed))
         if failed:
-            self._release([(t.id, t.attempts) for t in claimed if t.id in failed])
+            self._release([(t.id, t.attempt) for t in claimed if t.id in failed])
         return len(claimed) - len(failed), bool(failed)
 
     def _refresh_unclaimed(self, timer_ids: set[uuid.UUID]) -> None:
