@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from timers import callbacks
 from timers.api import idempotency, pages
-from timers.api.deps import ApiKey, Clock, MaxDelay, Policy, Store
+from timers.api.deps import ApiKey, Clock, MaxDelay, Rules, Store
 from timers.api.envelope import ApiError, Code, envelope
 from timers.api.schemas import (
     MAX_OFFSET,
@@ -80,11 +80,9 @@ def _check_execute_at(execute_at: datetime, now: datetime, max_delay: timedelta)
         )
 
 
-def _check_callback(callback_type: str, config: BaseModel, policy: Policy) -> dict[str, Any]:
+def _check_callback(callback_type: str, config: BaseModel, rules: Rules) -> dict[str, Any]:
     try:
-        callback = callbacks.parse(
-            callback_type, config.model_dump(exclude_none=True), policy=policy
-        )
+        callback = callbacks.parse(callback_type, config.model_dump(exclude_none=True), rules=rules)
     except InvalidCallback as exc:
         raise ApiError(Code.VALIDATION, str(exc)) from None
     return callback.to_config()
@@ -107,10 +105,10 @@ def _check_metadata(metadata: JsonObject | None) -> JsonObject | None:
     return metadata
 
 
-def _new_timer(item: TimerCreate, policy: Policy) -> NewTimer:
+def _new_timer(item: TimerCreate, rules: Rules) -> NewTimer:
     """The timer a create asks for, its callback and metadata checked (not its time)."""
     config = _check_callback(
-        item.callback_type or item.callback_config.type, item.callback_config, policy
+        item.callback_type or item.callback_config.type, item.callback_config, rules
     )
     return NewTimer(
         execute_at=item.execute_at,
@@ -165,7 +163,7 @@ def create_timer(
     body: TimerCreate,
     store: Store,
     clock: Clock,
-    policy: Policy,
+    rules: Rules,
     max_delay: MaxDelay,
     api_key: ApiKey,
     idempotency_key: IdempotencyKeyHeader = None,
@@ -174,9 +172,9 @@ def create_timer(
     one (as it is now), and a different request under the same key is refused."""
     if idempotency_key is None:
         _check_execute_at(body.execute_at, clock(), max_delay)
-        timer = store.create(_new_timer(body, policy))
+        timer = store.create(_new_timer(body, rules))
         return envelope(TimerSummary.of(timer), message="created", status=201)
-    new = idempotency.with_key(_new_timer(body, policy), idempotency_key, api_key)
+    new = idempotency.with_key(_new_timer(body, rules), idempotency_key, api_key)
     try:
         _check_new(new, store, clock(), max_delay)
         [answer] = store.create_once([new])
@@ -205,7 +203,7 @@ def create_timers(
     body: TimerBatch,
     store: Store,
     clock: Clock,
-    policy: Policy,
+    rules: Rules,
     max_delay: MaxDelay,
     api_key: ApiKey,
 ) -> JSONResponse:
@@ -216,7 +214,7 @@ def create_timers(
     batch = []
     for index, item in enumerate(body.timers):
         try:
-            new = idempotency.with_key(_new_timer(item, policy), item.key, api_key)
+            new = idempotency.with_key(_new_timer(item, rules), item.key, api_key)
             _check_new(new, store, now, max_delay)
         except ApiError as exc:
             raise ApiError(exc.code, f"timers[{index}].{exc.message}") from None
@@ -392,7 +390,7 @@ def update_timer(
     body: TimerUpdate,
     store: Store,
     clock: Clock,
-    policy: Policy,
+    rules: Rules,
     max_delay: MaxDelay,
 ) -> JSONResponse:
     given = body.model_fields_set
@@ -411,7 +409,7 @@ def update_timer(
     if body.callback_config is not None:
         callback_type = body.callback_type or body.callback_config.type
         changes["callback_type"] = callback_type
-        changes["callback_config"] = _check_callback(callback_type, body.callback_config, policy)
+        changes["callback_config"] = _check_callback(callback_type, body.callback_config, rules)
     elif body.callback_type is not None:
         raise ApiError(
             Code.VALIDATION, "callback_type: give callback_config too when changing the kind"
