@@ -869,6 +869,7 @@ def run_celery_tasks(bench: Bench, system: str, wl: Workload) -> Cell:
     run's time minus the call's start time plus the countdown."""
     import timers.celery
     from bench import user_app
+    from timers.config import settings_from_env
     from timers.library import Timers
 
     tag = f"{system}-{wl.name}"
@@ -888,10 +889,16 @@ def run_celery_tasks(bench: Bench, system: str, wl: Workload) -> Cell:
         if system != "celery-eta":
             url = bench.database(db_name)
             store = TimerStore(database_engine(url))
-            env = {**bench.env(url, system), "TIMERS_TASK_BROKER_URL": bench.user_broker}
+            env = {
+                **bench.env(url, system),
+                # `celery` callbacks may reach the user's app: its broker, its task, its queue.
+                "TIMERS_TASK_BROKER_URL": bench.user_broker,
+                "TIMERS_CELERY_TASKS": user_app.TASK,
+                "TIMERS_CELERY_QUEUES": user_app.QUEUE,
+            }
             bench.start_worker(system, env, tag)
             scheduler = bench.start_scheduler(env, tag)
-            library = Timers(url)
+            library = Timers(settings=settings_from_env(env))
             timers.celery.durable_eta(app, threshold=1, timers=library)
         task = app.tasks[user_app.TASK]
         started = time.perf_counter()

@@ -7,7 +7,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.databases import create_database, drop_database
-from tests.support.services import API_KEY, LOCAL_NETWORKS, Services, find_services
+from tests.support.services import (
+    API_KEY,
+    LOCAL_NETWORKS,
+    TASK_BROKER_DATABASE,
+    Services,
+    find_services,
+)
 from timers.config import Settings
 from timers.migrations import upgrade
 from timers.store import TimerStore, database_engine
@@ -53,4 +59,9 @@ def settings(database_url: str, services: Services) -> Settings:
         redis_url=services.redis_url,
         api_key=API_KEY,
         allowed_networks=(LOCAL_NETWORKS,),
+        # `celery` callbacks go to an application's broker of their own (another Redis database),
+        # for the tasks and queues of the example shop only.
+        task_broker_url=services.redis_database(TASK_BROKER_DATABASE),
+        celery_tasks=("shop.tasks.*",),
+        celery_queues=("shop", "celery"),
     )

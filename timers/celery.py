@@ -15,6 +15,10 @@ Calls without a delay, or with a shorter one, are untouched. Calls the drop-in c
 (callbacks with `link`/`link_error`, your own `task_id`, an `expires`) keep Celery's own eta, with a
 warning. What this removes: duplicates after Redis's visibility timeout (kombu#337), worker memory
 filled with prefetched eta tasks, and revokes forgotten at a worker restart.
+
+The tasks and queues must be on the allow-lists the environment gives the workers too
+(`TIMERS_TASK_BROKER_URL`, `TIMERS_CELERY_TASKS`, `TIMERS_CELERY_QUEUES`); a call outside them
+raises `InvalidTimer` instead of being sent.
 """
 
 from __future__ import annotations

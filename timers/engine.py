@@ -19,6 +19,10 @@ Limits, all per worker process:
   to the broker instead of unbounded memory);
 - each delivery has one deadline (`context.timeout`), kept by its kind (see `timers.callbacks`).
 
+Each stored config is parsed again, with the deployment's `CallbackRules`, before it is delivered:
+one that breaks them (written straight into the table, or stored before the rules changed) fails
+with `invalid callback_config: …` and is never sent.
+
 Any exception a delivery raises fails that timer alone, with the exception in `last_error`.
 """
 
@@ -34,7 +38,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from timers import callbacks
-from timers.callbacks import DeliveryContext
+from timers.callbacks import CallbackRules, DeliveryContext
 from timers.metrics import DeliveryMetrics
 from timers.models import InvalidCallback, Timer
 from timers.retries import DeliveryResult, RetryPolicy, next_delay
@@ -60,11 +64,13 @@ class DeliveryEngine:
         max_per_destination: int,
         on_outcome: Callable[[Outcome], None],
         context: DeliveryContext,
+        rules: CallbackRules,
         default_retry: RetryPolicy | None = None,
         max_in_flight: int = MAX_IN_FLIGHT,
         metrics: DeliveryMetrics | None = None,
     ) -> None:
         self.context = context
+        self.rules = rules
         self.metrics = metrics or DeliveryMetrics()
         self.default_retry = default_retry or RetryPolicy()
         self.max_per_destination = max_per_destination
@@ -167,7 +173,7 @@ class DeliveryEngine:
 
     async def _attempt(self, timer: Timer) -> DeliveryResult:
         try:
-            callback = callbacks.parse(timer.callback_type, timer.callback_config)
+            callback = callbacks.parse(timer.callback_type, timer.callback_config, rules=self.rules)
         except InvalidCallback as exc:
             return DeliveryResult(f"invalid callback_config: {exc}", retryable=False)
         key = callback.destination()

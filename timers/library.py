@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from timers import callbacks
+from timers.callbacks import CallbackRules
 from timers.config import Settings, load_settings
 from timers.errors import InvalidTimer
 from timers.models import (
@@ -146,6 +147,9 @@ class Timers:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings or Settings(database_url=database_url)
+        # The allow-lists of `celery` and `nats` callbacks, as the workers apply them (the
+        # outbound policy of `http` URLs is left to delivery).
+        self.rules = CallbackRules.from_settings(self.settings)
         self._owned = store is None
         if store is None:
             from timers.store import TimerStore, database_engine
@@ -159,7 +163,8 @@ class Timers:
 
     @classmethod
     def from_env(cls) -> Timers:
-        """Timers on the database the environment names (DATABASE_URL, or a .env file)."""
+        """Timers on the database the environment names (DATABASE_URL, or a .env file), within
+        the allow-lists it gives the workers (TIMERS_TASK_BROKER_URL, TIMERS_CELERY_TASKS, …)."""
         return cls(settings=load_settings())
 
     def schedule(
@@ -193,7 +198,7 @@ class Timers:
     ) -> Timer:
         at = due_time(eta, countdown, self.clock(), timedelta(seconds=self.settings.max_delay))
         try:
-            checked = callbacks.parse(callback_type, config).to_config()
+            checked = callbacks.parse(callback_type, config, rules=self.rules).to_config()
             if metadata is not None:
                 check_json(dict(metadata), "metadata")
             check_timer_bounds(checked, metadata, None)

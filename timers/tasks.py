@@ -22,7 +22,7 @@ from typing import Any
 
 from celery import Celery, Task
 
-from timers.callbacks import DeliveryContext
+from timers.callbacks import CallbackRules, DeliveryContext
 from timers.config import Settings
 from timers.engine import DeliveryEngine
 from timers.enqueuer import BATCH_TASK_NAME, TASK_NAME
@@ -71,6 +71,7 @@ class WorkerResources:
                     },
                     nats_url=self.settings.nats_server,
                 ),
+                rules=CallbackRules.from_settings(self.settings),
                 default_retry=self.settings.default_retry,
                 metrics=DeliveryMetrics(),
             )

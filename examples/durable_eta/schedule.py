@@ -4,8 +4,10 @@ timer's id).
     DATABASE_URL=…  TIMERS_API_URL=http://127.0.0.1:8080  API_KEY=…  SHOP_BROKER_URL=… \\
         python -m examples.durable_eta.schedule
 
-It needs the timers stack (API, scheduler, worker with TIMERS_TASK_BROKER_URL=$SHOP_BROKER_URL)
-and the shop's worker (`celery -A examples.durable_eta.shop worker -Q shop`).
+It needs the timers stack (API, scheduler, worker) with `celery` callbacks allowed to reach the
+shop (TIMERS_TASK_BROKER_URL=$SHOP_BROKER_URL TIMERS_CELERY_TASKS='shop.tasks.*'
+TIMERS_CELERY_QUEUES=shop, set for this script too), and the shop's worker
+(`celery -A examples.durable_eta.shop worker -Q shop`).
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ def stack(services: Services, template_database: str) -> Iterator[dict[str, str]
         "DATABASE_URL": services.database_url(name),
         "REDIS_URL": brokers[0],
         "TIMERS_TASK_BROKER_URL": brokers[1],
+        "TIMERS_CELERY_TASKS": "shop.tasks.*",
+        "TIMERS_CELERY_QUEUES": "shop",
         "SHOP_BROKER_URL": brokers[1],
         "API_KEY": API_KEY,
         "TIMERS_API_URL": f"http://127.0.0.1:{port}",

@@ -106,6 +106,9 @@ def stack(services: Services, template_database: str) -> Iterator[Stack]:
         "TIMERS_ALLOWED_NETWORKS": LOCAL_NETWORKS,
         "TIMERS_CALLBACK_TIMEOUT": "5",
         "TIMERS_FLOWER_URL": FLOWER_URL,
+        # The celery timer is for the example shop, on a broker of its own.
+        "TIMERS_TASK_BROKER_URL": services.redis_database(4),
+        "TIMERS_CELERY_TASKS": "shop.tasks.*",
     }
     port = free_port()
     base = f"http://127.0.0.1:{port}"

@@ -24,9 +24,10 @@ from tests.support import processes
 from tests.support.databases import create_database, drop_database
 from tests.support.receiver import wait_until
 from tests.support.services import API_KEY, Services
+from tests.support.timers import write_directly
 from timers.api import create_app
 from timers.client import Client
-from timers.config import Settings
+from timers.config import settings_from_env
 from timers.embedded import free_port
 from timers.errors import InvalidTimer
 from timers.library import Timers
@@ -47,6 +48,8 @@ def world(services: Services, template_database: str) -> Iterator[dict[str, str]
         "DATABASE_URL": services.database_url(name),
         "REDIS_URL": timers_broker,
         "TIMERS_TASK_BROKER_URL": shop_broker,
+        "TIMERS_CELERY_TASKS": "shop.tasks.*",
+        "TIMERS_CELERY_QUEUES": "shop,celery",
         "SHOP_BROKER_URL": shop_broker,
         "API_KEY": API_KEY,
     }
@@ -97,7 +100,7 @@ def shop_app(world: dict[str, str]) -> Iterator[Any]:
 
 @pytest.fixture
 def api(world: dict[str, str], timers_stack: None) -> Iterator[Timers]:
-    library = Timers(world["DATABASE_URL"])
+    library = Timers(settings=settings_from_env(world))
     with library.store.engine.begin() as conn:  # type: ignore[attr-defined]
         conn.execute(text("TRUNCATE timers"))
     redis.Redis.from_url(world["SHOP_BROKER_URL"]).delete(shop.RUNS)
@@ -300,7 +303,7 @@ def test_a_task_due_while_the_users_worker_is_down_runs_when_it_is_back(
 def test_bad_task_configs_are_refused_and_nothing_is_stored(
     world: dict[str, str], config: dict[str, Any], field: str
 ) -> None:
-    settings = Settings(database_url=world["DATABASE_URL"], api_key=API_KEY)
+    settings = settings_from_env(world)
     store = TimerStore(database_engine(world["DATABASE_URL"]))
     before = store.page().total
     at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
@@ -327,3 +330,60 @@ def test_the_python_api_refuses_what_is_not_json_and_stores_nothing(api: Timers)
         with pytest.raises(InvalidTimer):
             call()
     assert api.store.page().total == before
+
+
+def test_the_python_api_applies_the_allow_lists_and_stores_nothing(
+    world: dict[str, str], api: Timers
+) -> None:
+    before = api.store.page().total
+    for call, field in (
+        (lambda: api.schedule("billing.charge", queue="shop", countdown=5), "callback_config.task"),
+        (lambda: api.schedule("celery.backend_cleanup", countdown=5), "callback_config.task"),
+        (lambda: api.schedule("timers.execute_callbacks", countdown=5), "callback_config.task"),
+        (lambda: api.schedule(shop.expire_order.s(1), queue="other"), "callback_config.queue"),
+        (lambda: api.schedule(shop.expire_order.s(1), queue="timers"), "callback_config.queue"),
+        (lambda: api.schedule(shop.expire_order.s(1), queue="unacked"), "callback_config.queue"),
+        (lambda: api.schedule(shop.expire_order.s("x" * 33_000)), "callback_config"),
+    ):
+        with pytest.raises(InvalidTimer) as info:
+            call()
+        assert str(info.value).startswith(f"{field}: "), info.value
+    assert api.store.page().total == before
+    off = Timers(settings=settings_from_env({"DATABASE_URL": world["DATABASE_URL"]}))
+    try:
+        with pytest.raises(InvalidTimer, match="celery callbacks are off"):
+            off.schedule(shop.expire_order.s(1), countdown=5)
+    finally:
+        off.close()
+
+
+def test_a_task_written_outside_the_allow_lists_fails_in_the_worker_and_is_never_published(
+    world: dict[str, str], api: Timers
+) -> None:
+    # Straight into the table, as a direct writer (or an older version) could: the worker checks
+    # the stored config against the same rules before it publishes anything.
+    shop_broker = redis.Redis.from_url(world["SHOP_BROKER_URL"])
+    queues = ("celery", "elsewhere", "timers", "unacked_spare", "_kombu.binding.spare")
+    shop_broker.delete(*queues)
+    configs = [
+        {"type": "celery", "task": "billing.charge", "args": [1]},  # not in TIMERS_CELERY_TASKS
+        {"type": "celery", "task": "celery.backend_cleanup"},  # Celery's own
+        {"type": "celery", "task": "timers.execute_callbacks", "args": [[]]},  # ours
+        *(
+            {"type": "celery", "task": "shop.tasks.expire_order", "args": [1], "queue": queue}
+            for queue in queues[1:]  # not in TIMERS_CELERY_QUEUES, or reserved
+        ),
+        {"type": "celery", "task": "shop.tasks.expire_order", "args": ["x" * 33_000]},
+    ]
+    ids = write_directly(api.store.engine, "celery", configs)  # type: ignore[attr-defined]
+    finished = {TimerStatus.COMPLETED, TimerStatus.FAILED}
+    assert wait_until(lambda: all(api.get(i).status in finished for i in ids), WAIT)
+    for timer_id in ids:
+        timer = api.get(timer_id)
+        assert timer.status is TimerStatus.FAILED, timer
+        assert (timer.last_error or "").startswith("invalid callback_config: callback_config"), (
+            timer.last_error
+        )
+    time.sleep(1)  # a message published late would be there by now
+    assert [q for q in queues if shop_broker.exists(q)] == []
+    assert all(runs_of(i) == [] for i in ids)

@@ -58,11 +58,11 @@ def test_database_down_gives_degraded_health_and_500s_then_recovers(
 
 
 def test_the_python_api_replaces_a_connection_the_database_dropped(
-    services: Services, database_url: str
+    services: Services, database_url: str, settings: Settings
 ) -> None:
     from timers.library import Timers
 
-    timers = Timers(database_url)  # no ping per checkout
+    timers = Timers(settings=settings)  # no ping per checkout
     try:
         first = timers.schedule("shop.tasks.expire_order", countdown=60)
         # The database restarts (here: kills every connection): the pooled one is dead.

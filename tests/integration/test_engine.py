@@ -3,21 +3,25 @@ collected as the engine hands them over)."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from tests.support.receiver import Receiver, wait_until
-from timers.callbacks import DeliveryContext
+from timers.callbacks import CallbackRules, DeliveryContext
 from timers.callbacks.http import HttpCallback
 from timers.engine import DeliveryEngine, Outcome
 from timers.models import Timer, TimerStatus, uuid7
 from timers.outbound import OutboundPolicy
 
 LOCAL = OutboundPolicy(["127.0.0.0/8"])
+RULES = CallbackRules()
+SHOP = CallbackRules(task_broker=True, celery_tasks=("shop.tasks.*",), celery_queues=("celery",))
 
 
 def started_timer(url: str, **config: Any) -> Timer:
@@ -66,6 +70,7 @@ def test_one_receiver_gets_at_most_the_cap_and_others_are_not_held_up(
         max_per_destination=3,
         on_outcome=outcomes,
         context=DeliveryContext(timeout=10, policy=LOCAL),
+        rules=RULES,
     )
     try:
         engine.submit([started_timer(slow.url("/slow/0.5")) for _ in range(9)])
@@ -90,6 +95,7 @@ def test_running_lists_the_claims_in_flight_until_their_outcome_is_handed_over(
         max_per_destination=8,
         on_outcome=outcomes,
         context=DeliveryContext(timeout=10, policy=LOCAL),
+        rules=RULES,
     )
     try:
         timers = [started_timer(slow.url("/slow/0.5")) for _ in range(3)]
@@ -108,6 +114,7 @@ def test_close_lets_running_deliveries_finish(receivers: tuple[Receiver, Receive
         max_per_destination=8,
         on_outcome=outcomes,
         context=DeliveryContext(timeout=10, policy=LOCAL),
+        rules=RULES,
     )
     timer = started_timer(slow.url("/slow/0.5"))
     engine.submit([timer])
@@ -124,6 +131,7 @@ def test_an_exception_inside_one_delivery_fails_that_timer_alone(
         max_per_destination=8,
         on_outcome=outcomes,
         context=DeliveryContext(timeout=10, policy=LOCAL),
+        rules=RULES,
     )
 
     # Something unforeseen raises inside one delivery (here: the policy check).
@@ -152,6 +160,7 @@ def test_the_outbound_policy_is_applied_after_resolution_and_to_literals() -> No
         max_per_destination=8,
         on_outcome=outcomes,
         context=DeliveryContext(timeout=5, policy=OutboundPolicy()),
+        rules=RULES,
     )
     by_name = started_timer("http://localhost:9/hook")  # resolved, then refused
     literal = started_timer("http://127.0.0.1:9/hook")
@@ -173,9 +182,21 @@ def test_a_task_the_broker_wont_take_fails_after_the_callback_timeout() -> None:
         max_per_destination=8,
         on_outcome=outcomes,
         context=DeliveryContext(timeout=2, policy=LOCAL, task_broker_url="redis://127.0.0.1:1/0"),
+        rules=SHOP,
     )
+    timer = started_task()
+    try:
+        engine.submit([timer])
+        assert wait_until(lambda: len(outcomes) == 1, 15)
+    finally:
+        engine.close(5)
+    error = outcomes.items[str(timer.id)].error or ""
+    assert error.startswith("could not publish the task within 2s: "), error
+
+
+def started_task() -> Timer:
     now = datetime.now(UTC)
-    timer = Timer(
+    return Timer(
         id=uuid7(),
         execute_at=now,
         callback_type="celery",
@@ -186,13 +207,54 @@ def test_a_task_the_broker_wont_take_fails_after_the_callback_timeout() -> None:
         attempts=1,
         started_at=now,
     )
+
+
+@contextmanager
+def hung_broker() -> Iterator[str]:
+    """A broker that takes connections and never answers a byte: the URL of a Redis on it."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def take() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    taker = threading.Thread(target=take, daemon=True)
+    taker.start()
     try:
-        engine.submit([timer])
-        assert wait_until(lambda: len(outcomes) == 1, 15)
+        yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
     finally:
-        engine.close(5)
-    error = outcomes.items[str(timer.id)].error or ""
-    assert error.startswith("could not publish the task within 2s: "), error
+        stop.set()
+        taker.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_a_broker_that_never_answers_fails_the_tasks_at_the_callback_timeout() -> None:
+    timeout = 2
+    outcomes = Outcomes()
+    with hung_broker() as url:
+        engine = DeliveryEngine(
+            max_per_destination=16,
+            on_outcome=outcomes,
+            context=DeliveryContext(timeout=timeout, policy=LOCAL, task_broker_url=url),
+            rules=SHOP,
+        )
+        tasks = [started_task() for _ in range(8)]  # more than the publishing threads
+        try:
+            engine.submit(tasks)
+            assert wait_until(lambda: len(outcomes) == len(tasks), 3 * timeout)
+        finally:
+            engine.close(5)
+    for timer in tasks:
+        error = outcomes.items[str(timer.id)].error or ""
+        assert error.startswith(f"could not publish the task within {timeout}s: "), error
 
 
 def test_destination_is_scheme_host_and_port() -> None:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,16 +27,20 @@ from tests.support.databases import create_database, drop_database
 from tests.support.nats import Subscriber, consume, stream
 from tests.support.receiver import wait_until
 from tests.support.services import API_KEY, Services
+from tests.support.timers import write_directly
 from timers import callbacks
 from timers.api import create_app
-from timers.callbacks import DeliveryContext
-from timers.config import Settings
+from timers.callbacks import CallbackRules, DeliveryContext
+from timers.config import Settings, settings_from_env
 from timers.embedded import start_nats
 from timers.models import TimerStatus
 from timers.outbound import OutboundPolicy
 from timers.store import TimerStore, database_engine
 
 CALLBACK_TIMEOUT = 3
+# The subjects the stacks' API and workers let `nats` callbacks publish to.
+SUBJECTS = "timers.test."
+RULES = CallbackRules(nats_subjects=(SUBJECTS,))
 FINAL = {TimerStatus.COMPLETED, TimerStatus.FAILED}
 
 
@@ -58,6 +63,7 @@ class Stack:
             "DATABASE_URL": services.database_url(self.name),
             "REDIS_URL": self.broker,
             "TIMERS_NATS_URL": nats_url,
+            "TIMERS_NATS_SUBJECTS": SUBJECTS,
             "TIMERS_CALLBACK_TIMEOUT": str(CALLBACK_TIMEOUT),
             "TIMERS_LOAD_INTERVAL": "1",
             "TIMERS_EXECUTE_INTERVAL": "0.1",
@@ -65,7 +71,7 @@ class Stack:
         }
         self.engine = database_engine(self.env["DATABASE_URL"])
         self.store = TimerStore(self.engine)
-        self.settings = Settings(database_url=self.env["DATABASE_URL"], api_key=API_KEY)
+        self.settings = settings_from_env({**self.env, "API_KEY": API_KEY})
         self.worker = processes.worker(self.env)
         assert self.worker.wait_for_output("ready", 60), self.worker.output()
         self.scheduler = processes.scheduler(self.env)
@@ -182,7 +188,9 @@ def test_a_redelivered_jetstream_timer_is_stored_once(services: Services) -> Non
     # What a timer fired again after its worker died does: the same message, the same id.
     name = f"TIMERS_TEST_{uuid.uuid4().hex[:12].upper()}"
     subject = f"timers.test.{name.lower()}"
-    callback = callbacks.parse("nats", {"type": "nats", "subject": subject, "jetstream": True})
+    callback = callbacks.parse(
+        "nats", {"type": "nats", "subject": subject, "jetstream": True}, rules=RULES
+    )
     timer_id = uuid.uuid4()
 
     async def deliver_twice() -> list[str | None]:
@@ -230,7 +238,9 @@ def test_a_worker_reconnects_when_its_nats_server_comes_back(tmp_path: Path) -> 
     # A server of this test's own, stopped and started again on the same port.
     server = start_nats(tmp_path / "nats")
     port = int(server.url.rsplit(":", 1)[1])
-    callback = callbacks.parse("nats", {"type": "nats", "subject": "timers.test.reconnect"})
+    callback = callbacks.parse(
+        "nats", {"type": "nats", "subject": "timers.test.reconnect"}, rules=RULES
+    )
 
     async def scenario() -> list[str | None]:
         nonlocal server
@@ -253,6 +263,41 @@ def test_a_worker_reconnects_when_its_nats_server_comes_back(tmp_path: Path) -> 
     assert first is None
     assert (while_down or "").startswith(f"NATS unavailable: 127.0.0.1:{port}: "), while_down
     assert after is None
+
+
+def test_a_config_written_outside_the_rules_fails_in_the_worker_and_is_never_published(
+    up: Stack,
+) -> None:
+    # Straight into the table, as a direct writer (or an older version) could: the worker checks
+    # the stored config against the same rules before it publishes anything.
+    up.clear()
+    tag = uuid.uuid4().hex
+    refused = {
+        f"$KV.TIMERS_TEST_{tag}.key": {},  # a key-value bucket's own subject
+        f"$O.TIMERS_TEST_{tag}.C.chunk": {},  # an object store's
+        f"_INBOX.{tag}": {},  # somebody's replies
+        f"_R_.{tag}.x": {},
+        f"elsewhere.{tag}": {},  # not under TIMERS_NATS_SUBJECTS
+        f"timers.test.{tag}.stream": {"Nats-Expected-Stream": "ORDERS"},
+        f"timers.test.{tag}.kv": {"KV-Operation": "PURGE"},
+    }
+    configs = [
+        {"type": "nats", "subject": subject, "headers": headers, "payload": 1, "jetstream": False}
+        for subject, headers in refused.items()
+    ]
+    with ExitStack() as listening:
+        subscribers = [
+            listening.enter_context(Subscriber(up.services.nats_url, subject))
+            for subject in refused
+        ]
+        ids = write_directly(up.engine, "nats", configs)
+        assert settle(up.store, ids, 30) == [TimerStatus.FAILED] * len(ids)
+        time.sleep(0.5)  # a message published late would be here by now
+        assert [s.subject for s in subscribers if s.received()] == []
+    for timer_id in ids:
+        error = up.store.get(timer_id).last_error or ""
+        assert error.startswith("invalid callback_config: callback_config."), error
+    assert "reserved" in (up.store.get(ids[0]).last_error or "")  # whatever the prefixes say
 
 
 # -- what the API refuses -------------------------------------------------------------------------
@@ -282,6 +327,13 @@ def nats_body(**config: Any) -> dict[str, Any]:
         ({"subject": "orders..expired"}, "callback_config.subject"),
         ({"subject": "orders expired"}, "callback_config.subject"),
         ({"subject": "$JS.API.STREAM.DELETE.ORDERS"}, "callback_config.subject"),
+        ({"subject": "$KV.bucket.key"}, "callback_config.subject"),
+        ({"subject": "$O.bucket.C.chunk"}, "callback_config.subject"),
+        ({"subject": "_INBOX.abc"}, "callback_config.subject"),
+        ({"subject": "_R_.abc.def"}, "callback_config.subject"),
+        ({"headers": {"Nats-Msg-Id": "x"}}, "callback_config.headers.Nats-Msg-Id"),
+        ({"headers": {"nats-expected-stream": "x"}}, "callback_config.headers"),
+        ({"headers": {"KV-Operation": "PURGE"}}, "callback_config.headers"),
         ({"headers": {"Bad Name": "x"}}, "callback_config.headers"),
         ({"headers": {"X-Note": "line\r\nbreak"}}, "callback_config.headers"),
         ({"headers": {"X-Note": "café"}}, "callback_config.headers"),
@@ -323,3 +375,18 @@ def test_a_nats_timer_is_stored_with_its_config_and_shown_without_header_values(
     shown = client.get(f"/timers/{timer_id}")
     assert "s3cr3t" not in shown.text
     assert shown.json()["data"]["callback_config"]["headers"] == {"Authorization": "***"}
+
+
+def test_with_subject_prefixes_the_api_refuses_other_subjects(
+    store: TimerStore, database_url: str
+) -> None:
+    settings = Settings(database_url=database_url, api_key=API_KEY, nats_subjects=("orders.",))
+    app = create_app(settings, store=store)
+    with TestClient(app, headers={"X-API-Key": API_KEY}) as client:
+        taken = client.post("/timers", json=nats_body(subject="orders.eu.expired"))
+        assert taken.status_code == 201, taken.text
+        response = client.post("/timers", json=nats_body(subject="billing.due"))
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == 2
+    assert response.json()["message"].startswith("callback_config.subject"), response.text
+    assert store.page().total == 1

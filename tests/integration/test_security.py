@@ -52,6 +52,70 @@ def refused(client: TestClient, store: TimerStore, payload: Any, field: str) -> 
     return str(answer["message"])
 
 
+@pytest.fixture
+def celery_client(store: TimerStore, settings: Settings) -> Iterator[TestClient]:
+    """The API with a task broker and the shop's allow-lists (tasks `shop.tasks.*`, queues `shop`
+    and `celery`)."""
+    app = create_app(settings, store=store)
+    with TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": API_KEY}) as c:
+        yield c
+
+
+def task_body(**config: Any) -> dict[str, Any]:
+    return {
+        "execute_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        "callback_type": "celery",
+        "callback_config": {"type": "celery", "task": "shop.tasks.expire_order", **config},
+    }
+
+
+def test_celery_callbacks_are_refused_without_a_task_broker(
+    client: TestClient, store: TimerStore
+) -> None:
+    message = refused(client, store, task_body(queue="shop"), "callback_type")
+    assert "celery callbacks are off: set TIMERS_TASK_BROKER_URL" in message
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ({"task": "billing.charge"}, "callback_config.task"),
+        ({"task": "Shop.tasks.expire_order"}, "callback_config.task"),
+        ({"task": "celery.backend_cleanup"}, "callback_config.task"),
+        ({"task": "timers.execute_callbacks"}, "callback_config.task"),
+        ({"queue": "other"}, "callback_config.queue"),
+        ({"queue": "timers"}, "callback_config.queue"),
+        ({"queue": "celery.pidbox"}, "callback_config.queue"),
+        ({"queue": "unacked"}, "callback_config.queue"),
+        ({"queue": "unacked_index"}, "callback_config.queue"),
+        ({"queue": "_kombu.binding.shop"}, "callback_config.queue"),
+        ({"args": ["x" * (33 * 1024)]}, "callback_config"),
+        ({"headers": {f"h{i}": "v" for i in range(33)}}, "callback_config.headers"),
+        ({"headers": {"tenant": "v" * 5000}}, "callback_config.headers"),
+    ],
+)
+def test_celery_callbacks_outside_the_allow_lists_are_refused(
+    celery_client: TestClient, store: TimerStore, config: dict[str, Any], field: str
+) -> None:
+    refused(celery_client, store, task_body(**config), field)
+
+
+def test_a_celery_callback_on_the_allow_lists_is_taken_and_can_not_be_moved_off_them(
+    celery_client: TestClient, store: TimerStore
+) -> None:
+    response = celery_client.post("/timers", json=task_body(args=[42]))  # queue `celery`
+    assert response.status_code == 201, response.text
+    timer_id = response.json()["data"]["id"]
+    update = {"callback_config": {"type": "celery", "task": "shop.tasks.x", "queue": "timers"}}
+    response = celery_client.put(f"/timers/{timer_id}", json=update)
+    assert response.status_code == 400, response.text
+    assert response.json()["message"].startswith("callback_config.queue")
+    shown = celery_client.get(f"/timers/{timer_id}").json()["data"]
+    assert shown["callback_config"] == {
+        "type": "celery", "task": "shop.tasks.expire_order", "args": [42], "kwargs": {}
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("url", "why"),
     [

@@ -18,6 +18,9 @@ from timers.embedded import port_is_open, start_nats, start_postgres, start_redi
 API_KEY = "test-api-key-0123456789abcdefghijklmnop"
 # The receivers of the tests listen on this host.
 LOCAL_NETWORKS = "127.0.0.0/8"
+# The Redis database the shared `settings` fixture names as the task broker of `celery` callbacks:
+# the example shop's (examples/durable_eta/shop.py), never the timers broker.
+TASK_BROKER_DATABASE = 6
 
 
 @dataclass

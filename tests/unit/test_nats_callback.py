@@ -9,9 +9,12 @@ import pytest
 from pydantic import ValidationError
 
 from timers import callbacks
+from timers.callbacks import CallbackRules
 from timers.callbacks.nats import NatsCallback, NatsConfig, message_headers
 from timers.config import settings_from_env
 from timers.models import InvalidCallback
+
+RULES = CallbackRules()  # the defaults: any subject but the reserved ones
 
 
 def nats(**config: object) -> dict[str, object]:
@@ -25,13 +28,15 @@ def nats(**config: object) -> dict[str, object]:
         "orders.expired",
         "a.b.c.d",
         "shop-1.orders_v2.expired!",
-        "_INBOX.abc",
-        "$KV.bucket.key",
+        "_INBOX",
+        "INBOX.abc",
+        "_inbox.abc",
+        "a.$KV.b",
         "x" * 255,
     ],
 )
 def test_valid_subjects_are_accepted(subject: str) -> None:
-    callback = callbacks.parse("nats", nats(subject=subject))
+    callback = callbacks.parse("nats", nats(subject=subject), rules=RULES)
     assert callback.to_config()["subject"] == subject
     NatsConfig.model_validate(nats(subject=subject))
 
@@ -54,13 +59,19 @@ def test_valid_subjects_are_accepted(subject: str) -> None:
         ("", "required"),
         (None, "required"),
         (42, "required"),
-        ("$JS.API.STREAM.DELETE.ORDERS", "server's own API"),
-        ("$SYS.REQ.SERVER.PING", "server's own API"),
+        ("$JS.API.STREAM.DELETE.ORDERS", "reserved"),
+        ("$SYS.REQ.SERVER.PING", "reserved"),
+        ("$KV.bucket.key", "reserved"),
+        ("$O.bucket.chunk", "reserved"),
+        ("$JSC.x", "reserved"),
+        ("$anything", "reserved"),
+        ("_INBOX.abc.def", "reserved"),
+        ("_R_.abc.def", "reserved"),
     ],
 )
 def test_bad_subjects_are_refused_naming_the_field(subject: object, why: str) -> None:
     with pytest.raises(InvalidCallback) as info:
-        callbacks.parse("nats", nats(subject=subject))
+        callbacks.parse("nats", nats(subject=subject), rules=RULES)
     assert info.value.field == "callback_config.subject"
     assert why in str(info.value)
 
@@ -102,7 +113,7 @@ def test_bad_configs_are_refused_naming_the_field(config: object, field: str) ->
 
 def test_unknown_fields_are_refused_by_name() -> None:
     with pytest.raises(InvalidCallback, match="unknown field 'stream'"):
-        callbacks.parse("nats", nats(stream="ORDERS"))
+        callbacks.parse("nats", nats(stream="ORDERS"), rules=RULES)
     with pytest.raises(ValidationError):
         NatsConfig.model_validate(nats(stream="ORDERS"))
 
@@ -115,11 +126,57 @@ def test_a_config_round_trips_with_its_defaults_filled_in() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["Nats-Msg-Id", "nats-msg-id", "Nats-Expected-Stream", "NATS-Rollup", "Nats-TTL", "KV-Operation",
+     "kv-operation", "Kv-Anything"],
+)  # fmt: skip
+def test_nats_and_kv_headers_are_reserved(name: str) -> None:
+    with pytest.raises(InvalidCallback) as info:
+        callbacks.parse("nats", nats(headers={name: "x"}), rules=RULES)
+    assert info.value.field == f"callback_config.headers.{name}"
+    assert "reserved" in info.value.reason
+
+
+def test_other_headers_that_look_alike_are_taken() -> None:
+    headers = {"X-Nats-Note": "a", "Natsu": "b", "KVStore": "c", "Tenant": "acme"}
+    callback = callbacks.parse("nats", nats(headers=headers), rules=RULES)
+    assert callback.to_config()["headers"] == headers
+
+
+@pytest.mark.parametrize(
+    ("subject", "allowed"),
+    [
+        ("orders.expired", True),
+        ("orders.eu.expired", True),
+        ("billing.invoice.due", True),
+        ("billing.invoice", False),
+        ("ordersX.expired", False),
+        ("Orders.expired", False),
+        ("shipping.late", False),
+    ],
+)
+def test_with_subject_prefixes_a_subject_must_start_with_one(subject: str, allowed: bool) -> None:
+    rules = CallbackRules(nats_subjects=("orders.", "billing.invoice."))
+    if allowed:
+        assert callbacks.parse("nats", nats(subject=subject), rules=rules)
+        return
+    with pytest.raises(InvalidCallback) as info:
+        callbacks.parse("nats", nats(subject=subject), rules=rules)
+    assert info.value.field == "callback_config.subject"
+    assert "TIMERS_NATS_SUBJECTS" in info.value.reason
+
+
+def test_reserved_subjects_stay_refused_whatever_the_prefixes() -> None:
+    rules = CallbackRules(nats_subjects=("$KV.", "_INBOX.", "$"))
+    for subject in ("$KV.bucket.key", "_INBOX.abc"):
+        with pytest.raises(InvalidCallback, match="reserved"):
+            callbacks.parse("nats", nats(subject=subject), rules=rules)
+
+
 def test_the_timer_id_headers_are_set_by_the_service() -> None:
     timer_id = uuid.uuid4()
-    callback = NatsCallback.from_config(
-        nats(headers={"nats-msg-id": "mine", "X-TIMER-ID": "mine", "Tenant": "acme"})
-    )
+    callback = NatsCallback.from_config(nats(headers={"X-TIMER-ID": "mine", "Tenant": "acme"}))
     assert message_headers(timer_id, callback) == {
         "Tenant": "acme",
         "Nats-Msg-Id": str(timer_id),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from timers.callbacks import CallbackRules
 from timers.config import SETTINGS, ConfigError, Settings, markdown_table, settings_from_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,3 +61,33 @@ def test_seed_mode_is_the_original_polling_design() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         settings_from_env(env)
+
+
+def test_callback_rules_come_from_the_settings() -> None:
+    settings = settings_from_env(
+        {
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "TIMERS_TASK_BROKER_URL": "redis://127.0.0.1:6379/5",
+            "TIMERS_CELERY_TASKS": "shop.tasks.*, billing.charge",
+            "TIMERS_CELERY_QUEUES": "shop",
+            "TIMERS_NATS_SUBJECTS": "orders.",
+            "TIMERS_ALLOWED_NETWORKS": "10.0.0.0/8",
+        }
+    )
+    rules = CallbackRules.from_settings(settings)
+    assert rules == CallbackRules(
+        task_broker=True,
+        celery_tasks=("shop.tasks.*", "billing.charge"),
+        celery_queues=("shop",),
+        nats_subjects=("orders.",),
+    )
+    # The API checks literal addresses at once, with the outbound policy the settings give.
+    checked = CallbackRules.from_settings(settings, outbound=True)
+    assert checked.policy is not None
+    assert checked.policy.refusal(ipaddress.ip_address("10.1.2.3")) is None
+    assert checked.policy.refusal(ipaddress.ip_address("192.168.1.1")) is not None
+
+
+def test_the_default_rules_are_those_of_the_default_settings() -> None:
+    assert CallbackRules.from_settings(Settings()) == CallbackRules()
+    assert CallbackRules().task_broker is False and CallbackRules().celery_tasks == ()

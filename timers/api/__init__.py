@@ -17,9 +17,9 @@ from timers.api import health, monitoring, routes, ui
 from timers.api.body_limit import BodyLimit
 from timers.api.deps import reject_unknown_query, require_api_key
 from timers.api.envelope import install_handlers
+from timers.callbacks import CallbackRules
 from timers.config import Settings, load_settings
 from timers.metrics import ApiMetrics
-from timers.outbound import OutboundPolicy
 from timers.storage import StoreError
 from timers.store import TimerStore, database_engine
 
@@ -65,7 +65,7 @@ def create_app(
     app.state.principals = settings.principals
     app.state.admins = frozenset(settings.admins)
     app.state.max_pending = settings.max_pending_per_key
-    app.state.policy = OutboundPolicy(settings.allowed_networks)
+    app.state.rules = CallbackRules.from_settings(settings, outbound=True)
     app.state.max_delay = timedelta(seconds=settings.max_delay)
     app.state.flower_url = settings.flower_url
     app.state.metrics = ApiMetrics()

@@ -13,7 +13,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from timers.api.envelope import ApiError, Code
-from timers.outbound import OutboundPolicy
+from timers.callbacks import CallbackRules
 from timers.storage import Store as TimerStore
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
@@ -43,9 +43,9 @@ def reject_unknown_query(request: Request) -> None:
         raise ApiError(Code.VALIDATION, f"{unknown[0]}: unknown query parameter")
 
 
-def get_policy(request: Request) -> OutboundPolicy:
-    policy: OutboundPolicy = request.app.state.policy
-    return policy
+def get_rules(request: Request) -> CallbackRules:
+    rules: CallbackRules = request.app.state.rules
+    return rules
 
 
 def get_max_pending(request: Request) -> int | None:
@@ -98,7 +98,7 @@ def presented_api_key(request: Request) -> str:
 Store = Annotated[TimerStore, Depends(get_store)]
 ApiKey = Annotated[str, Depends(presented_api_key)]
 Clock = Annotated[Callable[[], datetime], Depends(get_clock)]
-Policy = Annotated[OutboundPolicy, Depends(get_policy)]
+Rules = Annotated[CallbackRules, Depends(get_rules)]
 MaxDelay = Annotated[timedelta, Depends(get_max_delay)]
 Caller = Annotated[Principal, Depends(require_api_key)]
 MaxPending = Annotated[int | None, Depends(get_max_pending)]

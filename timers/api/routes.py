@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from timers import callbacks
 from timers.api import bounds, idempotency, pages
-from timers.api.deps import ApiKey, Caller, Clock, MaxDelay, MaxPending, Policy, Store
+from timers.api.deps import ApiKey, Caller, Clock, MaxDelay, MaxPending, Rules, Store
 from timers.api.envelope import ApiError, Code, envelope
 from timers.api.schemas import (
     MAX_OFFSET,
@@ -80,11 +80,9 @@ def _check_execute_at(execute_at: datetime, now: datetime, max_delay: timedelta)
         )
 
 
-def _check_callback(callback_type: str, config: BaseModel, policy: Policy) -> dict[str, Any]:
+def _check_callback(callback_type: str, config: BaseModel, rules: Rules) -> dict[str, Any]:
     try:
-        callback = callbacks.parse(
-            callback_type, config.model_dump(exclude_none=True), policy=policy
-        )
+        callback = callbacks.parse(callback_type, config.model_dump(exclude_none=True), rules=rules)
     except InvalidCallback as exc:
         raise ApiError(Code.VALIDATION, str(exc)) from None
     return callback.to_config()
@@ -107,10 +105,10 @@ def _check_metadata(metadata: JsonObject | None) -> JsonObject | None:
     return metadata
 
 
-def _new_timer(item: TimerCreate, policy: Policy, owner: str) -> NewTimer:
+def _new_timer(item: TimerCreate, rules: Rules, owner: str) -> NewTimer:
     """The timer a create asks for, its callback, metadata and bounds checked (not its time)."""
     config = _check_callback(
-        item.callback_type or item.callback_config.type, item.callback_config, policy
+        item.callback_type or item.callback_config.type, item.callback_config, rules
     )
     new = NewTimer(
         execute_at=item.execute_at,
@@ -183,7 +181,7 @@ def create_timer(
     body: TimerCreate,
     store: Store,
     clock: Clock,
-    policy: Policy,
+    rules: Rules,
     max_delay: MaxDelay,
     max_pending: MaxPending,
     api_key: ApiKey,
@@ -193,7 +191,7 @@ def create_timer(
     """With an `Idempotency-Key`, a retry makes no second timer: it answers 200 with the first
     one (as it is now), and a different request under the same key is refused. The timer
     belongs to the principal of the API key; beyond its quota of pending timers, 429."""
-    new = _new_timer(body, policy, caller.name)
+    new = _new_timer(body, rules, caller.name)
     if idempotency_key is None:
         _check_execute_at(body.execute_at, clock(), max_delay)
         _check_quota(store, caller.name, max_pending, 1)
@@ -229,7 +227,7 @@ def create_timers(
     body: TimerBatch,
     store: Store,
     clock: Clock,
-    policy: Policy,
+    rules: Rules,
     max_delay: MaxDelay,
     max_pending: MaxPending,
     api_key: ApiKey,
@@ -242,7 +240,7 @@ def create_timers(
     batch = []
     for index, item in enumerate(body.timers):
         try:
-            new = idempotency.with_key(_new_timer(item, policy, caller.name), item.key, api_key)
+            new = idempotency.with_key(_new_timer(item, rules, caller.name), item.key, api_key)
             _check_new(new, store, now, max_delay)
         except ApiError as exc:
             raise ApiError(exc.code, bounds.in_batch(index, exc.message)) from None
@@ -428,7 +426,7 @@ def update_timer(
     body: TimerUpdate,
     store: Store,
     clock: Clock,
-    policy: Policy,
+    rules: Rules,
     max_delay: MaxDelay,
     caller: Caller,
 ) -> JSONResponse:
@@ -448,7 +446,7 @@ def update_timer(
     if body.callback_config is not None:
         callback_type = body.callback_type or body.callback_config.type
         changes["callback_type"] = callback_type
-        changes["callback_config"] = _check_callback(callback_type, body.callback_config, policy)
+        changes["callback_config"] = _check_callback(callback_type, body.callback_config, rules)
     elif body.callback_type is not None:
         raise ApiError(
             Code.VALIDATION, "callback_type: give callback_config too when changing the kind"

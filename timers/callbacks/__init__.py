@@ -1,7 +1,8 @@
 """Callback kinds: what a timer does when it fires. One module per kind, each behind the same small
 interface: a request schema for the API, `parse` (check a stored or submitted config; raise
-InvalidCallback naming the field) and, on the parsed callback, `destination` and `deliver`.
-Adding a kind touches this folder and `KINDS` below, nothing else.
+InvalidCallback naming the field), `permit` (check it against the deployment's `CallbackRules`)
+and, on the parsed callback, `destination` and `deliver`. Adding a kind touches this folder and
+`KINDS` below, nothing else.
 
 - `http`: POST a JSON payload to a URL (`timers.callbacks.http`);
 - `celery`: publish a Celery task message, task id = timer id (`timers.callbacks.celery`);
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from timers.callbacks.rules import CallbackRules
 from timers.config import DEFAULT_NATS_URL
 from timers.models import InvalidCallback
 from timers.outbound import OutboundPolicy
@@ -81,12 +83,19 @@ class DeliveryContext:
         self._resources.clear()
 
 
+def _no_rules(callback: Any, rules: CallbackRules, field_name: str) -> None:
+    """A kind with nothing to check against the rules beyond what `parse` did."""
+
+
 @dataclass(frozen=True)
 class Kind:
     name: str
     schema: type[BaseModel]  # the API's request schema for its callback_config
     # Checks a config; with a policy, also refuses destinations it forbids (at the API).
     parse: Callable[[Any, str, OutboundPolicy | None], Callback]
+    # Refuses a parsed callback the deployment's rules forbid (allow-lists); raises
+    # InvalidCallback naming the field.
+    permit: Callable[[Any, CallbackRules, str], None] = _no_rules
 
 
 def _kinds() -> dict[str, Kind]:
@@ -103,11 +112,14 @@ def parse(
     callback_type: str,
     config: Any,
     field_name: str = "callback_config",
-    policy: OutboundPolicy | None = None,
+    *,
+    rules: CallbackRules,
 ) -> Callback:
-    """The callback a timer's `callback_type` and `callback_config` describe; raises
-    InvalidCallback naming the field. With `policy`, a destination it refuses is refused here
-    too (the API's check; delivery checks again after DNS resolution)."""
+    """The callback a timer's `callback_type` and `callback_config` describe, within `rules`;
+    raises InvalidCallback naming the field. With an outbound policy in `rules`, a destination it
+    refuses is refused here too (the API's check; delivery checks again after DNS resolution).
+    Every way in (the API, the Python API) and the worker, before it delivers, parse with the
+    same rules."""
     kind = KINDS.get(callback_type)
     if kind is None:
         raise InvalidCallback(
@@ -120,4 +132,6 @@ def parse(
         raise InvalidCallback(
             f"{field_name}.type", f"{given!r} does not match callback_type {callback_type!r}"
         )
-    return kind.parse(config, field_name, policy)
+    callback = kind.parse(config, field_name, rules.policy)
+    kind.permit(callback, rules, field_name)
+    return callback

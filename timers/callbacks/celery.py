@@ -4,32 +4,43 @@ timer id, so Flower, the result backend and the application all see the timer's 
     {"type": "celery", "task": "shop.tasks.expire_order", "args": [42],
      "kwargs": {"reason": "unpaid"}, "queue": "shop", "priority": 5, "headers": {"tenant": "acme"}}
 
-The message goes to `TIMERS_TASK_BROKER_URL` (default: the timers broker), to `queue` (Celery's
-default `celery` when not given), in Celery's message protocol 2 with JSON. `completed` means the
-broker accepted it; publishing is retried until the callback timeout, and only then is the timer
-`failed`. What the task then does is Celery's business (its result backend, Flower). Delivery is at
+The message goes to `TIMERS_TASK_BROKER_URL` (unset: `celery` callbacks are refused), to `queue`
+(Celery's default `celery` when not given), in Celery's message protocol 2 with JSON. Whoever holds
+an API key chooses the task and the queue, so both must be on the deployment's allow-lists
+(`TIMERS_CELERY_TASKS`, `TIMERS_CELERY_QUEUES`), and some are never reachable whatever they say:
+Celery's own tasks (`celery.*`) and ours (`timers.*`), our own queue, Celery's remote-control
+mailboxes (`*.pidbox`) and the keys kombu's Redis transport keeps beside the queues (`unacked*`,
+`_kombu.*`). Arguments are at most 32 KiB as JSON, headers at most 32 and 4 KiB.
+
+`completed` means the broker accepted the message; publishing is retried until the callback
+timeout, and only then is the timer `failed`. Each attempt is bounded too (one connection attempt,
+socket timeouts), and the delivery stops waiting at the deadline whatever the publishing thread
+does. What the task then does is Celery's business (its result backend, Flower). Delivery is at
 least once, like every callback: a task that must not run twice checks its own id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
-import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from timers.models import InvalidCallback, check_json
+from timers.retries import DeliveryResult
 
 if TYPE_CHECKING:
     from celery import Celery
 
     from timers.callbacks import DeliveryContext
+    from timers.callbacks.rules import CallbackRules
 
 TASK_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 QUEUE_PATTERN = r"^[A-Za-z0-9_.:-]+$"
@@ -43,6 +54,21 @@ PROTOCOL_HEADERS = frozenset(
     }
 )  # fmt: skip
 RETRY_EVERY = 0.5  # seconds between attempts to publish while the broker refuses
+DEFAULT_QUEUE = "celery"  # where Celery sends a task no route names
+# Never sent, whatever TIMERS_CELERY_TASKS says: Celery's own tasks and this service's.
+RESERVED_TASKS = ("celery.", "timers.")
+# Never published to, whatever TIMERS_CELERY_QUEUES says (globs, case-sensitive like the names):
+# our own queue (celeryconfig's `task_default_queue`), Celery's remote-control mailboxes
+# (`celery.pidbox`, and `<id>.reply.celery.pidbox` for replies), and the keys kombu's Redis
+# transport keeps beside the queues (kombu/transport/redis.py: `unacked`, `unacked_index`,
+# `unacked_mutex`, `_kombu.binding.<exchange>`, `_kombu.binding_deadlines`,
+# `_kombu.binding_permanent.<exchange>`; `_kombu.fanout.<exchange>` in older versions). Its
+# fanout channels (`/0.<exchange>`) and priority lists (`<queue>\x06\x16<n>`) take characters no
+# queue name may hold.
+RESERVED_QUEUES = ("timers", "*.pidbox", "unacked*", "_kombu.*")
+MAX_ARGUMENTS_BYTES = 32 * 1024  # args and kwargs together, as JSON
+MAX_HEADERS = 32
+MAX_HEADERS_BYTES = 4 * 1024  # as JSON
 
 
 class CeleryConfig(BaseModel):
@@ -56,14 +82,21 @@ class CeleryConfig(BaseModel):
         description="The task's registered name, a dotted identifier.",
         examples=["shop.tasks.expire_order"],
     )
-    args: list[Any] = Field(default_factory=list)
+    args: list[Any] = Field(
+        default_factory=list, description="With kwargs, at most 32 KiB as JSON."
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict)
     queue: str | None = Field(
-        default=None, pattern=QUEUE_PATTERN, max_length=MAX_NAME_LENGTH, examples=["shop"]
+        default=None,
+        pattern=QUEUE_PATTERN,
+        max_length=MAX_NAME_LENGTH,
+        description="Default `celery`; must be on the server's TIMERS_CELERY_QUEUES.",
+        examples=["shop"],
     )
     priority: int | None = Field(default=None, ge=0, le=255)
     headers: dict[str, Any] = Field(
-        default_factory=dict, description="Extra message headers (JSON values)."
+        default_factory=dict,
+        description="Extra message headers (JSON values), at most 32 and 4 KiB as JSON.",
     )
 
 
@@ -130,6 +163,20 @@ class CeleryCallback:
                 )
         for name, value in (("args", args), ("kwargs", kwargs), ("headers", headers)):
             check_json(value, f"{field_prefix}.{name}")
+        size = json_size([args, kwargs])
+        if size > MAX_ARGUMENTS_BYTES:
+            raise InvalidCallback(
+                field_prefix, f"args and kwargs take {size} bytes as JSON, at most 32 KiB"
+            )
+        if len(headers) > MAX_HEADERS:
+            raise InvalidCallback(
+                f"{field_prefix}.headers", f"at most {MAX_HEADERS} headers, got {len(headers)}"
+            )
+        size = json_size(headers)
+        if size > MAX_HEADERS_BYTES:
+            raise InvalidCallback(
+                f"{field_prefix}.headers", f"take {size} bytes as JSON, at most 4 KiB"
+            )
         return cls(task, list(args), dict(kwargs), queue, priority, dict(headers))
 
     def to_config(self) -> dict[str, Any]:
@@ -144,32 +191,92 @@ class CeleryCallback:
         return config
 
     def destination(self) -> str:
-        return f"celery:{self.queue or 'celery'}"
+        return f"celery:{self.queue or DEFAULT_QUEUE}"
 
-    async def deliver(self, timer_id: uuid.UUID, context: DeliveryContext) -> str | None:
+    async def deliver(
+        self, timer_id: uuid.UUID, context: DeliveryContext
+    ) -> str | DeliveryResult | None:
+        broker_url = context.task_broker_url
+        if not broker_url:  # never Celery's default broker
+            return DeliveryResult(CALLBACKS_OFF, retryable=False)
         publisher: Publisher = context.resource(
-            "celery-publisher", lambda: Publisher(context.task_broker_url), _close_publisher
+            "celery-publisher", lambda: Publisher(broker_url, context.timeout), _close_publisher
         )
-        deadline = time.monotonic() + context.timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + context.timeout
         while True:
-            reason = await publisher.publish(self, timer_id)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    reason = await publisher.publish(self, timer_id)
+            except TimeoutError:
+                reason = "the broker did not answer"
             if reason is None:
                 return None
-            if time.monotonic() + RETRY_EVERY > deadline:
+            if loop.time() + RETRY_EVERY > deadline:
                 return f"could not publish the task within {context.timeout:g}s: {reason}"
             await asyncio.sleep(RETRY_EVERY)
 
 
+CALLBACKS_OFF = "celery callbacks are off: set TIMERS_TASK_BROKER_URL"
+
+
+def json_size(value: Any) -> int:
+    """Bytes of `value` as compact UTF-8 JSON (as a message carries it, give or take)."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def _permit(callback: CeleryCallback, rules: CallbackRules, field_prefix: str) -> None:
+    """Refuse a task or queue off the allow-lists, or one never reachable whatever they say."""
+    if not rules.task_broker:
+        raise InvalidCallback("callback_type", CALLBACKS_OFF)
+    if callback.task.startswith(RESERVED_TASKS):
+        raise InvalidCallback(
+            f"{field_prefix}.task",
+            "celery.* tasks are Celery's own and timers.* this service's: never sent",
+        )
+    if not _matches(callback.task, rules.celery_tasks):
+        raise InvalidCallback(
+            f"{field_prefix}.task", f"{callback.task!r} is not allowed by TIMERS_CELERY_TASKS"
+        )
+    queue = callback.queue or DEFAULT_QUEUE
+    if _matches(queue, RESERVED_QUEUES):
+        raise InvalidCallback(
+            f"{field_prefix}.queue",
+            f"{queue!r} is reserved (this service's queue, Celery's mailboxes or the broker's "
+            "own keys)",
+        )
+    if not _matches(queue, rules.celery_queues):
+        raise InvalidCallback(
+            f"{field_prefix}.queue", f"{queue!r} is not allowed by TIMERS_CELERY_QUEUES"
+        )
+
+
 class Publisher:
     """A Celery app on the task broker, used only to publish; its connection pool is shared by
-    the threads that publish (kombu's calls block, so they run off the delivery loop)."""
+    the threads that publish (kombu's calls block, so they run off the delivery loop). Each
+    attempt makes one try to connect and gives up on a broker silent for `timeout` seconds,
+    so a thread is never held for long by a broker that hangs."""
 
-    def __init__(self, broker_url: str | None) -> None:
+    def __init__(self, broker_url: str, timeout: float) -> None:
         from celery import Celery
 
         self.app: Celery = Celery("timers-publisher", broker=broker_url, set_as_current=False)
-        self.app.conf.task_serializer = "json"
-        self.app.conf.broker_connection_retry_on_startup = False
+        conf = self.app.conf
+        conf.task_serializer = "json"
+        conf.broker_connection_retry_on_startup = False
+        conf.broker_connection_timeout = timeout
+        conf.broker_connection_max_retries = 0
+        conf.broker_transport_options = {
+            "max_retries": 0,  # kombu: one try to connect per attempt (the default is forever)
+            "socket_connect_timeout": timeout,  # Redis
+            "socket_timeout": timeout,
+            "read_timeout": timeout,  # AMQP
+            "write_timeout": timeout,
+        }
         self.threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="task-publisher")
 
     async def publish(self, callback: CeleryCallback, timer_id: uuid.UUID) -> str | None:
@@ -206,7 +313,7 @@ def _parse(config: Any, field_name: str, policy: Any) -> CeleryCallback:
 def _kind() -> Any:
     from timers.callbacks import Kind
 
-    return Kind("celery", CeleryConfig, _parse)
+    return Kind("celery", CeleryConfig, _parse, _permit)
 
 
 KIND = _kind()

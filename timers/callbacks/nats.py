@@ -6,6 +6,12 @@
 The message goes to the NATS server `TIMERS_NATS_URL` names, with the headers `Nats-Msg-Id` and
 `X-Timer-Id` set to the timer id (after the timer's own headers, which can't replace them).
 
+Whoever holds an API key chooses the subject and the headers, so some are never taken: subjects
+starting with `$` (the server's and JetStream's own: `$JS.`, `$KV.`, `$O.`, `$SYS.`, …), `_INBOX.`
+or `_R_.` (somebody's replies), and headers named `Nats-*` or `KV-*` (JetStream reads them as
+instructions: expected stream, rollup, TTL, key-value operation). With `TIMERS_NATS_SUBJECTS`, a
+subject must also start with one of its prefixes.
+
 - `jetstream: false`: a core NATS publish, then a round trip to the server (flush). `completed`
   means the server took the message; it hands it to the subscribers it has at that moment and keeps
   nothing.
@@ -14,50 +20,48 @@ The message goes to the NATS server `TIMERS_NATS_URL` names, with the headers `N
   stream's duplicate window (2 minutes by default) stores it once. No stream on the subject fails
   the timer.
 
-Each worker process keeps one connection, made on first use and reconnected by nats-py. A delivery
-waits for it within its own deadline (`TIMERS_CALLBACK_TIMEOUT` for connecting, publishing and the
-flush or the ack); a server that is down fails the timer with `NATS unavailable: …`. Nothing is
-buffered while disconnected, so a timer reported failed is not published later behind its back.
+Each worker process keeps one connection (`timers.callbacks.nats_connection`), made on first use
+and reconnected by nats-py. A delivery waits for it within its own deadline
+(`TIMERS_CALLBACK_TIMEOUT` for connecting, publishing and the flush or the ack); a server that is
+down fails the timer with `NATS unavailable: …`. Nothing is buffered while disconnected, so a
+timer reported failed is not published later behind its back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from timers.callbacks.http import HeaderName, HeaderValue
+from timers.callbacks.nats_connection import NatsConnection, close_connection, reason_of
 from timers.models import InvalidCallback, check_json
 
 if TYPE_CHECKING:
-    from nats.aio.client import Client
-    from nats.js import JetStreamContext
-
     from timers.callbacks import DeliveryContext
-
-log = logging.getLogger(__name__)
+    from timers.callbacks.rules import CallbackRules
 
 MAX_SUBJECT_LENGTH = 255
 # Visible ASCII but the token separator `.` and the wildcards `*` and `>`.
 _TOKEN = r"[\x21-\x29\x2b-\x2d\x2f-\x3d\x3f-\x7e]+"
 SUBJECT_PATTERN = rf"^{_TOKEN}(\.{_TOKEN})*$"
-# The server's own APIs (JetStream, system account, Raft): a timer publishes to applications.
-SYSTEM_SUBJECTS = ("$JS", "$JSC", "$SYS", "$NRG")
+# Never published to: the server's own APIs and JetStream's (`$JS.`, `$JSC.`, `$KV.`, `$O.`,
+# `$SYS.`, `$NRG.`, … all start with `$`) and reply subjects (`_INBOX.`, and `_R_.` for services).
+RESERVED_SUBJECTS = ("$", "_INBOX.", "_R_.")
+# Never taken from a timer (case-insensitive): JetStream reads them as instructions.
+RESERVED_HEADERS = ("nats-", "kv-")
 # RFC 9110 tokens (what nats-py sends as a header name) and values of visible ASCII, spaces, tabs.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
-# Headers the delivery sets itself; a timer's own header of the same name is dropped.
+# Headers the delivery sets itself; a timer's own header of the same name is dropped (a
+# `Nats-Msg-Id` of its own is refused before that, as every `Nats-*`).
 CONTRACT_HEADERS = ("nats-msg-id", "x-timer-id")
-RECONNECT_WAIT = 1.0  # seconds between attempts to reach the server while it is away
-CONNECT_TIMEOUT = 2.0  # seconds one attempt to connect may take
 
 
 class NatsConfig(BaseModel):
@@ -72,10 +76,13 @@ class NatsConfig(BaseModel):
         max_length=MAX_SUBJECT_LENGTH,
         pattern=SUBJECT_PATTERN,
         description="A subject to publish to: dot-separated tokens of visible ASCII, without "
-        "wildcards (`*`, `>`); not under `$JS`, `$JSC`, `$SYS` or `$NRG`.",
+        "wildcards (`*`, `>`); not starting with `$`, `_INBOX.` or `_R_.`; under one of the "
+        "server's TIMERS_NATS_SUBJECTS prefixes when it has some.",
         examples=["orders.expired"],
     )
-    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
+    headers: dict[HeaderName, HeaderValue] = Field(
+        default_factory=dict, description="Message headers; none named `Nats-*` or `KV-*`."
+    )
     payload: Any = Field(
         default=None,
         description="Any JSON, nested at most 32 levels, finite numbers, no NUL characters.",
@@ -116,6 +123,12 @@ class NatsCallback:
         for name, value in headers.items():
             if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
                 raise InvalidCallback(f"{field_prefix}.headers", f"invalid header name {name!r}")
+            if name.lower().startswith(RESERVED_HEADERS):
+                raise InvalidCallback(
+                    f"{field_prefix}.headers.{name}",
+                    "is reserved: Nats-* and KV-* headers are NATS's own (the timer id goes as "
+                    "Nats-Msg-Id)",
+                )
             if not isinstance(value, str):
                 raise InvalidCallback(
                     f"{field_prefix}.headers.{name}", "header values must be strings"
@@ -149,7 +162,7 @@ class NatsCallback:
 
     async def deliver(self, timer_id: uuid.UUID, context: DeliveryContext) -> str | None:
         connection: NatsConnection = context.resource(
-            "nats-connection", lambda: NatsConnection(context.nats_url), _close_connection
+            "nats-connection", lambda: NatsConnection(context.nats_url), close_connection
         )
         return await publish(connection, timer_id, self, context.timeout)
 
@@ -167,8 +180,12 @@ def check_subject(subject: Any, field_name: str) -> None:
             field_name,
             "must be dot-separated tokens of visible ASCII characters, none empty, no spaces",
         )
-    if subject.split(".", 1)[0] in SYSTEM_SUBJECTS:
-        raise InvalidCallback(field_name, "is the NATS server's own API, not an application's")
+    if subject.startswith(RESERVED_SUBJECTS):
+        raise InvalidCallback(
+            field_name,
+            "is reserved: subjects starting with $ (the server's and JetStream's own), _INBOX. "
+            "or _R_. (replies) are never published to",
+        )
 
 
 def message_headers(timer_id: uuid.UUID, callback: NatsCallback) -> dict[str, str]:
@@ -180,120 +197,6 @@ def message_headers(timer_id: uuid.UUID, callback: NatsCallback) -> dict[str, st
     headers["Nats-Msg-Id"] = str(timer_id)
     headers["X-Timer-Id"] = str(timer_id)
     return headers
-
-
-class NatsConnection:
-    """The connection of one worker process to its NATS server, made on first use (on the
-    delivery loop) and then kept: nats-py reconnects it for as long as the process runs. Nothing
-    is buffered while it is away (publishing then raises), so a message is sent only by a
-    delivery that is still waiting for its outcome."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.servers = [part.strip() for part in url.split(",") if part.strip()]
-        self.problem = "not connected yet"
-        self.client: Client | None = None
-        self._jetstream: JetStreamContext | None = None
-        self._connecting: asyncio.Task[None] | None = None
-        self._closing = False
-
-    @property
-    def where(self) -> str:
-        """The servers as host:port, without credentials (for messages)."""
-        shown = []
-        for server in self.servers:
-            try:
-                parts = urlsplit(server if "://" in server else f"nats://{server}")
-                shown.append(f"{parts.hostname}:{parts.port or 4222}")
-            except ValueError:
-                shown.append("an invalid URL")
-        return ", ".join(shown) or "no server"
-
-    @property
-    def connected(self) -> bool:
-        return self.client is not None and self.client.is_connected
-
-    async def ready(self) -> Client:
-        """The client once it is connected; waits as long as the caller lets it (cancel it)."""
-        if self._connecting is None or (
-            self._connecting.done()
-            and (
-                self._connecting.cancelled()
-                or self._connecting.exception() is not None
-                or self._is_closed()
-            )
-        ):
-            self._connecting = asyncio.get_running_loop().create_task(self._connect())
-        # Shielded: a delivery that gives up does not stop the attempt the others wait for.
-        await asyncio.shield(self._connecting)
-        while not self.connected:  # reconnecting after the server went away
-            if self._is_closed():
-                raise ConnectionError(self.problem)
-            await asyncio.sleep(0.05)
-        assert self.client is not None
-        return self.client
-
-    def jetstream(self, client: Client) -> JetStreamContext:
-        if self._jetstream is None:
-            self._jetstream = client.jetstream()
-        return self._jetstream
-
-    def _is_closed(self) -> bool:
-        return self.client is not None and self.client.is_closed
-
-    async def _connect(self) -> None:
-        from nats.aio.client import Client
-
-        self.client = client = Client()
-        self._jetstream = None
-        try:
-            await client.connect(
-                servers=self.servers,
-                name="timers-worker",
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,  # for as long as the process runs
-                reconnect_time_wait=RECONNECT_WAIT,  # type: ignore[arg-type]
-                connect_timeout=CONNECT_TIMEOUT,  # type: ignore[arg-type]
-                pending_size=0,  # no buffering while disconnected
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-            )
-        except Exception as exc:
-            self.problem = _reason(exc)
-            raise
-        log.info("connected to NATS at %s", self.where)
-
-    async def _on_error(self, exc: Exception) -> None:
-        problem = _reason(exc)
-        if problem != self.problem:
-            log.warning("NATS at %s: %s", self.where, problem)
-        self.problem = problem
-
-    async def _on_disconnected(self) -> None:
-        if self._closing:
-            return
-        self.problem = "disconnected, reconnecting"
-        log.warning("disconnected from NATS at %s; reconnecting", self.where)
-
-    async def _on_reconnected(self) -> None:
-        log.info("reconnected to NATS at %s", self.where)
-
-    async def close(self) -> None:
-        self._closing = True
-        if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
-        client, self.client = self.client, None
-        if client is not None and not client.is_closed:
-            try:
-                async with asyncio.timeout(2):
-                    await client.close()
-            except Exception as exc:
-                log.warning("closing the NATS connection failed: %s", _reason(exc))
-
-
-async def _close_connection(connection: NatsConnection) -> None:
-    await connection.close()
 
 
 async def publish(
@@ -330,7 +233,7 @@ async def publish(
         if isinstance(exc, TimeoutError):
             waited = "JetStream acknowledgement" if callback.jetstream else "flush"
             return f"timeout after {timeout:g}s (waiting for the {waited})"
-        return f"NATS error: {_reason(exc)}"
+        return f"NATS error: {reason_of(exc)}"
     except nats.js.errors.NoStreamResponseError:
         return f"JetStream: no stream takes subject {callback.subject}"
     except nats.js.errors.APIError as exc:
@@ -338,7 +241,7 @@ async def publish(
     except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
         return _unavailable(connection, timeout)
     except nats.errors.Error as exc:
-        return f"NATS error: {_reason(exc)}"
+        return f"NATS error: {reason_of(exc)}"
     return None
 
 
@@ -346,21 +249,23 @@ def _unavailable(connection: NatsConnection, timeout: float) -> str:
     return f"NATS unavailable: {connection.where}: {connection.problem} (waited {timeout:g}s)"
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:200]
-
-
 def _parse(config: Any, field_name: str, policy: Any) -> NatsCallback:
     return NatsCallback.from_config(config, field_name)
+
+
+def _permit(callback: NatsCallback, rules: CallbackRules, field_prefix: str) -> None:
+    """With TIMERS_NATS_SUBJECTS, refuse a subject under none of its prefixes."""
+    if rules.nats_subjects and not callback.subject.startswith(rules.nats_subjects):
+        raise InvalidCallback(
+            f"{field_prefix}.subject",
+            f"{callback.subject!r} is under none of the prefixes TIMERS_NATS_SUBJECTS allows",
+        )
 
 
 def _kind() -> Any:
     from timers.callbacks import Kind
 
-    return Kind("nats", NatsConfig, _parse)
+    return Kind("nats", NatsConfig, _parse, _permit)
 
 
 KIND = _kind()

@@ -84,11 +84,12 @@ SETTINGS: tuple[Setting, ...] = (
             "`true` lets `TIMERS_TASK_BROKER_URL` be the timers broker itself (otherwise refused "
             "at start); the timers queue and the broker's own keys stay refused either way"),
     Setting("TIMERS_CELERY_TASKS", "celery_tasks", _keys, (),
-            "comma-separated task names or globs (`shop.tasks.*`) that `celery` callbacks may "
-            "send; `celery.*` and `timers.*` never", "none"),
+            "comma-separated task names or globs (`shop.tasks.*`, case-sensitive) that `celery` "
+            "callbacks may send; `celery.*` and `timers.*` never", "none"),
     Setting("TIMERS_CELERY_QUEUES", "celery_queues", _keys, ("celery",),
-            "comma-separated queue names or globs that `celery` callbacks may publish to; "
-            "`timers`, `celery.pidbox`, `unacked*` and `_kombu.*` never", "`celery`"),
+            "comma-separated queue names or globs that `celery` callbacks may publish to (a "
+            "callback that names none goes to `celery`); `timers`, `*.pidbox` (`celery.pidbox`), "
+            "`unacked*` and `_kombu.*` never", "`celery`"),
     Setting("TIMERS_NATS_URL", "nats_url", _text, None,
             "the NATS server `nats` callbacks publish to (`timers dev` starts an embedded one, "
             "with JetStream, when this is unset and nothing listens on 127.0.0.1:4222)",
@@ -130,7 +131,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TIMERS_MAX_DELAY", "max_delay", _seconds, 315_576_000.0,
             "seconds ahead a timer may be set at most", "315576000 (10 years)"),
     Setting("TIMERS_CALLBACK_TIMEOUT", "callback_timeout", _seconds, 30.0,
-            "seconds one HTTP callback may take in all (connect, send, wait, read)"),
+            "seconds one callback may take in all: an HTTP call (connect, send, wait, read), "
+            "publishing a Celery task (its retries included) or a NATS message"),
     Setting("TIMERS_ALLOWED_NETWORKS", "allowed_networks", _networks, (),
             "comma-separated CIDRs that callbacks may reach besides public addresses (e.g. "
             "`127.0.0.0/8` for a receiver on this host); loopback, private, link-local and other "
