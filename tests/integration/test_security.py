@@ -80,6 +80,22 @@ def test_callbacks_to_internal_addresses_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("retry", "field"),
+    [
+        ({"max_attempts": 26}, "retry.max_attempts"),
+        ({"max_attempts": 100, "initial_delay": 1}, "retry.max_attempts"),
+        ({"max_attempts": 5, "initial_delay": 0}, "retry.initial_delay"),
+        ({"max_attempts": 5, "initial_delay": 0.5}, "retry.initial_delay"),
+        ({"max_attempts": 5, "max_delay": 0.5}, "retry.max_delay"),
+    ],
+)
+def test_retry_policies_that_would_amplify_a_callback_are_refused(
+    client: TestClient, store: TimerStore, retry: dict[str, Any], field: str
+) -> None:
+    refused(client, store, {**body(), "retry": retry}, field)
+
+
+@pytest.mark.parametrize(
     "header", ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "TE"]
 )
 def test_framing_and_hop_by_hop_headers_are_refused(
