@@ -91,18 +91,27 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def database_engine(url: str, **kwargs: Any) -> Engine:
+def database_engine(url: str, *, statement_timeout: float | None = None, **kwargs: Any) -> Engine:
     """An engine on psycopg2 for a user's `postgresql://` URL (SQLAlchemy 2.1 would pick psycopg 3).
 
     Its connections are in autocommit: a single statement is its own transaction with no BEGIN and
-    COMMIT round trips; `TimerStore` opens an explicit transaction where it runs several.
+    COMMIT round trips; `TimerStore` opens an explicit transaction where it runs several. With
+    `statement_timeout` (seconds), PostgreSQL cancels any statement of theirs that runs longer (a
+    StoreError; the connection stays usable).
     """
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg2")
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("isolation_level", "AUTOCOMMIT")
-    kwargs.setdefault("connect_args", {"connect_timeout": 5})
+    connect_args = dict(kwargs.get("connect_args", {"connect_timeout": 5}))
+    if statement_timeout is not None:
+        # Beside any libpq `options` the URL gives (connect_args would replace them).
+        given = parsed.query.get("options") or ()
+        options = [given] if isinstance(given, str) else list(given)
+        options.append(f"-c statement_timeout={round(statement_timeout * 1000)}")
+        connect_args["options"] = " ".join(options)
+    kwargs["connect_args"] = connect_args
     kwargs.setdefault("json_deserializer", load_json)
     return create_engine(parsed, **kwargs)
 
