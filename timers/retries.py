@@ -26,6 +26,8 @@ from timers.models import InvalidCallback
 BACKOFFS = ("exponential", "fixed")
 MAX_ATTEMPTS = 25
 MIN_DELAY = 1.0
+# Times a failed timer may be redriven by hand (`POST /timers/{id}/retry`), each a fresh budget.
+MAX_REDRIVES = 10
 MAX_DELAY = 7 * 24 * 3600.0
 
 

@@ -388,6 +388,6 @@ class Store(Protocol):
         ...
 
     def redrive(self, timer_id: uuid.UUID) -> Timer:
-        """`failed` → `pending`, due now, with a fresh attempt budget; raises TimerNotFound, or
-        TimerNotPending (with the status) for any other status."""
+        """`failed` → `pending`, due now, with a fresh attempt budget, at most MAX_REDRIVES
+        times; raises TimerNotFound, TimerNotPending (with the status) or RedriveLimitReached."""
         ...

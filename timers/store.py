@@ -41,7 +41,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from timers.errors import RedriveLimitReached
 from timers.models import MAX_INT_DIGITS, DueTime, Timer, TimerStatus, TooLongInteger, uuid7
+from timers.retries import MAX_REDRIVES
 from timers.schema import timer_labels, timers
 from timers.storage import (
     BACKLOG_CAP,
@@ -1014,11 +1016,13 @@ class TimerStore:
             return int(conn.execute(_FINISH, params).rowcount)
 
     def redrive(self, timer_id: uuid.UUID) -> Timer:
-        """Put a `failed` timer back to `pending`, due now, with a fresh attempt budget (its
-        history kept); raises TimerNotFound, or TimerNotPending with the status it has."""
+        """Put a `failed` timer redriven fewer than MAX_REDRIVES times back to `pending`, due
+        now, with a fresh attempt budget (its history kept) and one more redrive counted; raises
+        TimerNotFound, TimerNotPending with the status it has, or RedriveLimitReached."""
+        failed = timers.c.status == TimerStatus.FAILED.value
         stmt = (
             timers.update()
-            .where(timers.c.id == timer_id, timers.c.status == TimerStatus.FAILED.value)
+            .where(timers.c.id == timer_id, failed, timers.c.redrives < MAX_REDRIVES)
             .values(
                 status=TimerStatus.PENDING.value,
                 execute_at=func.now(),
@@ -1026,12 +1030,17 @@ class TimerStore:
                 claimed_at=None,
                 started_at=None,
                 leased_until=None,
+                redrives=timers.c.redrives + 1,
             )
             .returning(*timers.c)
         )
         with self._transaction() as conn:
             row = conn.execute(stmt).mappings().first()
             if row is None:
+                spent = select(timers.c.redrives).where(timers.c.id == timer_id, failed)
+                redrives = conn.execute(spent).scalar()
+                if redrives is not None:
+                    raise RedriveLimitReached(timer_id, redrives)
                 self._raise_missing_or_not_pending(conn, timer_id)
         return Timer.from_row(row)
 
