@@ -12,9 +12,9 @@ the same synchronous psycopg2 store as everywhere else (outcomes are written by 
 
 Limits, all per worker process:
 - at most `max_per_destination` deliveries at once to one receiver (for HTTP: scheme, host and
-  port; for Celery tasks: the queue): one
-  slow receiver cannot take every connection; its other timers wait their turn (their leases are
-  renewed meanwhile, and their deadline starts when they are sent);
+  port, and also the address and port the host resolved to, see `timers.destinations`; for
+  Celery tasks: the queue): one slow receiver cannot take every connection; its other timers wait
+  their turn (their leases are renewed meanwhile, and their deadline starts when they are sent);
 - at most `MAX_IN_FLIGHT` deliveries in all; past that, starting more blocks the task (backpressure
   to the broker instead of unbounded memory);
 - each delivery has one deadline (`context.timeout`), kept by its kind (see `timers.callbacks`).
@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 
 from timers import callbacks
 from timers.callbacks import CallbackRules, DeliveryContext
+from timers.destinations import DestinationSlots, current_slots
 from timers.metrics import DeliveryMetrics
 from timers.models import InvalidCallback, Timer
 from timers.retries import DeliveryResult, RetryPolicy, next_delay
@@ -47,14 +48,6 @@ from timers.storage import Claim, Outcome, clip_error
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 10_000
-
-
-class _Gate:
-    """A semaphore for one destination, dropped when no delivery uses it."""
-
-    def __init__(self, limit: int) -> None:
-        self.semaphore = asyncio.Semaphore(limit)
-        self.users = 0
 
 
 class DeliveryEngine:
@@ -80,7 +73,7 @@ class DeliveryEngine:
         self._running: dict[uuid.UUID, int] = {}
         self._idle = threading.Condition(self._lock)
         self._loop = asyncio.new_event_loop()
-        self._gates: dict[str, _Gate] = {}
+        self._destinations = DestinationSlots(max_per_destination)
         self._tasks: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._run_loop, name="delivery-engine", daemon=True)
         self._thread.start()
@@ -176,18 +169,9 @@ class DeliveryEngine:
             callback = callbacks.parse(timer.callback_type, timer.callback_config, rules=self.rules)
         except InvalidCallback as exc:
             return DeliveryResult(f"invalid callback_config: {exc}", retryable=False)
-        key = callback.destination()
-        gate = self._gates.get(key)
-        if gate is None:
-            gate = self._gates[key] = _Gate(self.max_per_destination)
-        gate.users += 1
-        try:
-            async with gate.semaphore:
+        with current_slots(self._destinations):
+            async with self._destinations.take(callback.destination()):
                 answer = await callback.deliver(timer.id, self.context.for_owner(timer.owner))
-        finally:
-            gate.users -= 1
-            if gate.users == 0:
-                del self._gates[key]
         if isinstance(answer, DeliveryResult):
             return answer
         return DeliveryResult(answer)  # a reason alone: worth trying again

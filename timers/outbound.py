@@ -10,8 +10,9 @@ Checked twice:
 - at the API, for hosts that are IP literals (in any spelling `inet_aton` accepts, such as
   `0x7f000001` or `2130706433`) or obviously local (`localhost`, `*.localhost`): a 400 naming the
   field;
-- at delivery, after DNS resolution: `GuardedResolver` hands aiohttp only the addresses it checked,
-  so the connection goes to an address that was checked (no second lookup to rebind).
+- at delivery, after DNS resolution: `addresses` (by way of `GuardedResolver`) gives only the
+  addresses it checked, and the delivery connects to one of those (no second lookup to rebind).
+  A refusal says that a name resolves to a refused address, never which one.
 """
 
 from __future__ import annotations
@@ -129,6 +130,24 @@ class OutboundPolicy:
     def resolver(self) -> GuardedResolver:
         return GuardedResolver(self)
 
+    async def addresses(self, host: str, port: int) -> list[IPAddress]:
+        """Where a connection to `host` may go, in the order to try: the address a literal
+        spells, or the addresses DNS gives for a name that this policy allows (IPv4 and IPv6).
+        Raises Blocked when none is allowed, OSError when the lookup fails."""
+        name = host.strip("[]")
+        literal = literal_address(name)
+        if literal is not None:
+            why = self.refusal(literal)
+            if why is not None:
+                raise Blocked(why)
+            return [literal]
+        resolver = self.resolver()
+        try:
+            infos = await resolver.resolve(name, port, socket.AF_UNSPEC)
+        finally:
+            await resolver.close()
+        return list(dict.fromkeys(ipaddress.ip_address(info["host"]) for info in infos))
+
 
 def _is_standard(host: str) -> bool:
     try:
@@ -173,8 +192,12 @@ class GuardedResolver(AbstractResolver):
             else:
                 refusals.append(why)
         if not allowed:
+            # Never which address: that would tell whoever made the timer which internal name
+            # resolves where (the message ends up in the timer's `last_error`).
             raise Blocked(
-                f"{host} resolves to {refusals[0]}" if refusals else f"{host}: no address"
+                f"{host} resolves to a refused (non-public) address"
+                if refusals
+                else f"{host}: no address"
             )
         return allowed
 

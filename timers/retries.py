@@ -6,7 +6,12 @@ A timer's own policy, else the server's `TIMERS_DEFAULT_RETRY` (one attempt unle
 network errors, timeouts, HTTP 408, 429 and 5xx; `Retry-After` is honoured (capped by
 `max_delay`). Not retried: other 4xx (410 Gone included), redirects, refused destinations and
 invalid configs. Exponential backoff uses full jitter: the n-th retry waits a random time between
-0 and min(max_delay, initial_delay × 2^(n-1)).
+1 s and min(max_delay, initial_delay × 2^(n-1)).
+
+Bounded, so that one timer can't be made into a flood of requests to someone else's server: at
+most `MAX_ATTEMPTS` attempts, `initial_delay` and `max_delay` at least `MIN_DELAY`, and no retry
+ever follows an attempt sooner than `MIN_DELAY` (whatever the jitter or a receiver's
+`Retry-After`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from typing import Any
 from timers.models import InvalidCallback
 
 BACKOFFS = ("exponential", "fixed")
-MAX_ATTEMPTS = 100
+MAX_ATTEMPTS = 25
+MIN_DELAY = 1.0
+# Times a failed timer may be redriven by hand (`POST /timers/{id}/retry`), each a fresh budget.
+MAX_REDRIVES = 10
 MAX_DELAY = 7 * 24 * 3600.0
 
 
@@ -51,8 +59,10 @@ class RetryPolicy:
             value = config.get(name, default)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise InvalidCallback(f"{field}.{name}", "must be a number of seconds")
-            if not 0 <= value <= MAX_DELAY:
-                raise InvalidCallback(f"{field}.{name}", f"must be 0 to {MAX_DELAY:g} seconds")
+            if not MIN_DELAY <= value <= MAX_DELAY:
+                raise InvalidCallback(
+                    f"{field}.{name}", f"must be {MIN_DELAY:g} to {MAX_DELAY:g} seconds"
+                )
             delays[name] = float(value)
         if delays["max_delay"] < delays["initial_delay"]:
             raise InvalidCallback(f"{field}.max_delay", "must not be less than initial_delay")
@@ -96,7 +106,7 @@ def next_delay(
         delay = policy.initial_delay
     else:
         ceiling = min(policy.max_delay, policy.initial_delay * 2 ** (attempt - 1))
-        delay = rand(0.0, ceiling)
+        delay = rand(MIN_DELAY, max(MIN_DELAY, ceiling))
     if result.retry_after is not None:
         delay = max(delay, result.retry_after)
-    return min(delay, policy.max_delay)
+    return max(MIN_DELAY, min(delay, policy.max_delay))

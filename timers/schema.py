@@ -46,6 +46,8 @@ timers = Table(
     Column("retry", JSONB, nullable=True),
     Column("delivery_attempts", Integer, nullable=False, server_default=text("0")),
     Column("history", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    # How many times it was redriven (each a fresh budget), up to MAX_REDRIVES (0011).
+    Column("redrives", Integer, nullable=False, server_default=text("0")),
     # Idempotent create: the client's key, a hash of the API key that used it (never the key
     # itself) and a hash of the canonical request it came with. Kept as long as the timer.
     Column("idempotency_key", Text, nullable=True),

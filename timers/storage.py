@@ -401,7 +401,7 @@ class Store(Protocol):
         ...
 
     def redrive(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
-        """`failed` → `pending`, due now, with a fresh attempt budget; raises TimerNotFound (also
-        for another owner's timer, given an owner), or TimerNotPending (with the status) for any
-        other status."""
+        """`failed` → `pending`, due now, with a fresh attempt budget, at most MAX_REDRIVES
+        times; raises TimerNotFound (also for another owner's timer, given an owner),
+        TimerNotPending (with the status) or RedriveLimitReached."""
         ...

@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from timers.errors import RedriveLimitReached
 from timers.models import (
     MAX_INT_DIGITS,
     Claimed,
@@ -50,6 +51,7 @@ from timers.models import (
     TooLongInteger,
     uuid7,
 )
+from timers.retries import MAX_REDRIVES
 from timers.schema import timer_labels, timers
 from timers.storage import (
     BACKLOG_CAP,
@@ -99,18 +101,27 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def database_engine(url: str, **kwargs: Any) -> Engine:
+def database_engine(url: str, *, statement_timeout: float | None = None, **kwargs: Any) -> Engine:
     """An engine on psycopg2 for a user's `postgresql://` URL (SQLAlchemy 2.1 would pick psycopg 3).
 
     Its connections are in autocommit: a single statement is its own transaction with no BEGIN and
-    COMMIT round trips; `TimerStore` opens an explicit transaction where it runs several.
+    COMMIT round trips; `TimerStore` opens an explicit transaction where it runs several. With
+    `statement_timeout` (seconds), PostgreSQL cancels any statement of theirs that runs longer (a
+    StoreError; the connection stays usable).
     """
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg2")
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("isolation_level", "AUTOCOMMIT")
-    kwargs.setdefault("connect_args", {"connect_timeout": 5})
+    connect_args = dict(kwargs.get("connect_args", {"connect_timeout": 5}))
+    if statement_timeout is not None:
+        # Beside any libpq `options` the URL gives (connect_args would replace them).
+        given = parsed.query.get("options") or ()
+        options = [given] if isinstance(given, str) else list(given)
+        options.append(f"-c statement_timeout={round(statement_timeout * 1000)}")
+        connect_args["options"] = " ".join(options)
+    kwargs["connect_args"] = connect_args
     kwargs.setdefault("json_deserializer", load_json)
     return create_engine(parsed, **kwargs)
 
@@ -1039,14 +1050,17 @@ class TimerStore:
             return int(conn.execute(_FINISH, params).rowcount)
 
     def redrive(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
-        """Put a `failed` timer (of this owner, when given) back to `pending`, due now, with a
-        fresh attempt budget (its history kept); raises TimerNotFound, or TimerNotPending with
-        the status it has."""
+        """Put a `failed` timer (of this owner, when given) redriven fewer than MAX_REDRIVES times
+        back to `pending`, due now, with a fresh attempt budget (its history kept) and one more
+        redrive counted; raises TimerNotFound, TimerNotPending with the status it has, or
+        RedriveLimitReached."""
+        failed = timers.c.status == TimerStatus.FAILED.value
         stmt = (
             timers.update()
             .where(
                 timers.c.id == timer_id,
-                timers.c.status == TimerStatus.FAILED.value,
+                failed,
+                timers.c.redrives < MAX_REDRIVES,
                 *_owned_by(owner),
             )
             .values(
@@ -1056,12 +1070,19 @@ class TimerStore:
                 claimed_at=None,
                 started_at=None,
                 leased_until=None,
+                redrives=timers.c.redrives + 1,
             )
             .returning(*timers.c)
         )
         with self._transaction() as conn:
             row = conn.execute(stmt).mappings().first()
             if row is None:
+                spent = select(timers.c.redrives).where(
+                    timers.c.id == timer_id, failed, *_owned_by(owner)
+                )
+                redrives = conn.execute(spent).scalar()
+                if redrives is not None:
+                    raise RedriveLimitReached(timer_id, redrives)
                 self._raise_missing_or_not_pending(conn, timer_id, owner)
         return Timer.from_row(row)
 

@@ -18,7 +18,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from timers.errors import RedriveLimitReached
 from timers.models import Claimed, DueTime, Timer, TimerStatus, uuid7
+from timers.retries import MAX_REDRIVES
 from timers.storage import (
     BACKLOG_CAP,
     FINISHED,
@@ -138,6 +140,8 @@ class InMemoryStore:
         self._timers: dict[uuid.UUID, Timer] = {}
         # The unique index on (api_key_hash, idempotency_key): the timer and its request_hash.
         self._keys: dict[tuple[str, str], tuple[uuid.UUID, str]] = {}
+        # The `redrives` column, which Timer doesn't carry: a timer's redrives so far.
+        self._redrives: dict[uuid.UUID, int] = {}
         self._lock = threading.RLock()
         self._feeds: list[InMemoryFeed] = []
 
@@ -549,6 +553,10 @@ class InMemoryStore:
                 raise TimerNotFound(timer_id)
             if timer.status is not TimerStatus.FAILED:
                 raise TimerNotPending(timer_id, timer.status)
+            redrives = self._redrives.get(timer_id, 0)
+            if redrives >= MAX_REDRIVES:
+                raise RedriveLimitReached(timer_id, redrives)
+            self._redrives[timer_id] = redrives + 1
             return self._update(
                 timer,
                 now,

@@ -10,10 +10,13 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+import requests
 import yaml
 
 from tests.support import processes
@@ -54,6 +57,7 @@ def test_each_procfile_command_comes_up(services: Services, database_url: str) -
         "API_KEY": API_KEY,
         "PORT": str(port),
         "FLOWER_PORT": str(flower_port),
+        "FLOWER_BASIC_AUTH": "admin:s3cret-flower",
         "PATH": f"{processes.BIN}{os.pathsep}{os.environ['PATH']}",
     }
     commands = procfile()
@@ -79,6 +83,55 @@ def test_each_procfile_command_comes_up(services: Services, database_url: str) -
     finally:
         for _, proc in started:
             proc.stop()
+
+
+def test_procfile_flower_wants_a_password_and_listens_on_loopback(services: Services) -> None:
+    port = free_port()
+    env = {
+        "REDIS_URL": services.redis_database(13),
+        "FLOWER_PORT": str(port),
+        "PATH": f"{processes.BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+    argv = shlex.split(procfile()["flower"])
+    # Without a password it refuses to start, saying what to set.
+    for unset in (
+        {"FLOWER_BASIC_AUTH": ""},
+        {"FLOWER_BASIC_AUTH": "", "FLOWER_ADDRESS": "0.0.0.0"},
+    ):
+        refused = processes.Process("flower", argv, {**env, **unset})
+        try:
+            assert refused.popen.wait(30) != 0, refused.output()
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"flower started without FLOWER_BASIC_AUTH:\n{refused.output()}")
+        finally:
+            refused.stop()
+        assert "FLOWER_BASIC_AUTH" in refused.output()
+    flower = processes.Process("flower", argv, {**env, "FLOWER_BASIC_AUTH": "admin:s3cret-flower"})
+    try:
+        assert flower.wait_for_output(READY["flower"], 60), flower.output()
+        url = f"http://127.0.0.1:{port}/"
+        assert wait_for_status(url, None) == 401
+        assert wait_for_status(url, ("admin", "s3cret-flower")) == 200
+        listening = [
+            c.laddr
+            for c in psutil.Process(flower.popen.pid).net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        ]
+        assert listening and all(addr.ip == "127.0.0.1" for addr in listening), listening
+    finally:
+        flower.stop()
+
+
+def wait_for_status(url: str, auth: tuple[str, str] | None, timeout: float = 30) -> int:
+    """The HTTP status `url` answers with, once it answers at all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return requests.get(url, auth=auth, timeout=5).status_code
+        except requests.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def compose_command() -> list[str] | None:

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
+from timers.errors import RedriveLimitReached
 from timers.models import Claimed, DueTime, TimerStatus
 from timers.storage import (
     HISTORY_LENGTH,
@@ -304,6 +305,22 @@ def test_only_a_failed_timer_is_redriven_with_a_fresh_budget(world: World) -> No
     assert len(redriven.history) == 1
     with pytest.raises(TimerNotPending):
         world.store.redrive(b)
+    with pytest.raises(TimerNotFound):
+        world.store.redrive(uuid.uuid4())
+
+
+def test_a_timer_is_redriven_at_most_ten_times(world: World) -> None:
+    a = world.add()
+    for redrive in range(11):
+        [claimed] = world.store.claim_due([a])
+        world.store.begin_deliveries([(a, claimed.attempt)], lease=60)
+        world.store.finish_many([Outcome(a, claimed.attempt, "HTTP 500", None, {})])
+        if redrive == 10:
+            break
+        assert world.store.redrive(a).status is TimerStatus.PENDING
+    with pytest.raises(RedriveLimitReached, match="redriven 10 times"):
+        world.store.redrive(a)
+    assert world.status(a) is TimerStatus.FAILED
     with pytest.raises(TimerNotFound):
         world.store.redrive(uuid.uuid4())
 

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from tests.support.services import API_KEY
 from timers.api import create_app
 from timers.config import Settings
+from timers.storage import NewTimer, Outcome
 from timers.store import TimerStore
 
 HOOK = "https://receiver.example/hook"
@@ -518,3 +519,25 @@ def test_batch_size_is_bounded(client: TestClient, store: TimerStore, size: int)
     response = client.post("/timers/batch", json={"timers": [timer_body()] * size})
     assert_rejected(response, "timers")
     assert count_rows(store) == 0
+
+
+def test_a_timer_is_redriven_at_most_ten_times(client: TestClient, store: TimerStore) -> None:
+    config = {"type": "http", "url": HOOK}
+    timer_id = store.create(NewTimer(datetime.now(UTC), "http", config)).id
+
+    def fail() -> None:
+        [claimed] = store.claim_due([timer_id])
+        store.begin_deliveries([(timer_id, claimed.attempt)], lease=60)
+        attempt = {"attempt": 1, "started_at": datetime.now(UTC).isoformat(), "duration_ms": 1}
+        entry = {**attempt, "outcome": "failed", "status": 500, "error": "HTTP 500"}
+        store.finish_many([Outcome(timer_id, claimed.attempt, "HTTP 500", None, entry)])
+
+    for _ in range(10):
+        fail()
+        assert client.post(f"/timers/{timer_id}/retry").status_code == 200
+    fail()
+    refused = client.post(f"/timers/{timer_id}/retry")
+    assert refused.status_code == 400, refused.text
+    answer = refused.json()
+    assert answer["code"] == 2 and "redriven 10 times" in answer["message"], answer
+    assert store.get(timer_id).status.value == "failed"

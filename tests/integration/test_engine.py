@@ -3,25 +3,61 @@ collected as the engine hands them over)."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.abc import AbstractResolver
 
 from tests.support.receiver import Receiver, wait_until
 from timers.callbacks import CallbackRules, DeliveryContext
-from timers.callbacks.http import HttpCallback
+from timers.callbacks.http import HttpCallback, deliver
 from timers.engine import DeliveryEngine, Outcome
 from timers.models import Timer, TimerStatus, uuid7
-from timers.outbound import OutboundPolicy
+from timers.outbound import GuardedResolver, Network, OutboundPolicy
 
 LOCAL = OutboundPolicy(["127.0.0.0/8"])
 RULES = CallbackRules()
 SHOP = CallbackRules(task_broker=True, celery_tasks=("shop.tasks.*",), celery_queues=("celery",))
+
+
+class WildcardDns(AbstractResolver):
+    """A DNS server that answers every name with one address (`*.evil.test A 127.0.0.1`)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[Any]:
+        info = {"hostname": host, "host": self.address, "port": port, "family": socket.AF_INET}
+        return [{**info, "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        pass
+
+
+class BehindWildcardDns(OutboundPolicy):
+    """The shipped policy, with names resolved by a `WildcardDns`."""
+
+    def __init__(self, address: str, allowed: tuple[Network | str, ...] = ()) -> None:
+        super().__init__(allowed)
+        self.address = address
+
+    def resolver(self) -> GuardedResolver:
+        guarded = GuardedResolver(self)
+        guarded.inner = WildcardDns(self.address)
+        return guarded
 
 
 def started_timer(url: str, **config: Any) -> Timer:
@@ -174,6 +210,97 @@ def test_the_outbound_policy_is_applied_after_resolution_and_to_literals() -> No
         error = outcomes.items[str(timer.id)].error or ""
         assert error.startswith("blocked: "), error
         assert "loopback" in error, error
+
+
+def test_the_cap_holds_per_address_whatever_names_lead_there(
+    receivers: tuple[Receiver, Receiver],
+) -> None:
+    slow, _ = receivers
+    outcomes = Outcomes()
+    engine = DeliveryEngine(
+        max_per_destination=2,
+        on_outcome=outcomes,
+        context=DeliveryContext(
+            timeout=10, policy=BehindWildcardDns("127.0.0.1", ("127.0.0.0/8",))
+        ),
+        rules=RULES,
+    )
+    # Names a wildcard record sends to one address, and literals that spell that address.
+    names = [f"a{i}.evil.test" for i in range(6)] + ["localhost", "127.0.0.1", "127.1"]
+    timers = [
+        started_timer(f"http://{name}:{slow.port}/slow/0.3") for name in names for _ in range(2)
+    ]
+    try:
+        engine.submit(timers)
+        assert wait_until(lambda: len(outcomes) == len(timers), 30)
+    finally:
+        engine.close(5)
+    assert slow.max_concurrent == 2
+    assert [o.error for o in outcomes.items.values()] == [None] * len(timers)
+    # Each went to its own name (the Host header), by way of the one address.
+    hosts = {a.headers["Host"] for a in slow.arrivals}
+    assert hosts == {f"{name}:{slow.port}" for name in names}
+
+
+def test_a_name_that_resolves_to_a_refused_address_does_not_say_which_address() -> None:
+    outcomes = Outcomes()
+    engine = DeliveryEngine(
+        max_per_destination=8,
+        on_outcome=outcomes,
+        context=DeliveryContext(timeout=5, policy=BehindWildcardDns("10.1.2.3")),
+        rules=RULES,
+    )
+    timer = started_timer("http://billing.internal.test/hook")
+    try:
+        engine.submit([timer])
+        assert wait_until(lambda: len(outcomes) == 1, 10)
+    finally:
+        engine.close(5)
+    error = outcomes.items[str(timer.id)].error or ""
+    assert error == "blocked: billing.internal.test resolves to a refused (non-public) address", (
+        error
+    )
+    assert "10.1.2.3" not in error and "private" not in error
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """An https receiver on 127.0.0.1 whose certificate names only `hook.evil.test`: its port,
+    and the certificate (the one authority a client trusts)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert), "-subj", "/CN=hook.evil.test"]
+        + ["-addext", "subjectAltName=DNS:hook.evil.test"],
+        check=True,
+        capture_output=True,
+    )
+    receiver = Receiver().start()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    yield receiver.port, cert
+    receiver.stop()
+
+
+def test_https_checks_the_certificate_against_the_host_not_the_address(
+    tls_receiver: tuple[int, Path],
+) -> None:
+    port, cert = tls_receiver
+    policy = BehindWildcardDns("127.0.0.1", ("127.0.0.0/8",))
+
+    async def post(host: str) -> str | None:
+        trusting = ssl.create_default_context(cafile=cert)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trusting)) as session:
+            callback = HttpCallback(f"https://{host}:{port}/hook")
+            return (await deliver(session, uuid7(), callback, 5, policy)).error
+
+    assert asyncio.run(post("hook.evil.test")) is None
+    for other in ("other.evil.test", "127.0.0.1"):
+        error = asyncio.run(post(other)) or ""
+        assert error.startswith("TLS error: ") and "mismatch" in error, error
 
 
 def test_a_task_the_broker_wont_take_fails_after_the_callback_timeout() -> None:

@@ -128,7 +128,7 @@ def test_503_503_200_is_three_attempts_spaced_by_the_backoff(
 
 
 def test_retry_after_is_honoured(api: TestClient, receiver: Receiver) -> None:
-    policy = {"max_attempts": 2, "initial_delay": 0.1, "max_delay": 60}
+    policy = {"max_attempts": 2, "initial_delay": 1, "max_delay": 60}
     timer_id = create(api, receiver.url("/status/429/retry-after/2"), policy)
     done = settle(api, timer_id)
     assert done["status"] == "failed" and done["last_error"] == "HTTP 429"
@@ -137,7 +137,7 @@ def test_retry_after_is_honoured(api: TestClient, receiver: Receiver) -> None:
 
 
 def test_410_gone_fails_after_one_attempt(api: TestClient, receiver: Receiver) -> None:
-    timer_id = create(api, receiver.url("/status/410"), {"max_attempts": 5, "initial_delay": 0.1})
+    timer_id = create(api, receiver.url("/status/410"), {"max_attempts": 5, "initial_delay": 1})
     done = settle(api, timer_id)
     assert done["status"] == "failed" and done["last_error"] == "HTTP 410"
     assert [h["outcome"] for h in done["history"]] == ["failed"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from tests.support.services import API_KEY
 from timers.api import create_app
 from timers.config import Settings
 from timers.storage import StoreError
-from timers.store import TimerStore
+from timers.store import TimerStore, database_engine, database_errors
 from timers.testing import InMemoryStore
 
 OTHER_KEY = "another-key-for-rotation-0123456789abcdef"
@@ -144,6 +145,22 @@ def test_callbacks_to_internal_addresses_are_refused(
 
 
 @pytest.mark.parametrize(
+    ("retry", "field"),
+    [
+        ({"max_attempts": 26}, "retry.max_attempts"),
+        ({"max_attempts": 100, "initial_delay": 1}, "retry.max_attempts"),
+        ({"max_attempts": 5, "initial_delay": 0}, "retry.initial_delay"),
+        ({"max_attempts": 5, "initial_delay": 0.5}, "retry.initial_delay"),
+        ({"max_attempts": 5, "max_delay": 0.5}, "retry.max_delay"),
+    ],
+)
+def test_retry_policies_that_would_amplify_a_callback_are_refused(
+    client: TestClient, store: TimerStore, retry: dict[str, Any], field: str
+) -> None:
+    refused(client, store, {**body(), "retry": retry}, field)
+
+
+@pytest.mark.parametrize(
     "header", ["Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "TE"]
 )
 def test_framing_and_hop_by_hop_headers_are_refused(
@@ -213,6 +230,51 @@ def test_a_statement_the_database_refuses_is_an_internal_error_not_unavailabilit
         response = c.get("/timers")
     assert response.status_code == 500
     assert response.json() == {"code": 1, "message": "internal error", "data": None}
+
+
+def test_api_statements_are_cut_off_by_a_statement_timeout_and_answered_clearly(
+    database_url: str,
+) -> None:
+    store = create_app(Settings(database_url=database_url, api_key=API_KEY)).state.store
+    engine = store.engine
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "5s"
+            backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        began = time.monotonic()
+        with (
+            pytest.raises(StoreError, match="statement timeout") as cut_off,
+            database_errors(),
+            engine.connect() as conn,
+        ):
+            conn.exec_driver_sql("SELECT pg_sleep(60)")
+        assert time.monotonic() - began < 30
+        # The same connection goes on serving, from the pool.
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() == backend
+        assert engine.pool.checkedout() == 0
+    finally:
+        engine.dispose()
+
+    class Slow(InMemoryStore):
+        def page(self, **_: Any) -> Any:
+            raise cut_off.value
+
+    app = create_app(Settings(api_key=API_KEY), store=Slow())
+    with TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": API_KEY}) as c:
+        response = c.get("/timers", params={"total": "true"})
+    assert response.status_code == 500
+    answer = response.json()
+    assert answer["code"] == 1 and "took too long" in answer["message"], answer
+
+
+def test_the_scheduler_and_workers_engines_have_no_statement_timeout(database_url: str) -> None:
+    engine = database_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+    finally:
+        engine.dispose()
 
 
 def test_header_values_are_never_shown(client: TestClient, store: TimerStore) -> None:

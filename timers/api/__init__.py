@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
+# No request may hold a database connection longer: a count of many rows or a deep offset is cut
+# off (an error naming the statement timeout) instead of taking every connection of the pool.
+STATEMENT_TIMEOUT = 5.0
 
 
 def utc_now() -> datetime:
@@ -39,10 +42,13 @@ def create_app(
     store: TimerStore | None = None,
     clock: Callable[[], datetime] = utc_now,
 ) -> FastAPI:
-    """The API app. It owns the store's engine (and disposes it at shutdown) unless one is given."""
+    """The API app. It owns the store's engine (and disposes it at shutdown) unless one is given;
+    the engine it makes has a `STATEMENT_TIMEOUT`."""
     settings.require_api_keys()
     owned = store is None
-    timer_store = store or TimerStore(database_engine(settings.require_database_url()))
+    timer_store = store or TimerStore(
+        database_engine(settings.require_database_url(), statement_timeout=STATEMENT_TIMEOUT)
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

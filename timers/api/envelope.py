@@ -122,6 +122,27 @@ _PATTERN_MEANING = {
 }
 
 
+# SQLSTATE 57014, query_canceled: what PostgreSQL answers when the API's statement timeout (see
+# `timers.api.STATEMENT_TIMEOUT`) cuts a statement off.
+QUERY_CANCELED = "57014"
+
+
+def cut_off(exc: StoreError) -> bool:
+    """Whether the database canceled the statement behind this error."""
+    driver_error = getattr(exc.__cause__, "orig", exc.__cause__)
+    return getattr(driver_error, "pgcode", None) == QUERY_CANCELED
+
+
+def statement_timeout(request: Request, exc: StoreError) -> JSONResponse:
+    log.warning("statement timeout on %s %s: %s", request.method, request.url.path, exc)
+    return envelope(
+        None,
+        code=Code.INTERNAL,
+        message="the request took too long in the database and was cut off (statement timeout); "
+        "narrow it (a filter, a cursor instead of a deep offset, no total) or try again later",
+    )
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -142,11 +163,15 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StoreUnavailable)
     async def database_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        if cut_off(exc):
+            return statement_timeout(request, exc)
         log.error("database unreachable on %s %s: %s", request.method, request.url.path, exc)
         return envelope(None, code=Code.INTERNAL, message="database unavailable, try again later")
 
     @app.exception_handler(StoreError)
     async def database_error(request: Request, exc: StoreError) -> JSONResponse:
+        if cut_off(exc):
+            return statement_timeout(request, exc)
         log.error("database error on %s %s: %s", request.method, request.url.path, exc)
         return envelope(None, code=Code.INTERNAL, message="internal error")
 

@@ -32,6 +32,7 @@ from timers.api.schemas import (
     TimerUpdate,
     errors,
 )
+from timers.errors import RedriveLimitReached
 from timers.models import InvalidCallback, TimerStatus, check_json
 from timers.retries import RetryPolicy
 from timers.storage import (
@@ -489,7 +490,7 @@ def cancel_timer(timer_id: UUID, store: Store, caller: Caller) -> JSONResponse:
 )
 def redrive_timer(timer_id: UUID, store: Store, caller: Caller) -> JSONResponse:
     """Put a `failed` timer back to fire now, with a fresh attempt budget (its history is kept);
-    400 for a timer in any other status."""
+    400 for a timer in any other status, and for one redriven 10 times already."""
     try:
         timer = store.redrive(timer_id, caller.scope)
     except TimerNotFound:
@@ -499,5 +500,9 @@ def redrive_timer(timer_id: UUID, store: Store, caller: Caller) -> JSONResponse:
             Code.VALIDATION,
             f"timer {exc.timer_id} is {exc.status.value}; only failed timers can be retried",
             {"id": str(exc.timer_id), "status": exc.status.value},
+        ) from None
+    except RedriveLimitReached as exc:
+        raise ApiError(
+            Code.VALIDATION, str(exc), {"id": str(exc.timer_id), "redrives": exc.redrives}
         ) from None
     return envelope(TimerOut.of(timer), message="retrying")

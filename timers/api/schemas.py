@@ -26,6 +26,7 @@ from timers.callbacks.nats import NatsConfig
 from timers.models import Timer, TimerStatus
 from timers.retries import MAX_ATTEMPTS
 from timers.retries import MAX_DELAY as MAX_RETRY_DELAY
+from timers.retries import MIN_DELAY as MIN_RETRY_DELAY
 
 REDACTED = "***"
 MAX_BATCH = 1000
@@ -80,13 +81,14 @@ CallbackConfig = Annotated[
 
 class RetryConfig(BaseModel):
     """How often, and when, a failed delivery is tried again (network errors, timeouts, 408, 429,
-    5xx; `Retry-After` honoured up to `max_delay`). Full jitter on exponential backoff."""
+    5xx; `Retry-After` honoured up to `max_delay`). Full jitter on exponential backoff. At most
+    25 attempts, and never less than a second between two."""
 
     model_config = ConfigDict(extra="forbid")
     max_attempts: int = Field(default=1, ge=1, le=MAX_ATTEMPTS)
     backoff: Literal["exponential", "fixed"] = "exponential"
-    initial_delay: float = Field(default=1.0, ge=0, le=MAX_RETRY_DELAY)
-    max_delay: float = Field(default=3600.0, ge=0, le=MAX_RETRY_DELAY)
+    initial_delay: float = Field(default=1.0, ge=MIN_RETRY_DELAY, le=MAX_RETRY_DELAY)
+    max_delay: float = Field(default=3600.0, ge=MIN_RETRY_DELAY, le=MAX_RETRY_DELAY)
 
 
 class TimerCreate(BaseModel):

@@ -23,10 +23,12 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
+from yarl import URL
 
 from timers import __version__
+from timers.destinations import take_slot
 from timers.models import InvalidCallback, check_json
-from timers.outbound import Blocked, OutboundPolicy
+from timers.outbound import Blocked, OutboundPolicy, literal_address
 from timers.retries import DeliveryResult, retryable_status
 from timers.signing import SIGNATURE_HEADERS, signature_headers
 
@@ -214,14 +216,15 @@ USER_AGENT = f"timers/{__version__}"
 # reused) up to this much, and a longer one closes the connection instead.
 MAX_RESPONSE_BYTES = 64 * 1024
 # Headers the delivery sets itself; a timer's own header of the same name is dropped.
-CONTRACT_HEADERS = ("content-type", "x-timer-id", "user-agent", *SIGNATURE_HEADERS)
+CONTRACT_HEADERS = ("content-type", "x-timer-id", "user-agent", "host", *SIGNATURE_HEADERS)
 
 
 def new_session(policy: OutboundPolicy) -> aiohttp.ClientSession:
     """A session for one worker process (call it on the delivery loop): connections to receivers
-    are kept alive between callbacks and made only to addresses `policy` allows (checked after
-    DNS resolution, see `timers.outbound`); no proxy or `.netrc` from the environment and no
-    cookies carried from one timer to the next. Concurrency limits are the engine's."""
+    are kept alive between callbacks (pooled by address, and by name for https); `deliver` gives
+    it addresses that `policy` allowed, and its resolver refuses the rest should a name reach it
+    (see `timers.outbound`); no proxy or `.netrc` from the environment and no cookies carried
+    from one timer to the next. Concurrency limits are the engine's."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, resolver=policy.resolver()),
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -267,39 +270,78 @@ async def deliver(
     signed (Standard Webhooks) when `signing_secrets` are given: the signature covers exactly the
     bytes sent.
 
+    The host is resolved here, through `policy`, and the request goes to an address it allows
+    (the next one only if connecting to one fails), holding a slot for that address and port
+    (`timers.destinations`; waiting for it is not part of `timeout`); the URL's host goes in
+    `Host` and, for https, in SNI and the certificate check.
+
     Delivered (error None) on a 2xx answer; else a short reason: `HTTP 500`, `timeout after 30s`,
     `connection error: …`, `TLS error: …`, `request error: …`, `blocked: …` (a destination the
     outbound policy refuses), with whether a retry can help (see `timers.retries`) and the
     receiver's `Retry-After`. Redirects are not followed (a 3xx is a failure).
     """
     try:
-        policy.check_url(callback.url)  # IP literals: aiohttp does not resolve them
+        policy.check_url(callback.url)
     except Blocked as exc:
         return DeliveryResult(f"blocked: {exc}", retryable=False)
+    url = URL(callback.url)
+    host, port = url.raw_host or "", url.port or 0
     body = json.dumps(callback.payload, separators=(",", ":"), ensure_ascii=False).encode()
+    headers = request_headers(timer_id, callback, body, signing_secrets)
+    headers["Host"] = url.host_port_subcomponent or host
+    tls_name = host if url.scheme == "https" and literal_address(host) is None else None
+    began = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            addresses = await policy.addresses(host, port)
+    except TimeoutError:
+        return DeliveryResult(f"timeout after {timeout:g}s")
+    except Blocked as exc:
+        return DeliveryResult(f"blocked: {exc}", retryable=False)
+    except OSError as exc:
+        return DeliveryResult(f"connection error: DNS lookup of {host} failed ({_reason(exc)})")
+    left = timeout - (time.monotonic() - began)
+    unreachable = None
+    try:
+        for address in addresses:
+            async with take_slot((address, port)):
+                began = time.monotonic()
+                target = url.with_host(str(address))
+                try:
+                    return await _post(session, target, headers, body, tls_name, left)
+                except aiohttp.ClientConnectorError as exc:
+                    unreachable = exc  # no connection made: the next address, if there is one
+                left -= time.monotonic() - began
+    except TimeoutError:
+        return DeliveryResult(f"timeout after {timeout:g}s")
+    assert unreachable is not None  # `addresses` is never empty
+    if isinstance(unreachable.os_error, ConnectionRefusedError):
+        return DeliveryResult(f"connection error: {host}:{port} refused the connection")
+    return DeliveryResult(f"connection error: {_reason(unreachable)}")
+
+
+async def _post(
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: dict[str, str],
+    body: bytes,
+    tls_name: str | None,
+    timeout: float,
+) -> DeliveryResult:
+    """One POST to the address in `url`. Raises TimeoutError, and ClientConnectorError when no
+    connection could be made (so another address of the same host may be tried)."""
     try:
         async with asyncio.timeout(timeout):
             async with session.post(
-                callback.url,
-                data=body,
-                headers=request_headers(timer_id, callback, body, signing_secrets),
-                allow_redirects=False,
+                url, data=body, headers=headers, server_hostname=tls_name, allow_redirects=False
             ) as response:
                 await _drain(response)
                 status = response.status
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-    except TimeoutError:
-        return DeliveryResult(f"timeout after {timeout:g}s")
     except (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch) as exc:
         return DeliveryResult(f"TLS error: {_reason(exc)}")
-    except aiohttp.ClientConnectorDNSError as exc:
-        if isinstance(exc.os_error, Blocked):
-            return DeliveryResult(f"blocked: {exc.os_error}", retryable=False)
-        return DeliveryResult(f"connection error: DNS lookup of {exc.host} failed ({_reason(exc)})")
-    except aiohttp.ClientConnectorError as exc:
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return DeliveryResult(f"connection error: {exc.host}:{exc.port} refused the connection")
-        return DeliveryResult(f"connection error: {_reason(exc)}")
+    except aiohttp.ClientConnectorError:
+        raise
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         return DeliveryResult(f"connection error: {_reason(exc)}")
     except aiohttp.ClientError as exc:
