@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from timers import callbacks
-from timers.api import idempotency, pages
+from timers.api import compat, idempotency, pages
 from timers.api.deps import ApiKey, Clock, MaxDelay, Policy, Store
 from timers.api.envelope import ApiError, Code, envelope
 from timers.api.schemas import (
@@ -26,6 +26,7 @@ from timers.api.schemas import (
     TimerBatch,
     TimerBatchCreated,
     TimerCreate,
+    TimerDetail,
     TimerList,
     TimerOut,
     TimerSummary,
@@ -80,11 +81,11 @@ def _check_execute_at(execute_at: datetime, now: datetime, max_delay: timedelta)
         )
 
 
-def _check_callback(callback_type: str, config: BaseModel, policy: Policy) -> dict[str, Any]:
+def _check_callback(
+    callback_type: str, config: dict[str, Any], field: str, policy: Policy
+) -> dict[str, Any]:
     try:
-        callback = callbacks.parse(
-            callback_type, config.model_dump(exclude_none=True), policy=policy
-        )
+        callback = callbacks.parse(callback_type, config, field, policy)
     except InvalidCallback as exc:
         raise ApiError(Code.VALIDATION, str(exc)) from None
     return callback.to_config()
@@ -109,9 +110,9 @@ def _check_metadata(metadata: JsonObject | None) -> JsonObject | None:
 
 def _new_timer(item: TimerCreate, policy: Policy) -> NewTimer:
     """The timer a create asks for, its callback and metadata checked (not its time)."""
-    config = _check_callback(
-        item.callback_type or item.callback_config.type, item.callback_config, policy
-    )
+    asked = compat.requested(item, required=True)
+    assert asked is not None
+    config = _check_callback(*asked, policy)
     return NewTimer(
         execute_at=item.execute_at,
         callback_type=config["type"],
@@ -241,7 +242,7 @@ def create_timers(
 
 @router.get(
     "/{timer_id}",
-    response_model=Envelope[TimerOut],
+    response_model=Envelope[TimerDetail],
     responses=errors(400, 401, 404, 500),
     summary="Get a timer",
 )
@@ -250,7 +251,7 @@ def get_timer(timer_id: UUID, store: Store) -> JSONResponse:
         timer = store.get(timer_id)
     except TimerNotFound:
         raise _not_found(timer_id) from None
-    return envelope(TimerOut.of(timer))
+    return envelope(TimerDetail.of(timer))
 
 
 def _metadata_filter(raw: str | None) -> dict[str, Any] | None:
@@ -399,19 +400,20 @@ def update_timer(
     if not given:
         raise ApiError(
             Code.VALIDATION,
-            "body: give at least one of execute_at, callback_type, callback_config, metadata",
+            "body: give at least one of execute_at, callback_type, callback_config (or callback), "
+            "metadata",
         )
     changes: dict[str, Any] = {}
-    for name in ("execute_at", "callback_type", "callback_config"):
+    for name in ("execute_at", "callback_type", "callback_config", "callback"):
         if name in given and getattr(body, name) is None:
             raise ApiError(Code.VALIDATION, f"{name}: must not be null")
     if body.execute_at is not None:
         _check_execute_at(body.execute_at, clock(), max_delay)
         changes["execute_at"] = body.execute_at
-    if body.callback_config is not None:
-        callback_type = body.callback_type or body.callback_config.type
-        changes["callback_type"] = callback_type
-        changes["callback_config"] = _check_callback(callback_type, body.callback_config, policy)
+    asked = compat.requested(body, required=False)
+    if asked is not None:
+        changes["callback_type"] = asked[0]
+        changes["callback_config"] = _check_callback(*asked, policy)
     elif body.callback_type is not None:
         raise ApiError(
             Code.VALIDATION, "callback_type: give callback_config too when changing the kind"
