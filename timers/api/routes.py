@@ -311,7 +311,11 @@ def list_timers(
         description="The `next_cursor` of the previous page: the page right after it, as fast "
         "at any depth (the sort and order must be the same).",
     ),
-    total: bool = Query(False, description="Count every matching timer (costs a scan)."),
+    total: bool = Query(
+        True,
+        description="Count the matching timers: exactly while that is cheap, else the database's "
+        "estimate (`total_exact` false); `false` skips it.",
+    ),
     sort: Literal["created_at", "execute_at", "updated_at"] = "created_at",
     order: Literal["asc", "desc"] = "desc",
 ) -> JSONResponse:
@@ -345,6 +349,7 @@ def list_timers(
         TimerList(
             timers=[TimerOut.of(t) for t in page.timers],
             total=page.total,
+            total_exact=page.total_exact,
             limit=limit,
             offset=offset,
             next_cursor=None if page.next is None else pages.encode(page.next, sort, order),

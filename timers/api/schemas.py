@@ -244,8 +244,10 @@ class TimerDetail(TimerOut):
 class TimerList(BaseModel):
     timers: list[TimerOut]
     total: int | None = Field(
-        description="Every timer matching the filters; only with `total=true`."
+        description="Every timer matching the filters: exact while that is cheap, else the "
+        "database's estimate (`total_exact` false); null with `total=false`."
     )
+    total_exact: bool | None = Field(description="Whether `total` is exact (null without one).")
     limit: int
     offset: int
     next_cursor: str | None = Field(
