@@ -139,10 +139,9 @@ class NatsCallback:
         return cls(subject, dict(headers), payload, jetstream, topic, key)
 
     def to_config(self) -> dict[str, Any]:
-        if self.topic is None:
-            where: dict[str, Any] = {"subject": self.subject}
-        else:
-            where = {"topic": self.topic, **({} if self.key is None else {"key": self.key})}
+        where = {"subject": self.subject} if self.topic is None else {"topic": self.topic}
+        if self.key is not None:
+            where["key"] = self.key
         return {
             "type": "nats",
             **where,
@@ -174,9 +173,7 @@ def _subject_of(config: Mapping[str, Any], prefix: str) -> tuple[str, str | None
         raise InvalidCallback(prefix, "give either subject or topic (with key), not both")
     topic, key = config.get("topic"), config.get("key")
     if not isinstance(topic, str) or not topic.strip():
-        raise InvalidCallback(
-            f"{prefix}.topic", "must not be empty: a topic such as orders.expired"
-        )
+        raise InvalidCallback(f"{prefix}.topic", "must not be empty, e.g. orders.expired")
     check_subject(topic, f"{prefix}.topic")
     if key is None:
         return topic, topic, None
