@@ -137,8 +137,9 @@ def adopt(database_url: str, script: ScriptDirectory) -> list[str]:
         with database_errors(), engine.begin() as conn:
             if not _is_foreign(conn):
                 return []
+            _recognise(conn)
             _lock(conn)
-            found = _recognise(conn)
+            found = _found(conn)
             done = _reshape(conn)
             MigrationContext.configure(conn).stamp(script, REVISION)
     finally:
@@ -169,7 +170,8 @@ def _lock(conn: Connection) -> None:
         ) from None
 
 
-def _recognise(conn: Connection) -> str:
+def _recognise(conn: Connection) -> None:
+    """Refuse a table whose columns are not exactly those mca-timer's migrations leave."""
     columns = {name: kind for name, kind in conn.execute(_COLUMNS).all()}
     if columns != MCA_COLUMNS:
         missing = sorted(set(MCA_COLUMNS) - set(columns))
@@ -185,6 +187,9 @@ def _recognise(conn: Connection) -> str:
             f"mca-timer's ({differences}); nothing was changed. Point DATABASE_URL at another "
             "database, or move that table away."
         )
+
+
+def _found(conn: Connection) -> str:
     has_sqlx = conn.execute(text("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")).scalar()
     versions = [str(v) for v in conn.execute(_SQLX_VERSIONS).scalars()] if has_sqlx else []
     counts = {status: int(n) for status, n in conn.execute(_BY_STATUS).all()}
