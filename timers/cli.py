@@ -15,7 +15,7 @@ from timers.storage import StoreError
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from timers.migrations import downgrade, upgrade
+    from timers.migrations import Refused, downgrade, upgrade
     from timers.storage import StoreError
 
     url = settings.require_database_url()
@@ -23,8 +23,9 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         if args.downgrade:
             downgrade(url, args.downgrade)
         else:
-            upgrade(url, args.revision)
-    except StoreError as exc:
+            for line in upgrade(url, args.revision):
+                print("timers migrate:", line, flush=True)
+    except (StoreError, Refused) as exc:
         print(f"timers migrate: cannot migrate: {exc}", file=sys.stderr)
         return 1
     print("timers migrate: database is at", args.downgrade or args.revision)

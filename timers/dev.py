@@ -123,10 +123,15 @@ class Stack:
                 self.embedded.append(nats)
                 nats_url = nats.url
 
-        from timers.migrations import upgrade
+        from timers.migrations import Refused, upgrade
 
         self.say("dev", "applying migrations")
-        upgrade(database_url)
+        try:
+            adopted = upgrade(database_url)
+        except Refused as exc:
+            raise DevError(f"cannot migrate: {exc}") from None
+        for line in adopted:
+            self.say("dev", line)
         env = {
             **os.environ,
             "DATABASE_URL": database_url,

@@ -196,6 +196,7 @@ class TimerPage:
     timers: list[Timer]
     total: int | None  # None unless asked for
     next: PagePosition | None = None  # where the next page starts; None after the last
+    total_exact: bool | None = None  # whether `total` is exact, not an estimate (None: no total)
 
 
 @dataclass(frozen=True)
@@ -305,7 +306,8 @@ class Store(Protocol):
     ) -> TimerPage:
         """The timers matching `where`, in `sort` order (ties by id), `limit` of them from
         `offset`, or (keyset) just past `after`; `next` is where the following page starts.
-        `total` counts every match when `with_total`, else is None."""
+        `total` counts every match when `with_total` (an estimate on large tables, see
+        `total_exact`), else is None."""
         ...
 
     def cancel_matching(self, where: TimerFilter) -> int:

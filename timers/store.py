@@ -41,6 +41,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from timers import totals
 from timers.errors import RedriveLimitReached
 from timers.models import (
     MAX_INT_DIGITS,
@@ -715,12 +716,13 @@ class TimerStore:
         after: PagePosition | None = None,
         with_total: bool = True,
     ) -> TimerPage:
-        """One statement for the page (and one count when asked), read in one snapshot. In keyset
-        form (`after`) the row comparison `(sort column, id) > / < (value, id)` starts an index
-        scan of (column, id) — or (status, column, id) — exactly where the last page ended, so a
-        page costs the same at any depth (migration 0008's indexes). A filter of one metadata label,
-        in creation order, walks the labels' index (`label_of`, migration 0009) the same way and
-        fetches each timer by id (the filter is still checked on the timer)."""
+        """One statement for the page (and, for the total, `timers.totals.count` unless this is
+        the last page), read in one snapshot. In keyset form (`after`) the row comparison
+        `(sort column, id) > / < (value, id)` starts an index scan of (column, id) — or (status,
+        column, id) — exactly where the last page ended, so a page costs the same at any depth
+        (migration 0008's indexes). A filter of one metadata label, in creation order, walks the
+        labels' index (`label_of`, migration 0009) the same way and fetches each timer by id (the
+        filter is still checked on the timer)."""
         if sort not in SORT_COLUMNS or order not in SORT_ORDERS:
             raise ValueError(f"bad sort {sort!r} / order {order!r}")
         where = where or TimerFilter()
@@ -730,6 +732,7 @@ class TimerStore:
         source: Any = timers
         if label is None:
             conditions = _matching(where)
+            counted = (source, conditions)
         else:  # in creation order from the label's index, timers by id (0009)
             name, value = label  # the whole filter
             source = timer_labels.join(timers, timers.c.id == timer_labels.c.timer_id)
@@ -746,6 +749,10 @@ class TimerStore:
                 ),
                 *_owned_by(where.owner),
             ]
+            # The label's entries are its timers; a principal's share is counted on the join.
+            counted = (
+                (timer_labels, conditions[:2]) if where.owner is None else (source, conditions)
+            )
         query = select(timers).select_from(source).where(*conditions)
         if after is not None:
             key, position = (
@@ -762,16 +769,18 @@ class TimerStore:
             if with_total:  # the count and the page from one snapshot
                 conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             rows = conn.execute(query).mappings().all()
-            total = None
-            if with_total:
-                count = select(func.count()).select_from(source).where(*conditions)
-                total = conn.execute(count).scalar_one()
+            total = exact = None
+            if with_total and after is None and len(rows) <= limit and (rows or not offset):
+                total, exact = offset + len(rows), True  # the last page: every match is known
+            elif with_total:
+                total, exact = totals.count(conn, *counted)
         page = [Timer.from_row(r) for r in rows[:limit]]
         more = len(rows) > limit
         return TimerPage(
             timers=page,
             total=total,
             next=(getattr(page[-1], sort), page[-1].id) if more else None,
+            total_exact=exact,
         )
 
     def cancel_matching(self, where: TimerFilter) -> int:

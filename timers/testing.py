@@ -268,7 +268,10 @@ class InMemoryStore:
         page = rows[offset : offset + limit]
         more = len(rows) > offset + limit
         return TimerPage(
-            timers=page, total=total, next=(getattr(page[-1], sort), page[-1].id) if more else None
+            timers=page,
+            total=total,
+            next=(getattr(page[-1], sort), page[-1].id) if more else None,
+            total_exact=None if total is None else True,
         )
 
     def cancel_matching(self, where: TimerFilter) -> int:

@@ -120,7 +120,10 @@ def test_list_filters_sorts_and_pages(client: TestClient, store: TimerStore) -> 
         "/timers", params={"sort": "created_at", "order": "asc", "limit": 2, "offset": 2}
     ).json()["data"]
     assert [t["id"] for t in page["timers"]] == ids[2:4]
-    assert page["total"] is None and page["limit"] == 2 and page["offset"] == 2
+    assert page["total"] == 5 and page["total_exact"] is True  # counted by default
+    assert page["limit"] == 2 and page["offset"] == 2
+    uncounted = client.get("/timers", params={"limit": 2, "total": "false"}).json()["data"]
+    assert uncounted["total"] is None and uncounted["total_exact"] is None
 
 
 def test_list_by_cursor_metadata_time_and_kind(client: TestClient, store: TimerStore) -> None:

@@ -74,7 +74,7 @@ def test_another_principals_timer_is_invisible_and_untouchable(
     listed = client.get("/timers", params={"total": "true"}, headers=billing).json()["data"]
     assert listed["timers"] == [] and listed["total"] == 0
     by_label = client.get("/timers", params={"metadata": '{"team":"shop"}'}, headers=billing)
-    assert by_label.json()["data"]["timers"] == []
+    assert by_label.json()["data"]["timers"] == [] and by_label.json()["data"]["total"] == 0
     timer = store.get(__import__("uuid").UUID(theirs))
     assert timer.status is TimerStatus.PENDING
     assert timer.callback_config["url"] == "https://receiver.example/hook"

@@ -88,7 +88,7 @@ def describe_validation_error(errors: Any) -> str:
         loc = [
             p
             for i, p in enumerate(loc)
-            if not (i and loc[i - 1] == "callback_config" and p in CALLBACK_TYPES)
+            if not (i and loc[i - 1] in ("callback_config", "callback") and p in CALLBACK_TYPES)
         ]
         bad_key = loc[-1] == "[key]" if loc else False
         if bad_key:
@@ -103,6 +103,9 @@ def describe_validation_error(errors: Any) -> str:
             ctx = error.get("ctx", {})
             field = f"{field}.type" if field else "type"
             msg = f"must be one of {ctx.get('expected_tags', '')}, got {ctx.get('tag')!r}"
+        elif error.get("type") == "union_tag_not_found":  # mca-timer's `callback` without one
+            field = f"{field}.type" if field else "type"
+            msg = f"is required: one of {', '.join(map(repr, CALLBACK_TYPES))}"
         elif error.get("type") == "string_pattern_mismatch":
             msg = _PATTERN_MEANING.get(str(loc[-1]) if loc else "", msg)
             if "headers" in loc[:-1]:

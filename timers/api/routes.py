@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from timers import callbacks
-from timers.api import bounds, idempotency, pages
+from timers.api import bounds, compat, idempotency, pages
 from timers.api.deps import ApiKey, Caller, Clock, MaxDelay, MaxPending, Rules, Store
 from timers.api.envelope import ApiError, Code, envelope
 from timers.api.schemas import (
@@ -26,6 +26,7 @@ from timers.api.schemas import (
     TimerBatch,
     TimerBatchCreated,
     TimerCreate,
+    TimerDetail,
     TimerList,
     TimerOut,
     TimerSummary,
@@ -81,9 +82,11 @@ def _check_execute_at(execute_at: datetime, now: datetime, max_delay: timedelta)
         )
 
 
-def _check_callback(callback_type: str, config: BaseModel, rules: Rules) -> dict[str, Any]:
+def _check_callback(
+    callback_type: str, config: dict[str, Any], field: str, rules: Rules
+) -> dict[str, Any]:
     try:
-        callback = callbacks.parse(callback_type, config.model_dump(exclude_none=True), rules=rules)
+        callback = callbacks.parse(callback_type, config, field, rules=rules)
     except InvalidCallback as exc:
         raise ApiError(Code.VALIDATION, str(exc)) from None
     return callback.to_config()
@@ -108,9 +111,9 @@ def _check_metadata(metadata: JsonObject | None) -> JsonObject | None:
 
 def _new_timer(item: TimerCreate, rules: Rules, owner: str) -> NewTimer:
     """The timer a create asks for, its callback, metadata and bounds checked (not its time)."""
-    config = _check_callback(
-        item.callback_type or item.callback_config.type, item.callback_config, rules
-    )
+    asked = compat.requested(item, required=True)
+    assert asked is not None
+    config = _check_callback(*asked, rules)
     new = NewTimer(
         execute_at=item.execute_at,
         callback_type=config["type"],
@@ -267,7 +270,7 @@ def create_timers(
 
 @router.get(
     "/{timer_id}",
-    response_model=Envelope[TimerOut],
+    response_model=Envelope[TimerDetail],
     responses=errors(400, 401, 404, 500),
     summary="Get a timer",
 )
@@ -277,7 +280,7 @@ def get_timer(timer_id: UUID, store: Store, caller: Caller) -> JSONResponse:
         timer = store.get(timer_id, caller.scope)
     except TimerNotFound:
         raise _not_found(timer_id) from None
-    return envelope(TimerOut.of(timer))
+    return envelope(TimerDetail.of(timer))
 
 
 def _metadata_filter(raw: str | None) -> dict[str, Any] | None:
@@ -338,7 +341,11 @@ def list_timers(
         description="The `next_cursor` of the previous page: the page right after it, as fast "
         "at any depth (the sort and order must be the same).",
     ),
-    total: bool = Query(False, description="Count every matching timer (costs a scan)."),
+    total: bool = Query(
+        True,
+        description="Count the matching timers: exactly while that is cheap, else the database's "
+        "estimate (`total_exact` false); `false` skips it.",
+    ),
     sort: Literal["created_at", "execute_at", "updated_at"] = "created_at",
     order: Literal["asc", "desc"] = "desc",
 ) -> JSONResponse:
@@ -377,6 +384,7 @@ def list_timers(
         TimerList(
             timers=listed,
             total=page.total,
+            total_exact=page.total_exact,
             limit=limit,
             offset=offset,
             next_cursor=None if after_page is None else pages.encode(after_page, sort, order),
@@ -435,19 +443,20 @@ def update_timer(
     if not given:
         raise ApiError(
             Code.VALIDATION,
-            "body: give at least one of execute_at, callback_type, callback_config, metadata",
+            "body: give at least one of execute_at, callback_type, callback_config (or callback), "
+            "metadata",
         )
     changes: dict[str, Any] = {}
-    for name in ("execute_at", "callback_type", "callback_config"):
+    for name in ("execute_at", "callback_type", "callback_config", "callback"):
         if name in given and getattr(body, name) is None:
             raise ApiError(Code.VALIDATION, f"{name}: must not be null")
     if body.execute_at is not None:
         _check_execute_at(body.execute_at, clock(), max_delay)
         changes["execute_at"] = body.execute_at
-    if body.callback_config is not None:
-        callback_type = body.callback_type or body.callback_config.type
-        changes["callback_type"] = callback_type
-        changes["callback_config"] = _check_callback(callback_type, body.callback_config, rules)
+    asked = compat.requested(body, required=False)
+    if asked is not None:
+        changes["callback_type"] = asked[0]
+        changes["callback_config"] = _check_callback(*asked, rules)
     elif body.callback_type is not None:
         raise ApiError(
             Code.VALIDATION, "callback_type: give callback_config too when changing the kind"

@@ -18,7 +18,9 @@ from pydantic import (
     Field,
     Tag,
 )
+from pydantic.config import JsonDict
 
+from timers.api import compat
 from timers.api.idempotency import KEY_DESCRIPTION, KEY_PATTERN, MAX_KEY_LENGTH
 from timers.callbacks.celery import CeleryConfig
 from timers.callbacks.http import HttpConfig
@@ -91,13 +93,18 @@ class RetryConfig(BaseModel):
     max_delay: float = Field(default=3600.0, ge=MIN_RETRY_DELAY, le=MAX_RETRY_DELAY)
 
 
+# A create gives its callback one way: ours (`callback_config`) or mca-timer's (`callback`).
+_ONE_CALLBACK: JsonDict = {"oneOf": [{"required": ["callback_config"]}, {"required": ["callback"]}]}
+
+
 class TimerCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_CALLBACK)
     execute_at: ExecuteAt
     callback_type: CallbackType | None = Field(
         default=None, description="The callback kind; by default `callback_config.type`."
     )
-    callback_config: CallbackConfig
+    callback_config: CallbackConfig | None = None
+    callback: compat.Callback | None = None
     metadata: JsonObject | None = Field(
         default=None,
         description="Your own JSON object, kept with the timer: at most 32 top-level keys. "
@@ -131,15 +138,20 @@ class TimerUpdate(BaseModel):
     execute_at: ExecuteAt | None = None
     callback_type: CallbackType | None = None
     callback_config: CallbackConfig | None = None
+    callback: compat.Callback | None = None
     metadata: JsonObject | None = None
     retry: RetryConfig | None = None
 
 
 class TimerSummary(BaseModel):
+    """A timer in short: every field of mca-timer's `TimerResponse`."""
+
     id: UUID
     status: TimerStatus
     execute_at: datetime
     created_at: datetime
+    callback_type: str
+    executed_at: datetime | None
 
     @classmethod
     def of(cls, timer: Timer) -> TimerSummary:
@@ -148,6 +160,8 @@ class TimerSummary(BaseModel):
             status=timer.status,
             execute_at=timer.execute_at,
             created_at=timer.created_at,
+            callback_type=timer.callback_type,
+            executed_at=timer.executed_at,
         )
 
 
@@ -219,11 +233,25 @@ class TimerOut(BaseModel):
         )
 
 
+class TimerDetail(TimerOut):
+    callback: dict[str, Any] = Field(
+        description="The callback as mca-timer shows it: `callback_config` tagged by `type` "
+        "(header values `***`; a `nats` subject also as `topic`)."
+    )
+
+    @classmethod
+    def of(cls, timer: Timer) -> TimerDetail:
+        shown = compat.tagged(timer.callback_type, redacted(timer.callback_config))
+        return cls(**dict(TimerOut.of(timer)), callback=shown)
+
+
 class TimerList(BaseModel):
     timers: list[TimerOut]
     total: int | None = Field(
-        description="Every timer matching the filters; only with `total=true`."
+        description="Every timer matching the filters: exact while that is cheap, else the "
+        "database's estimate (`total_exact` false); null with `total=false`."
     )
+    total_exact: bool | None = Field(description="Whether `total` is exact (null without one).")
     limit: int
     offset: int
     next_cursor: str | None = Field(
@@ -279,6 +307,12 @@ class Health(BaseModel):
     status: Literal["up", "degraded"]
     database: Literal["connected", "unreachable"]
     version: str
+
+
+class Healthz(BaseModel):
+    status: Literal["up", "degraded"]
+    database: Literal["connected", "disconnected"]
+    timestamp: datetime = Field(description="The server's time (UTC).")
 
 
 T = TypeVar("T")

@@ -20,6 +20,9 @@ subject must also start with one of its prefixes.
   stream's duplicate window (2 minutes by default) stores it once. No stream on the subject fails
   the timer.
 
+mca-timer's `"topic": "orders", "key": "42"` publishes on `orders.42` (`orders` without a key) and,
+with no payload or `null`, an empty message, as mca-timer did. `headers: null` means no headers.
+
 Each worker process keeps one connection (`timers.callbacks.nats_connection`), made on first use
 and reconnected by nats-py. A delivery waits for it within its own deadline
 (`TIMERS_CALLBACK_TIMEOUT` for connecting, publishing and the flush or the ack); a server that is
@@ -102,21 +105,24 @@ class NatsCallback:
     headers: Mapping[str, str] = field(default_factory=dict)
     payload: Any = None
     jetstream: bool = False
+    # mca-timer's spelling, kept as given: `subject` is `topic.key` (or `topic`).
+    topic: str | None = None
+    key: str | None = None
 
     @classmethod
     def from_config(cls, config: Any, field_prefix: str = "callback_config") -> NatsCallback:
         """Parse and validate a `callback_config` object; raise InvalidCallback naming the field."""
         if not isinstance(config, Mapping):
             raise InvalidCallback(field_prefix, "must be an object")
-        unknown = sorted(set(config) - {"type", "subject", "headers", "payload", "jetstream"})
+        known = {"type", "subject", "topic", "key", "headers", "payload", "jetstream"}
+        unknown = sorted(set(config) - known)
         if unknown:
             raise InvalidCallback(field_prefix, f"unknown field {unknown[0]!r}")
         if config.get("type") != "nats":
             raise InvalidCallback(
                 f"{field_prefix}.type", f"must be 'nats', got {config.get('type')!r}"
             )
-        subject = config.get("subject")
-        check_subject(subject, f"{field_prefix}.subject")
+        subject, topic, key = _subject_of(config, field_prefix)
         headers = config.get("headers", {}) or {}
         if not isinstance(headers, Mapping):
             raise InvalidCallback(f"{field_prefix}.headers", "must be an object of strings")
@@ -143,13 +149,15 @@ class NatsCallback:
             raise InvalidCallback(f"{field_prefix}.jetstream", "must be true or false")
         payload = config.get("payload")
         check_json(payload, f"{field_prefix}.payload")
-        assert isinstance(subject, str)
-        return cls(subject=subject, headers=dict(headers), payload=payload, jetstream=jetstream)
+        return cls(subject, dict(headers), payload, jetstream, topic, key)
 
     def to_config(self) -> dict[str, Any]:
+        where = {"subject": self.subject} if self.topic is None else {"topic": self.topic}
+        if self.key is not None:
+            where["key"] = self.key
         return {
             "type": "nats",
-            "subject": self.subject,
+            **where,
             "headers": dict(self.headers),
             "payload": self.payload,
             "jetstream": self.jetstream,
@@ -165,6 +173,27 @@ class NatsCallback:
             "nats-connection", lambda: NatsConnection(context.nats_url), close_connection
         )
         return await publish(connection, timer_id, self, context.timeout)
+
+
+def _subject_of(config: Mapping[str, Any], prefix: str) -> tuple[str, str | None, str | None]:
+    """`subject`, or mca-timer's `topic.key` (`topic` when the key is absent or null) with both."""
+    if "topic" not in config and "key" not in config:
+        subject = config.get("subject")
+        check_subject(subject, f"{prefix}.subject")
+        assert isinstance(subject, str)
+        return subject, None, None
+    if "subject" in config:
+        raise InvalidCallback(prefix, "give either subject or topic (with key), not both")
+    topic, key = config.get("topic"), config.get("key")
+    if not isinstance(topic, str) or not topic.strip():
+        raise InvalidCallback(f"{prefix}.topic", "must not be empty, e.g. orders.expired")
+    check_subject(topic, f"{prefix}.topic")
+    if key is None:
+        return topic, topic, None
+    if not isinstance(key, str) or not key:
+        raise InvalidCallback(f"{prefix}.key", "must be a non-empty string (or left out)")
+    check_subject(f"{topic}.{key}", f"{prefix}.key")
+    return f"{topic}.{key}", topic, key
 
 
 def check_subject(subject: Any, field_name: str) -> None:
@@ -209,7 +238,10 @@ async def publish(
     import nats.errors
     import nats.js.errors
 
-    body = json.dumps(callback.payload, separators=(",", ":"), ensure_ascii=False).encode()
+    if callback.payload is None and callback.topic is not None:
+        body = b""  # what mca-timer published for a timer without a payload
+    else:
+        body = json.dumps(callback.payload, separators=(",", ":"), ensure_ascii=False).encode()
     headers = message_headers(timer_id, callback)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
