@@ -106,19 +106,21 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 def test_the_wheel_is_what_gets_imported_and_brings_no_celeryconfig(installed: Installed) -> None:
     probe = (
-        "import importlib.resources, importlib.util, json, timers; "
+        "import importlib.metadata, importlib.resources, importlib.util, json, timers; "
         "template = importlib.resources.files('timers') / 'migrations' / 'script.py.mako'; "
         "print(json.dumps([timers.__file__, timers.__version__, "
-        "importlib.util.find_spec('celeryconfig') is None, template.is_file()]))"
+        "importlib.util.find_spec('celeryconfig') is None, template.is_file(), "
+        "[e.value for e in importlib.metadata.entry_points(group='pytest11')]]))"
     )
     done = installed.run(installed.bin("python"), "-c", probe)
     assert done.returncode == 0, done.stderr
-    location, version, no_celeryconfig, has_template = json.loads(done.stdout)
+    location, version, no_celeryconfig, has_template, plugins = json.loads(done.stdout)
     assert Path(location).is_relative_to(installed.venv), location
     assert version == __version__
     assert no_celeryconfig, "the wheel installs a top-level celeryconfig module"
     # `alembic revision` needs it; `timers migrate` alone would not notice its absence.
     assert has_template, "the wheel lacks migrations/script.py.mako"
+    assert "timers.pytest_plugin" in plugins  # the pytest plugin for users' tests
 
 
 @pytest.mark.parametrize("argv", [["timers", "--help"], ["python", "-m", "timers", "--help"]])
