@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-faults test-unit lint format run bench clean
+.PHONY: install test test-faults test-wheel test-unit lint format run bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(INSTALLED)
 ## 6-minute PostgreSQL outage runs beside the other scenarios, in a second pytest-xdist worker).
 test-faults: $(INSTALLED)
 	$(BIN)/python -m pytest -m faults tests/faults -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+## The package as a user gets it: sdist and wheel built, the wheel installed alone into a fresh
+## virtualenv outside the checkout, every command and one timer end to end run from there.
+test-wheel: $(INSTALLED)
+	$(BIN)/python -m pytest -m wheel tests/wheel $(PYTEST_ARGS)
 
 ## Only the fast tests that need no service.
 test-unit: $(INSTALLED)

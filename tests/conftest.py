@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
+from tests.support import skips
 from tests.support.databases import create_database, drop_database
 from tests.support.services import (
     API_KEY,
@@ -65,3 +67,24 @@ def settings(database_url: str, services: Services) -> Settings:
         celery_tasks=("shop.tasks.*",),
         celery_queues=("shop", "celery"),
     )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any) -> Iterator[None]:
+    """End with one line, after pytest's own summaries: the test groups that did not run and the
+    command that enables each."""
+    yield
+    reasons = [
+        str(report.longrepr[2])
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple)
+    ]
+    markers = [
+        name
+        for item in terminalreporter.stats.get("deselected", [])
+        for name in skips.MARKED
+        if item.get_closest_marker(name) is not None
+    ]
+    line = skips.summary_line(reasons, markers)
+    if line is not None:
+        terminalreporter.write_line(line, yellow=True)

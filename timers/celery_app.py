@@ -23,7 +23,7 @@ __all__ = ["BATCH_TASK_NAME", "create_celery_app"]
 
 def create_celery_app(settings: Settings) -> Celery:
     app = Celery("timers", set_as_current=False)
-    app.config_from_object("celeryconfig")
+    app.config_from_object("timers.celeryconfig")
     app.conf.broker_url = settings.require_broker_url()
     # An unacknowledged message (its worker died) goes to another worker after this long (Redis).
     app.conf.broker_transport_options = {"visibility_timeout": settings.redelivery_timeout}

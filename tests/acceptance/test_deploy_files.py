@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from tests.support import processes
+from tests.support import processes, skips
 from tests.support.services import API_KEY, LOCAL_NETWORKS, Services
 from timers.embedded import free_port
 
@@ -148,7 +148,7 @@ def compose_command() -> list[str] | None:
 def test_docker_compose_config_is_valid_and_keeps_flower_private() -> None:
     command = compose_command()
     if command is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+        skips.skip(skips.COMPOSE, "neither `docker compose` nor `docker-compose` is installed")
 
     def config(**env: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -217,7 +217,7 @@ def compose_config(*args: str, env: dict[str, str]) -> dict[str, Any]:
     """What `docker compose [args] config` makes of docker-compose.yml, parsed."""
     command = compose_command()
     if command is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+        skips.skip(skips.COMPOSE, "neither `docker compose` nor `docker-compose` is installed")
     # Nothing from the caller's environment may turn the profile on or supply the password.
     dropped = {"COMPOSE_PROFILES", "COMPOSE_FILE", "GRAFANA_ADMIN_PASSWORD"}
     base = {k: v for k, v in os.environ.items() if k not in dropped}

@@ -27,7 +27,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.support import processes
+from tests.support import processes, skips
 from tests.support.databases import create_database, drop_database
 from tests.support.receiver import Receiver, wait_until
 from tests.support.services import API_KEY, LOCAL_NETWORKS, Services
@@ -41,10 +41,7 @@ WRONG_KEY = "not-the-key-0123456789abcdefghijklmnop"
 def browser() -> Iterator[Browser]:
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
-        pytest.skip(
-            "no chromium browser on this machine: install Debian's chromium "
-            "(apt-get install chromium) to run the page tests"
-        )
+        skips.skip(skips.BROWSER, "no chromium browser on this machine (Debian's chromium)")
     expect.set_options(timeout=15_000)  # the page refreshes every 5 s
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(

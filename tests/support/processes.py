@@ -19,7 +19,9 @@ BIN = Path(sys.executable).parent
 
 
 class Process:
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - open for the process's lifetime
             prefix=f"timers-{name}-", suffix=".log", delete=False
@@ -27,7 +29,7 @@ class Process:
         full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.popen = subprocess.Popen(
             list(argv),
-            cwd=ROOT,
+            cwd=cwd,
             env=full_env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
