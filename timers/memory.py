@@ -25,7 +25,7 @@ from typing import Any
 from timers.config import Settings
 from timers.library import Timers
 from timers.models import Timer
-from timers.storage import Outcome
+from timers.storage import Claim, Outcome
 from timers.testing import InMemoryStore, ManualClock
 
 # A task that schedules a timer due at once, which schedules another, …: stop somewhere.
@@ -49,6 +49,11 @@ class Fired:
         return self.timer.callback_config
 
 
+# In a user's tests every task of the user's app may be scheduled (the reserved `celery.*` and
+# `timers.*` names and queues stay refused, as in the service); nothing is published anywhere.
+TEST_SETTINGS = Settings(task_broker_url="memory://", celery_tasks=("*",), celery_queues=("*",))
+
+
 class MemoryTimers(Timers):
     def __init__(
         self,
@@ -61,7 +66,7 @@ class MemoryTimers(Timers):
         self.manual_clock = clock or ManualClock(datetime.now(UTC))
         self.memory = InMemoryStore(self.manual_clock)
         super().__init__(
-            store=self.memory, settings=settings or Settings(), clock=self.manual_clock
+            store=self.memory, settings=settings or TEST_SETTINGS, clock=self.manual_clock
         )
         self.celery_app = celery_app
         self.http_handler = http_handler
@@ -98,13 +103,12 @@ class MemoryTimers(Timers):
             due = [t.id for t in self.memory.load_near_term(None, self.now).timers]
             if not due:
                 return fired
-            for timer in self.memory.claim_due(due):
-                fired.append(self._deliver(timer))
+            for claimed in self.memory.claim_due(due):
+                fired.append(self._deliver((claimed.id, claimed.attempt)))
         raise RuntimeError(f"still firing after {MAX_ROUNDS} rounds: timers due at once, again")
 
-    def _deliver(self, timer: Timer) -> Fired:
-        claim = (timer.id, timer.attempts)
-        self.memory.begin_deliveries([claim], DELIVERY_LEASE)
+    def _deliver(self, claim: Claim) -> Fired:
+        [timer] = self.memory.begin_deliveries([claim], DELIVERY_LEASE)
         task = None
         error = None
         if timer.callback_type == "celery" and self.celery_app is not None:
