@@ -182,12 +182,12 @@ GRAFANA = processes.ROOT / "deploy" / "grafana"
 DATASOURCES = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASHBOARD_PROVIDERS = GRAFANA / "provisioning" / "dashboards" / "timers.yml"
 DASHBOARD = GRAFANA / "dashboards" / "timers.json"
-README = processes.ROOT / "README.md"
+OPERATIONS = processes.ROOT / "docs" / "operations.md"
 MONITORING = ("prometheus", "grafana")
 
-# The metrics the processes expose, as the metrics contract fixes them (name: type). The README's
-# metrics table is the reference once it exists; this list is the fallback and what the dashboard
-# must show in full.
+# The metrics the processes expose, as the metrics contract fixes them (name: type). The metrics
+# table of docs/operations.md is the reference once it exists; this list is the fallback and what
+# the dashboard must show in full.
 CONTRACT_METRICS = {
     "timers_callback_lateness_seconds": "histogram",
     "timers_deliveries_total": "counter",
@@ -392,13 +392,13 @@ def test_grafana_provisioning_points_at_prometheus_and_the_dashboards() -> None:
     assert home == f"{providers[0]['options']['path']}/{DASHBOARD.name}"
 
 
-def readme_metrics() -> dict[str, str | None]:
-    """Metric names (and types where given) from the README's metrics table: backticked
+def documented_metrics() -> dict[str, str | None]:
+    """Metric names (and types where given) from the metrics table of docs/operations.md: backticked
     `timers_…` names in table rows under a heading that contains "Metrics". Empty without one."""
     found: dict[str, str | None] = {}
     level = None
     fenced = False
-    for line in README.read_text().splitlines():
+    for line in OPERATIONS.read_text().splitlines():
         if line.startswith("```"):
             fenced = not fenced
             continue
@@ -477,8 +477,8 @@ def test_dashboard_is_provisionable_and_reads_the_provisioned_datasource() -> No
 
 
 def test_dashboard_queries_only_metrics_the_processes_expose() -> None:
-    documented = readme_metrics()
-    # Before the README lists the metrics, the contract's names stand in for it.
+    documented = documented_metrics()
+    # Before docs/operations.md lists the metrics, the contract's names stand in for it.
     reference = documented or dict(CONTRACT_METRICS)
     allowed = exposed_names(reference)
     used: set[str] = set()

@@ -209,9 +209,8 @@ def test_healthz_is_degraded_without_the_database() -> None:
     assert body["data"]["timestamp"]
 
 
-def test_the_readme_curls_of_its_format_work(stack: Stack) -> None:
-    text = (processes.ROOT / "README.md").read_text()
-    section = text.split("\n## Moving from mca-timer\n", 1)[1].split("\n## ", 1)[0]
+def test_the_documented_curls_of_its_format_work(stack: Stack) -> None:
+    section = (processes.ROOT / "docs" / "mca-timer.md").read_text()
     script = "\n".join(re.findall(r"```sh\n(.*?)```", section, flags=re.S))
     result = subprocess.run(
         ["bash", "-c", "set -euo pipefail\n" + script],

@@ -109,14 +109,16 @@ def test_malformed_secrets_are_refused_naming_the_variable(raw: str, message: st
         parse_secret(raw.split(",")[-1])
 
 
-def test_the_readme_receiver_verifies_a_signed_callback(monkeypatch: pytest.MonkeyPatch) -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_documented_receiver_verifies_a_signed_callback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
     section = readme.split("### Signed callbacks", 1)[1].split("\n## ", 1)[0]
     [snippet] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len([line for line in snippet.splitlines() if line.strip()]) == 5
     monkeypatch.setenv("TIMERS_SIGNING_SECRET", secret(7))
     receiver: dict[str, Any] = {}
-    exec(snippet, receiver)  # noqa: S102 - the README's own code
+    exec(snippet, receiver)  # noqa: S102 - the documentation's own code
     callback = HttpCallback(url="https://example.com/hook", payload={"order": 42})
     body = b'{"order":42}'
     headers = request_headers(uuid.uuid4(), callback, body, (parse_secret(secret(7)),))
