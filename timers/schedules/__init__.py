@@ -1,0 +1,1 @@
+"""Recurring schedules: each slot of a schedule becomes one one-shot timer."""
