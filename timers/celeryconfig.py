@@ -8,7 +8,7 @@ from `timers.config` and is set by `timers.celery_app`; everything else is here.
 task_acks_late = True
 task_reject_on_worker_lost = True
 # A task only starts its deliveries and hands them to its process's delivery engine (see
-# timers.engine), so a pool slot is busy for milliseconds whatever the receivers do. Take one
+# timers.worker.engine), so a pool slot is busy for milliseconds whatever the receivers do. Take one
 # message at a time per process; the prefork pool with one process per CPU (Celery's default,
 # or CELERY_WORKER_CONCURRENCY, see timers.config) spreads the HTTP work over the cores.
 worker_pool = "prefork"

@@ -18,11 +18,11 @@ import redis
 from tests.support.private_services import PrivateRedis
 from timers.celery_app import create_celery_app
 from timers.config import Settings
-from timers.enqueuer import BATCH_TASK_NAME, CeleryEnqueuer
 from timers.models import Claimed, uuid7
 from timers.scheduler import Enqueuer
 from timers.storage import Claim
 from timers.testing import RecordingEnqueuer
+from timers.worker.enqueuer import BATCH_TASK_NAME, CeleryEnqueuer
 
 
 @dataclass

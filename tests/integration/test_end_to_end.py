@@ -26,7 +26,7 @@ from timers.config import Settings
 from timers.models import TimerStatus
 from timers.storage import TimerFilter
 from timers.store import NewTimer, TimerStore, database_engine
-from timers.tasks import BATCH_TASK_NAME, TASK_NAME
+from timers.worker.tasks import BATCH_TASK_NAME, TASK_NAME
 
 CALLBACK_TIMEOUT = 2
 

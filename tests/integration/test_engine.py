@@ -22,9 +22,9 @@ from aiohttp.abc import AbstractResolver
 from tests.support.receiver import Receiver, wait_until
 from timers.callbacks import CallbackRules, DeliveryContext
 from timers.callbacks.http import HttpCallback, deliver
-from timers.engine import DeliveryEngine, Outcome
 from timers.models import Timer, TimerStatus, uuid7
 from timers.outbound import GuardedResolver, Network, OutboundPolicy
+from timers.worker.engine import DeliveryEngine, Outcome
 
 LOCAL = OutboundPolicy(["127.0.0.0/8"])
 RULES = CallbackRules()

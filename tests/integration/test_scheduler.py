@@ -24,7 +24,6 @@ from tests.support.services import Services
 from tests.support.timers import add_timer, now
 from timers.celery_app import create_celery_app
 from timers.config import Settings
-from timers.enqueuer import CeleryEnqueuer
 from timers.models import Claimed, TimerStatus
 from timers.scheduler import (
     ChangeListener,
@@ -35,6 +34,7 @@ from timers.scheduler import (
 )
 from timers.storage import TimerFilter
 from timers.store import NearTerm, TimerStore, database_engine
+from timers.worker.enqueuer import CeleryEnqueuer
 
 
 @pytest.fixture

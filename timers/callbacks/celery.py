@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from timers.callbacks.base import DeliveryContext, Kind
 from timers.models import InvalidCallback, check_json
 from timers.retries import DeliveryResult
 
 if TYPE_CHECKING:
     from celery import Celery
 
-    from timers.callbacks import DeliveryContext
     from timers.callbacks.rules import CallbackRules
 
 TASK_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
@@ -310,10 +310,4 @@ def _parse(config: Any, field_name: str, policy: Any) -> CeleryCallback:
     return CeleryCallback.from_config(config, field_name)
 
 
-def _kind() -> Any:
-    from timers.callbacks import Kind
-
-    return Kind("celery", CeleryConfig, _parse, _permit)
-
-
-KIND = _kind()
+KIND = Kind("celery", CeleryConfig, _parse, _permit)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -26,14 +26,12 @@ from pydantic_core import PydanticCustomError
 from yarl import URL
 
 from timers import __version__
-from timers.destinations import take_slot
+from timers.callbacks.base import DeliveryContext, Kind
 from timers.models import InvalidCallback, check_json
 from timers.outbound import Blocked, OutboundPolicy, literal_address
 from timers.retries import DeliveryResult, retryable_status
 from timers.signing import SIGNATURE_HEADERS, signature_headers
-
-if TYPE_CHECKING:
-    from timers.callbacks import DeliveryContext
+from timers.worker.destinations import take_slot
 
 MAX_URL_LENGTH = 2048
 # RFC 9110 token characters: what a header field name may contain.
@@ -272,7 +270,7 @@ async def deliver(
 
     The host is resolved here, through `policy`, and the request goes to an address it allows
     (the next one only if connecting to one fails), holding a slot for that address and port
-    (`timers.destinations`; waiting for it is not part of `timeout`); the URL's host goes in
+    (`timers.worker.destinations`; waiting for it is not part of `timeout`); the URL's host goes in
     `Host` and, for https, in SNI and the certificate check.
 
     Delivered (error None) on a 2xx answer; else a short reason: `HTTP 500`, `timeout after 30s`,
@@ -388,10 +386,4 @@ def _reason(exc: BaseException) -> str:
     return text[:200]
 
 
-def _kind() -> Any:
-    from timers.callbacks import Kind
-
-    return Kind("http", HttpConfig, _parse)
-
-
-KIND = _kind()
+KIND = Kind("http", HttpConfig, _parse)

@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from timers.callbacks.base import DeliveryContext, Kind
 from timers.callbacks.http import HeaderName, HeaderValue
 from timers.callbacks.nats_connection import NatsConnection, close_connection, reason_of
 from timers.models import InvalidCallback, check_json
 
 if TYPE_CHECKING:
-    from timers.callbacks import DeliveryContext
     from timers.callbacks.rules import CallbackRules
 
 MAX_SUBJECT_LENGTH = 255
@@ -294,10 +294,4 @@ def _permit(callback: NatsCallback, rules: CallbackRules, field_prefix: str) -> 
         )
 
 
-def _kind() -> Any:
-    from timers.callbacks import Kind
-
-    return Kind("nats", NatsConfig, _parse, _permit)
-
-
-KIND = _kind()
+KIND = Kind("nats", NatsConfig, _parse, _permit)

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from timers.config import Settings, environment_help
-from timers.enqueuer import CeleryEnqueuer
 from timers.metrics import SchedulerMetrics, serve
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.execution import ExecutionLoop
@@ -25,6 +24,7 @@ from timers.scheduler.recovery import Recovery
 from timers.scheduler.retention import Retention
 from timers.scheduler.runner import Scheduler
 from timers.store import TimerStore
+from timers.worker.enqueuer import CeleryEnqueuer
 
 log = logging.getLogger("timers.scheduler")
 

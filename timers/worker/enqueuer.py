@@ -1,5 +1,5 @@
 """Sending callback tasks to the Celery broker, for the scheduler (the tasks themselves are in
-`timers.tasks`)."""
+`timers.worker.tasks`)."""
 
 from __future__ import annotations
 

@@ -24,13 +24,14 @@ from celery import Celery, Task
 
 from timers.callbacks import CallbackRules, DeliveryContext
 from timers.config import Settings
-from timers.engine import DeliveryEngine
-from timers.enqueuer import BATCH_TASK_NAME, TASK_NAME
 from timers.metrics import DeliveryMetrics
 from timers.outbound import OutboundPolicy
-from timers.recorder import OutcomeRecorder
 from timers.storage import Claim, StoreUnavailable
 from timers.store import TimerStore, database_engine
+from timers.worker.engine import DeliveryEngine
+from timers.worker.enqueuer import BATCH_TASK_NAME, TASK_NAME
+from timers.worker.outcomes import Outcomes
+from timers.worker.recorder import OutcomeRecorder
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,12 @@ class WorkerResources:
             # invalidated, and the next statement opens a fresh one.
             engine = database_engine(self.settings.require_database_url(), pool_pre_ping=False)
             store = TimerStore(engine)
-            holder: list[OutcomeRecorder] = []
+            # The engine leaves outcomes in `outcomes`; the recorder writes them down and renews
+            # the leases of the deliveries the engine is still running.
+            outcomes = Outcomes()
             deliveries = DeliveryEngine(
                 max_per_destination=self.settings.max_in_flight_per_host,
-                on_outcome=lambda outcome: holder[0].record(outcome),
+                on_outcome=outcomes.put,
                 context=DeliveryContext(
                     timeout=self.settings.callback_timeout,
                     policy=OutboundPolicy(self.settings.allowed_networks),
@@ -76,9 +79,8 @@ class WorkerResources:
                 metrics=DeliveryMetrics(),
             )
             recorder = OutcomeRecorder(
-                store, lease=self.settings.delivery_lease, running=deliveries.running
+                store, outcomes, lease=self.settings.delivery_lease, running=deliveries.running
             )
-            holder.append(recorder)
             self._store, self._engine, self._recorder = store, deliveries, recorder
             self._pid = os.getpid()
 

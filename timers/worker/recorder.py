@@ -14,12 +14,12 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
 
 from timers.storage import Claim, Outcome, Store
+from timers.worker.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
 
@@ -28,25 +28,31 @@ RETRY_FIRST, RETRY_MAX = 0.2, 5.0
 
 
 class OutcomeRecorder:
-    def __init__(self, store: Store, *, lease: float, running: Callable[[], list[Claim]]) -> None:
+    """Writes down the outcomes left in `outcomes` and renews the leases of the claims `running`
+    returns (the deliveries still in flight) and of the outcomes not yet written."""
+
+    def __init__(
+        self,
+        store: Store,
+        outcomes: Outcomes,
+        *,
+        lease: float,
+        running: Callable[[], list[Claim]],
+    ) -> None:
         self.store = store
+        self.outcomes = outcomes
         self.lease = lease
         self.running = running
-        self._queue: queue.SimpleQueue[Outcome | None] = queue.SimpleQueue()
         self._unwritten: list[Outcome] = []
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outcome-recorder", daemon=True)
         self._thread.start()
 
-    def record(self, outcome: Outcome) -> None:
-        """Queue an outcome to be written (thread-safe, never blocks)."""
-        self._queue.put(outcome)
-
     def close(self, timeout: float) -> list[Outcome]:
         """Write what is queued (for up to `timeout` seconds) and stop; returns the outcomes that
         could not be written."""
         self._closing.set()
-        self._queue.put(None)
+        self.outcomes.interrupt()
         self._thread.join(timeout)
         return list(self._unwritten)
 
@@ -74,10 +80,7 @@ class OutcomeRecorder:
 
     def _take(self, wait: float) -> bool:
         """Move one queued outcome to the unwritten list; False if none came (or closing)."""
-        try:
-            item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-        except queue.Empty:
-            return False
+        item = self.outcomes.get(wait)
         if item is None:
             return False
         self._unwritten.append(item)

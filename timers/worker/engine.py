@@ -12,7 +12,7 @@ the same synchronous psycopg2 store as everywhere else (outcomes are written by 
 
 Limits, all per worker process:
 - at most `max_per_destination` deliveries at once to one receiver (for HTTP: scheme, host and
-  port, and also the address and port the host resolved to, see `timers.destinations`; for
+  port, and also the address and port the host resolved to, see `timers.worker.destinations`; for
   Celery tasks: the queue): one slow receiver cannot take every connection; its other timers wait
   their turn (their leases are renewed meanwhile, and their deadline starts when they are sent);
 - at most `MAX_IN_FLIGHT` deliveries in all; past that, starting more blocks the task (backpressure
@@ -39,11 +39,11 @@ from datetime import UTC, datetime
 
 from timers import callbacks
 from timers.callbacks import CallbackRules, DeliveryContext
-from timers.destinations import DestinationSlots, current_slots
 from timers.metrics import DeliveryMetrics
 from timers.models import InvalidCallback, Timer
 from timers.retries import DeliveryResult, RetryPolicy, next_delay
 from timers.storage import Claim, Outcome, clip_error
+from timers.worker.destinations import DestinationSlots, current_slots
 
 log = logging.getLogger(__name__)
 
