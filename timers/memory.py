@@ -98,8 +98,8 @@ class MemoryTimers(Timers):
             due = [t.id for t in self.memory.load_near_term(None, self.now).timers]
             if not due:
                 return fired
-            for timer in self.memory.claim_due(due):
-                fired.append(self._deliver(timer))
+            for claimed in self.memory.claim_due(due):
+                fired.append(self._deliver(self.memory.get(claimed.id)))
         raise RuntimeError(f"still firing after {MAX_ROUNDS} rounds: timers due at once, again")
 
     def _deliver(self, timer: Timer) -> Fired:
