@@ -257,7 +257,7 @@ def test_purge_keeps_a_timer_redriven_while_it_runs(store: TimerStore) -> None:
 def test_a_row_held_elsewhere_fails_the_purge_batch_instead_of_stalling_it(
     store: TimerStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("timers.store.PURGE_LOCK_TIMEOUT", 0.3)
+    monkeypatch.setattr("timers.store.retention.PURGE_LOCK_TIMEOUT", 0.3)
     made = add_timer(store, now() - timedelta(seconds=1)).id
     store.claim_due([made])
     store.begin_deliveries([(made, 1)], lease=60)
@@ -277,7 +277,7 @@ def test_a_pass_cut_short_by_an_error_goes_on_from_where_it_was(
 ) -> None:
     """The second batch of a pass meets a row held elsewhere (lock timeout): the next try goes on
     after the first batch's last row instead of starting again from the oldest."""
-    monkeypatch.setattr("timers.store.PURGE_LOCK_TIMEOUT", 0.3)
+    monkeypatch.setattr("timers.store.retention.PURGE_LOCK_TIMEOUT", 0.3)
     made = [add_timer(store, now() - timedelta(seconds=1)).id for _ in range(5)]
     store.claim_due(made)
     store.begin_deliveries([(i, 1) for i in made], lease=60)

@@ -31,9 +31,6 @@ KNOWN_CYCLE_IMPORTS: dict[tuple[str, str], str] = {}
 KNOWN_LONG_MODULES: frozenset[str] = frozenset(
     {
         "timers/api/routes.py",
-        "timers/store.py",
-        "timers/storage.py",
-        "timers/testing.py",
     }
 )
 

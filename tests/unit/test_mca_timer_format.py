@@ -9,7 +9,7 @@ from timers import callbacks
 from timers.api.compat import tagged
 from timers.models import InvalidCallback
 from timers.storage import EXACT_COUNT_LIMIT
-from timers.totals import COUNT_COST_LIMIT, Plan
+from timers.store.totals import COUNT_COST_LIMIT, Plan
 
 RULES = callbacks.CallbackRules()
 

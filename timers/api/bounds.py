@@ -8,7 +8,7 @@ from uuid import UUID
 
 from timers.api.envelope import ApiError, Code
 from timers.models import TIMER_FIELD, InvalidCallback, TimerStatus, check_timer_bounds
-from timers.storage import Store
+from timers.storage import TimerRepository
 
 SIZED = ("callback_config", "metadata", "retry")
 
@@ -22,7 +22,7 @@ def check(config: Any, metadata: Any, retry: Any) -> None:
 
 
 def check_after(
-    store: Store, timer_id: UUID, changes: dict[str, Any], owner: str | None = None
+    store: TimerRepository, timer_id: UUID, changes: dict[str, Any], owner: str | None = None
 ) -> None:
     """Refuse `changes` that would leave the timer over the bounds: the parts they keep are read
     from the timer (of this owner, when given; raises TimerNotFound). A timer that is not

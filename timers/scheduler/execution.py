@@ -14,7 +14,7 @@ from timers.metrics import SchedulerMetrics
 from timers.models import Claimed
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.timing import Clock, utc_now
-from timers.storage import Store
+from timers.storage import SchedulerStore
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Enqueuer(Protocol):
 class ExecutionLoop:
     def __init__(
         self,
-        store: Store,
+        store: SchedulerStore,
         cache: TimerCache,
         enqueuer: Enqueuer,
         *,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from timers.models import DueTime
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.loader import MemoryLoader
-from timers.storage import Change, Store
+from timers.storage import Change, SchedulerStore
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class ChangeListener:
 
     def __init__(
         self,
-        store: Store,
+        store: SchedulerStore,
         cache: TimerCache,
         loader: MemoryLoader,
         wake: threading.Event,

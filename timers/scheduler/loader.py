@@ -12,7 +12,7 @@ from timers.metrics import SchedulerMetrics
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.recovery import Recovery
 from timers.scheduler.timing import Clock, near_term_window, utc_now
-from timers.storage import Store
+from timers.storage import SchedulerStore
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ class MemoryLoader:
 
     def __init__(
         self,
-        store: Store,
+        store: SchedulerStore,
         cache: TimerCache,
         *,
         recovery_window: float,

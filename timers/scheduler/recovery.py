@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from timers.storage import RecoveryRules, Store
+from timers.storage import RecoveryRules, SchedulerStore
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Recovery:
             idle = False
         return RecoveryRules(self.enqueue_timeout, self.lease, idle)
 
-    def fail_missed(self, store: Store) -> None:
+    def fail_missed(self, store: SchedulerStore) -> None:
         """Under the `skip` misfire policy, fail the timers overdue beyond the recovery window."""
         if self.misfire_policy != "skip":
             return

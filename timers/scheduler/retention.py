@@ -7,7 +7,7 @@ import threading
 import time
 
 from timers.metrics import SchedulerMetrics
-from timers.storage import PurgePosition, Store
+from timers.storage import Housekeeping, PurgePosition
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Retention:
 
     def __init__(
         self,
-        store: Store,
+        store: Housekeeping,
         keep: float,
         *,
         batch: int = PURGE_BATCH,

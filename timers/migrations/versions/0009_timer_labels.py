@@ -14,7 +14,7 @@ the labels: after an insert and after a change of metadata (each row that has me
 delete (once per statement, for all the rows it deleted) and after a TRUNCATE. A change and a
 delete find a timer's labels by the primary key (timer_id, key): a tenth of the time of probing
 the listing index for each. `timers_labels_of` is the one definition of which pairs are labels
-(`timers.store.label_of` mirrors it for a filter, counting lengths in UTF-8 bytes).
+(`timers.store.listing.label_of` mirrors it for a filter, counting lengths in UTF-8 bytes).
 
 Filling the labels of the timers already there takes a while on a large table (see the README's
 page benchmark for 10,000,000); reads go on meanwhile, writes to `timers` wait until it is done.

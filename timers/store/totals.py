@@ -20,6 +20,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from timers.storage import EXACT_COUNT_LIMIT
+from timers.store.sql import queries
 
 # The planner's cost (about one sequential page read per unit) above which the matches are
 # estimated, not counted. Counting 100,000 entries of an index costs about 5,000 (some 15 ms);
@@ -41,7 +42,8 @@ class Plan:
 
 
 class _Explain(Executable, ClauseElement):
-    """`EXPLAIN (FORMAT JSON)` of a statement, its parameters bound as usual."""
+    """`EXPLAIN (FORMAT JSON)` of a statement (`queries["explain"]`), its parameters bound as
+    usual."""
 
     inherit_cache = False
 
@@ -51,7 +53,7 @@ class _Explain(Executable, ClauseElement):
 
 @compiles(_Explain)
 def _compile_explain(element: _Explain, compiler: SQLCompiler, **kw: Any) -> str:
-    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.statement, **kw)
+    return queries["explain"].format(statement=compiler.process(element.statement, **kw))
 
 
 def plan(conn: Connection, source: Any, conditions: list[Any]) -> Plan:

@@ -1,0 +1,113 @@
+"""The scheduler's statements on the PostgreSQL store (`SchedulerStore`): what is due soon,
+claims, releases, recovery and the `skip` misfire policy."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import Text, literal, select
+
+from timers.models import Claimed, DueTime
+from timers.schema import timers
+from timers.storage import Claim, NearTerm, Recovered, RecoveryRules
+from timers.store.connection import Connected
+from timers.store.lifecycle import (
+    CLAIM_DUE,
+    PENDING_BY_IDS,
+    RELEASE,
+    claims_params,
+    fail_missed_statement,
+    near_term_query,
+    recover_statement,
+)
+from timers.store.notifications import NotificationFeed
+
+
+class SchedulerStatements(Connected):
+    def load_near_term(
+        self,
+        start: datetime | None,
+        end: datetime,
+        limit: int = 100_000,
+        recovery: RecoveryRules | None = None,
+    ) -> NearTerm:
+        """The id and `execute_at` of the `pending` timers with `start <= execute_at <= end` (no
+        lower bound when `start` is None), earliest first, at most `limit` of them; served by the
+        partial index. Only two columns: a large window loads fast.
+
+        With `recovery`, the same statement first puts back to `pending` the `executing` timers
+        that `recovery` finds stranded (see `RecoveryRules`); they are returned too (they are due),
+        with the reason also written to their `last_error`. One statement either way, so an idle
+        scheduler costs the database one statement per load.
+        """
+        near = near_term_query(start, end, limit)
+        if recovery is None:
+            with self._statement() as conn:
+                rows = conn.execute(near)
+                return NearTerm([DueTime(row[0], row[1]) for row in rows], [])
+        recovered = (
+            recover_statement(recovery)
+            .returning(timers.c.id, timers.c.execute_at, timers.c.last_error)
+            .cte("recovered")
+        )
+        loaded = near.add_columns(literal(None, Text()).label("reason")).subquery("near")
+        stmt = select(loaded.c.id, loaded.c.execute_at, loaded.c.reason).union_all(
+            select(recovered.c.id, recovered.c.execute_at, recovered.c.last_error)
+        )
+        with self._statement() as conn:
+            rows = conn.execute(stmt).all()
+        loaded_timers = [DueTime(row[0], row[1]) for row in rows if row[2] is None]
+        recovered_timers = [Recovered(row[0], row[1], row[2]) for row in rows if row[2] is not None]
+        return NearTerm(
+            loaded_timers + [DueTime(r.id, r.execute_at) for r in recovered_timers],
+            recovered_timers,
+        )
+
+    def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[DueTime]:
+        """The id and `execute_at` of those of `timer_ids` that are `pending` now (any
+        `execute_at`); no other column."""
+        ids = list(timer_ids)
+        if not ids:
+            return []
+        with self._statement() as conn:
+            rows = conn.execute(PENDING_BY_IDS, {"ids": ids}).all()
+        return [DueTime(row[0], row[1]) for row in rows]
+
+    def changes(self) -> NotificationFeed:
+        """A feed of the timers that became pending, changed while pending, or were canceled."""
+        return NotificationFeed(self.engine)
+
+    def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Claimed]:
+        """Flip to `executing` those of `timer_ids` that are still `pending` and due by the
+        database's clock, in one statement; return exactly the rows it flipped, each as its id,
+        new claim number (`attempts` + 1) and `execute_at` (no JSON column is read back).
+
+        A timer canceled, postponed or claimed by another scheduler since it was cached is not
+        touched, so only the returned timers may be enqueued. Nor is one that another transaction
+        holds right now (an API change or bulk cancel, another scheduler's claim): a claim never
+        waits for a lock, and the caller re-reads the timers it did not get.
+        """
+        if not timer_ids:
+            return []
+        with self._statement() as conn:
+            rows = conn.execute(CLAIM_DUE, {"ids": list(timer_ids)}).all()
+        return [Claimed(row[0], row[1], row[2]) for row in rows]
+
+    def release(self, claims: Sequence[Claim]) -> int:
+        """Put claimed timers whose message could not be enqueued back to `pending`.
+
+        Touches only rows that are still `executing` under the same claim (id and `attempts`) and
+        that no worker has started: a message that reached a worker after all is never undone.
+        """
+        if not claims:
+            return 0
+        with self._statement() as conn:
+            return int(conn.execute(RELEASE, claims_params(claims)).rowcount)
+
+    def fail_missed(self, recovery_window: float) -> int:
+        """Mark `failed` the `pending` timers due more than `recovery_window` seconds ago, with a
+        `last_error` starting `missed:` (the `skip` misfire policy)."""
+        with self._statement() as conn:
+            return int(conn.execute(fail_missed_statement(recovery_window)).rowcount)

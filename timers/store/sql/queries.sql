@@ -1,0 +1,106 @@
+-- The PostgreSQL store's SQL text, each query under a `-- name --` header, loaded by name
+-- (`timers.store.sql.queries`). Parameters are named (`:name`), as SQLAlchemy's `text()` binds them.
+
+-- begin --
+-- Opens a transaction of several statements (the engine's connections are in autocommit).
+BEGIN
+
+-- commit --
+COMMIT
+
+-- rollback --
+ROLLBACK
+
+-- ping --
+-- Whether the database answers.
+SELECT 1
+
+-- snapshot --
+-- A page and its total read from one snapshot.
+SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY
+
+-- listen --
+-- The change feed's channel, filled by the migrations' trigger.
+LISTEN timers_changed
+
+-- insert_timer --
+-- One `pending` timer, inserted by `create_in` on a caller's connection (its JSON given as text).
+INSERT INTO timers (id, execute_at, callback_type, callback_config, metadata, retry, owner, status)
+VALUES (CAST(:id AS uuid), :execute_at, :callback_type, CAST(:callback_config AS jsonb),
+        CAST(:metadata AS jsonb), CAST(:retry AS jsonb), :owner, 'pending')
+RETURNING *
+
+-- explain --
+-- The planner's expectation for a statement (planning only), filled in with `str.format`.
+EXPLAIN (FORMAT JSON) {statement}
+
+-- estimate_counts --
+-- The table's row estimate and the status column's most common values with their frequencies.
+SELECT c.reltuples::bigint AS rows,
+       s.most_common_vals::text::text[] AS statuses,
+       s.most_common_freqs AS frequencies
+FROM pg_class c
+LEFT JOIN pg_stats s
+  ON s.schemaname = current_schema() AND s.tablename = 'timers' AND s.attname = 'status'
+WHERE c.oid = 'timers'::regclass
+
+-- lateness --
+-- Per minute of the last `minutes`, the lateness of the newest `sample` completed and failed timers.
+WITH recent AS (
+    (SELECT updated_at, started_at - execute_at AS late FROM timers
+     WHERE status = 'completed' AND updated_at > now() - make_interval(mins => :minutes)
+     ORDER BY status, updated_at DESC LIMIT :sample)
+    UNION ALL
+    (SELECT updated_at, started_at - execute_at AS late FROM timers
+     WHERE status = 'failed' AND updated_at > now() - make_interval(mins => :minutes)
+     ORDER BY status, updated_at DESC LIMIT :sample)
+)
+SELECT date_trunc('minute', updated_at) AS minute, count(*) AS count,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM late)) * 1000 AS p50,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM late)) * 1000 AS p99,
+       max(extract(epoch FROM late)) * 1000 AS max
+FROM recent WHERE late IS NOT NULL
+GROUP BY 1 ORDER BY 1
+
+-- purge_finished --
+-- One purge batch under the advisory lock `lock`: the next `limit` finished timers after
+-- (`after_at`, `after_id`) in the first of `statuses`, then the others, deleted if still old.
+WITH lock AS (
+    SELECT pg_try_advisory_xact_lock(:lock) AS held,
+           set_config('lock_timeout', :lock_timeout, true)
+),
+doomed AS MATERIALIZED (
+    SELECT s.n, t.status, t.updated_at, t.id
+    FROM unnest(CAST(:statuses AS text[])) WITH ORDINALITY AS s(status, n)
+    CROSS JOIN LATERAL (
+        SELECT t.status, t.updated_at, t.id FROM timers t
+        WHERE (SELECT held FROM lock)
+          AND t.status IN ('completed', 'failed', 'canceled')
+          AND t.status = s.status
+          AND (t.updated_at, t.id) > (
+              CASE WHEN s.n = 1 THEN CAST(:after_at AS timestamptz) ELSE '-infinity' END,
+              CASE WHEN s.n = 1 THEN CAST(:after_id AS uuid) ELSE :nil END
+          )
+          AND t.updated_at < now() - make_interval(secs => :age)
+        ORDER BY t.updated_at, t.id
+        LIMIT :limit
+    ) t
+    ORDER BY s.n, t.updated_at, t.id
+    LIMIT :limit
+),
+gone AS (
+    DELETE FROM timers d
+    WHERE d.id = ANY (ARRAY(SELECT id FROM doomed))
+      -- re-checked on a row changed meanwhile; IS TRUE keeps it out of the index choice,
+      -- so the rows are found by id
+      AND (d.status IN ('completed', 'failed', 'canceled')
+           AND d.updated_at < now() - make_interval(secs => :age)) IS TRUE
+    RETURNING 1
+),
+last AS (SELECT * FROM doomed ORDER BY n DESC, updated_at DESC, id DESC LIMIT 1)
+SELECT (SELECT held FROM lock) AS held,
+       (SELECT count(*) FROM doomed) AS seen,
+       (SELECT count(*) FROM gone) AS deleted,
+       (SELECT status FROM last) AS last_status,
+       (SELECT updated_at FROM last) AS last_at,
+       (SELECT id FROM last) AS last_id
