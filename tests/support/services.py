@@ -1,5 +1,6 @@
-"""Finding PostgreSQL, Redis and NATS for the tests: the configured ones, else the local services
-on their standard ports, else embedded ones started for this test session."""
+"""Finding PostgreSQL, Redis and NATS for the tests and the benchmark (bench/): the configured ones
+(`DATABASE_URL`, `REDIS_URL`, `TIMERS_NATS_URL`), else the local services on their standard ports,
+else embedded ones (timers.embedded) started under a scratch directory."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ TASK_BROKER_DATABASE = 6
 class Services:
     postgres_url: str  # an admin connection: tests create and drop databases through it
     redis_url: str
-    nats_url: str  # a NATS server with JetStream
+    nats_url: str  # a NATS server with JetStream ("": not asked for)
     embedded: list[Any] = field(default_factory=list)
 
     def database_url(self, name: str) -> str:
@@ -37,6 +38,10 @@ class Services:
         """The same Redis server, another numbered database (so suites don't share queues)."""
         base = self.redis_url.rsplit("/", 1)[0] if self.redis_url.count("/") > 2 else self.redis_url
         return f"{base}/{index}"
+
+    def admin_execute(self, sql: str) -> None:
+        """Run one statement on the admin connection, outside a transaction."""
+        execute_autocommit(self.postgres_url, sql)
 
     def stop(self) -> None:
         for server in self.embedded:
@@ -65,7 +70,8 @@ def _postgres_reachable(url: str) -> bool:
         return False
 
 
-def find_services(scratch: Path) -> Services:
+def find_services(scratch: Path, *, nats: bool = True) -> Services:
+    """PostgreSQL and Redis, and NATS unless `nats` is False (the benchmark needs none)."""
     embedded: list[Any] = []
     pg_url = os.environ.get("DATABASE_URL")
     if not pg_url:
@@ -85,12 +91,12 @@ def find_services(scratch: Path) -> Services:
             embedded.append(rd)
             redis_url = rd.url
     redis.Redis.from_url(redis_url).ping()
-    nats_url = os.environ.get("TIMERS_NATS_URL")
-    if not nats_url:
+    nats_url = os.environ.get("TIMERS_NATS_URL", "") if nats else ""
+    if nats and not nats_url:
         if port_is_open("127.0.0.1", 4222):
             nats_url = "nats://127.0.0.1:4222"
         else:
-            nats = start_nats(scratch / "nats")
-            embedded.append(nats)
-            nats_url = nats.url
+            server = start_nats(scratch / "nats")
+            embedded.append(server)
+            nats_url = server.url
     return Services(postgres_url=pg_url, redis_url=redis_url, nats_url=nats_url, embedded=embedded)

@@ -37,15 +37,6 @@ def test_help_lists_every_variable_with_its_default(argv: list[str]) -> None:
         assert f"[default: {setting.default_text.replace('`', '')}]" in flat
 
 
-def test_seed_mode_is_the_original_polling_design() -> None:
-    seed = settings_from_env({"TIMERS_MODE": "seed"})
-    assert (seed.listen, seed.claim_batch_size, seed.callbacks_per_task) == (False, 1, 1)
-    default = settings_from_env({})
-    assert (default.listen, default.claim_batch_size, default.callbacks_per_task) == (True, 500, 50)
-    with pytest.raises(ConfigError, match="TIMERS_MODE must be one of default, seed"):
-        settings_from_env({"TIMERS_MODE": "fast"})
-
-
 @pytest.mark.parametrize(
     ("env", "message"),
     [

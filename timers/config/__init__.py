@@ -114,9 +114,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("PORT", "port", _port, 8080, "API port"),
     Setting("TIMERS_HOME", "home", _path, Path(".timers"),
             "where `timers dev` keeps embedded data and the generated key", "`./.timers`"),
-    Setting("TIMERS_MODE", "mode", _choice("default", "seed"), "default",
-            "`seed` runs the scheduler as the original polling design did (no notifications or "
-            "wake-ups, one `UPDATE` and one task per timer), for comparison"),
     Setting("TIMERS_LOAD_INTERVAL", "load_interval", _seconds, 30.0,
             "seconds between full reloads of the cache (each also recovers stranded timers)"),
     Setting("TIMERS_EXECUTE_INTERVAL", "execute_interval", _seconds, 1.0,
@@ -184,9 +181,8 @@ SETTINGS: tuple[Setting, ...] = (
 _DEFAULTS = {s.attribute: s.default for s in SETTINGS}
 MIN_API_KEY_LENGTH = 32
 
-# What the `seed` mode changes: the original design's one statement and one task per timer.
-SEED_CLAIM_BATCH, CLAIM_BATCH = 1, 500
-SEED_CALLBACKS_PER_TASK, CALLBACKS_PER_TASK = 1, 50
+# Due timers claimed per UPDATE, and timers due together that travel in one Celery message.
+CLAIM_BATCH, CALLBACKS_PER_TASK = 500, 50
 
 
 def _default(attribute: str) -> Any:
@@ -211,7 +207,6 @@ class Settings:
     max_delay: float = _default("max_delay")
     port: int = _default("port")
     home: Path = _default("home")
-    mode: str = _default("mode")
     load_interval: float = _default("load_interval")
     execute_interval: float = _default("execute_interval")
     lookahead: float = _default("lookahead")
@@ -236,22 +231,6 @@ class Settings:
     flower_url: str | None = _default("flower_url")
     log_level: str = _default("log_level")
     log_format: str = _default("log_format")
-
-    @property
-    def listen(self) -> bool:
-        """React to changes at once (LISTEN/NOTIFY) and wake at each timer's due time; the seed
-        design polls (loads every load_interval, ticks every execute_interval)."""
-        return self.mode != "seed"
-
-    @property
-    def claim_batch_size(self) -> int:
-        """Due timers claimed per UPDATE."""
-        return SEED_CLAIM_BATCH if self.mode == "seed" else CLAIM_BATCH
-
-    @property
-    def callbacks_per_task(self) -> int:
-        """Timers due together that travel in one Celery message."""
-        return SEED_CALLBACKS_PER_TASK if self.mode == "seed" else CALLBACKS_PER_TASK
 
     @property
     def task_broker(self) -> str | None:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from timers.config import Settings, environment_help
+from timers.config import CALLBACKS_PER_TASK, CLAIM_BATCH, Settings, environment_help
 from timers.metrics import SchedulerMetrics, serve
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.execution import ExecutionLoop
@@ -30,9 +30,19 @@ log = logging.getLogger("timers.scheduler")
 
 
 def build_scheduler(
-    settings: Settings, metrics: SchedulerMetrics | None = None
+    settings: Settings,
+    metrics: SchedulerMetrics | None = None,
+    *,
+    listen: bool = True,
+    claim_batch_size: int = CLAIM_BATCH,
+    callbacks_per_task: int = CALLBACKS_PER_TASK,
 ) -> tuple[Scheduler, Callable[[], None]]:
-    """A scheduler wired to PostgreSQL and the Celery broker from `settings`, and its cleanup."""
+    """A scheduler wired to PostgreSQL and the Celery broker from `settings`, and its cleanup.
+
+    `listen`: react to changes at once (LISTEN/NOTIFY) and wake at each timer's due time (off: poll,
+    loading every load interval and ticking every execute interval); `claim_batch_size`: due timers
+    claimed per UPDATE; `callbacks_per_task`: timers due together that travel in one Celery message.
+    """
     from timers.celery_app import create_celery_app
     from timers.store import database_engine
 
@@ -44,7 +54,7 @@ def build_scheduler(
     metrics = metrics or SchedulerMetrics()
     metrics.watch_cache(cache.__len__)
     metrics.watch_store(store.due_backlog, lambda: store.counts()[0]["pending"])
-    enqueuer = CeleryEnqueuer(app, per_task=settings.callbacks_per_task)
+    enqueuer = CeleryEnqueuer(app, per_task=callbacks_per_task)
     recovery = Recovery(
         enqueue_timeout=settings.enqueue_timeout,
         lease=settings.delivery_lease,
@@ -68,10 +78,10 @@ def build_scheduler(
         enqueuer,
         stopping=stopping.is_set,
         lookahead=settings.lookahead,
-        batch_size=settings.claim_batch_size,
+        batch_size=claim_batch_size,
         metrics=metrics,
     )
-    wake = threading.Event() if settings.listen else None
+    wake = threading.Event() if listen else None
     listener = ChangeListener(store, cache, loader, wake) if wake is not None else None
     scheduler = Scheduler(
         loader,
@@ -121,11 +131,21 @@ def check_services(settings: Settings) -> str | None:
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = "python -m timers.scheduler",
+    description: str = "Run the timers scheduler: load near-term timers into memory and enqueue "
+    "each as a Celery task when it is due. Configured by the environment.",
+    listen: bool = True,
+    claim_batch_size: int = CLAIM_BATCH,
+    callbacks_per_task: int = CALLBACKS_PER_TASK,
+) -> int:
+    """The scheduler process; the keyword arguments are `build_scheduler`'s (production's by
+    default)."""
     parser = argparse.ArgumentParser(
-        prog="python -m timers.scheduler",
-        description="Run the timers scheduler: load near-term timers into memory and enqueue each "
-        "as a Celery task when it is due. Configured by the environment.",
+        prog=prog,
+        description=description,
         epilog=environment_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -153,7 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-    scheduler, close = build_scheduler(settings, metrics)
+    scheduler, close = build_scheduler(
+        settings,
+        metrics,
+        listen=listen,
+        claim_batch_size=claim_batch_size,
+        callbacks_per_task=callbacks_per_task,
+    )
 
     def on_signal(signum: int, _: Any) -> None:
         log.info("received %s, stopping", signal.Signals(signum).name)
@@ -162,9 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     log.info(
-        "scheduler started (mode %s, load every %gs, tick every %gs, lookahead %gs, recovery "
-        "window %gs, misfire policy %s, retention %s)",
-        settings.mode,
+        "scheduler started (%s, claims of up to %d, up to %d timers a task, load every %gs, tick "
+        "every %gs, lookahead %gs, recovery window %gs, misfire policy %s, retention %s)",
+        "notifications and wake-ups" if listen else "polling",
+        claim_batch_size,
+        callbacks_per_task,
         settings.load_interval,
         settings.execute_interval,
         settings.lookahead,

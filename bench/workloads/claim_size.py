@@ -19,16 +19,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import text
 
-from bench.operate import drop_database, percentile, say
+from bench.cell import nearest_rank as percentile
+from bench.harness import Bench, drop_database, say
 from timers.storage import NewTimer
 from timers.store import TimerStore, database_engine
-
-if TYPE_CHECKING:
-    from bench.__main__ import Bench
 
 DATABASE = "bench_claim_size"
 COUNT = 50
