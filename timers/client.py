@@ -52,19 +52,14 @@ class Client:
         metadata: Mapping[str, Any] | None = None,
     ) -> Timer:
         """As `Timers.schedule`, through the API (no `connection`: the API has its own)."""
-        config = celery_config(target, args, kwargs, queue, priority, headers)
-        body: dict[str, Any] = {
-            "execute_at": _when(eta, countdown).isoformat(),
-            "callback_type": "celery",
-            "callback_config": config,
-        }
-        if metadata is not None:
-            body["metadata"] = dict(metadata)
+        body = schedule_body(
+            target, eta, countdown, args, kwargs, queue, priority, headers, metadata
+        )
         created = self._call("POST", "/timers", json=body)
         return self.get(created["id"])
 
     def get(self, timer_id: uuid.UUID | str) -> Timer:
-        return _timer(self._call("GET", f"/timers/{timer_id}"))
+        return timer_from(self._call("GET", f"/timers/{timer_id}"))
 
     def cancel(self, timer_id: uuid.UUID | str) -> Timer:
         self._call("DELETE", f"/timers/{timer_id}")
@@ -77,10 +72,8 @@ class Client:
         eta: datetime | None = None,
         countdown: float | None = None,
     ) -> Timer:
-        if eta is None and countdown is None:
-            raise InvalidTimer("eta, countdown: give one of them")
-        body = {"execute_at": _when(eta, countdown).isoformat()}
-        return _timer(self._call("PUT", f"/timers/{timer_id}", json=body))
+        body = reschedule_body(eta, countdown)
+        return timer_from(self._call("PUT", f"/timers/{timer_id}", json=body))
 
     def list(
         self,
@@ -91,11 +84,8 @@ class Client:
         sort: str = "created_at",
         order: str = "desc",
     ) -> list[Timer]:
-        params: dict[str, Any] = {"limit": limit, "offset": offset, "sort": sort, "order": order}
-        if status is not None:
-            params["status"] = TimerStatus(status).value
-        page = self._call("GET", "/timers", params=params)
-        return [_timer(t) for t in page["timers"]]
+        page = self._call("GET", "/timers", params=list_params(status, limit, offset, sort, order))
+        return [timer_from(t) for t in page["timers"]]
 
     def close(self) -> None:
         self.session.close()
@@ -114,19 +104,69 @@ class Client:
         try:
             answer = response.json()
         except ValueError:
-            raise TimersUnavailable(f"{method} {path}: HTTP {response.status_code}") from None
-        code, message, data = answer.get("code"), answer.get("message", ""), answer.get("data")
-        if code == 0:
-            return data
-        if code == 4:
-            raise Unauthorized(message)
-        if code == 3:
-            raise TimerNotFound(uuid.UUID(path.rsplit("/", 1)[1]))
-        if code == 2 and isinstance(data, dict) and "status" in data and "id" in data:
-            raise TimerNotPending(uuid.UUID(data["id"]), TimerStatus(data["status"]))
-        if code == 2:
-            raise InvalidTimer(message)
-        raise TimersUnavailable(f"{method} {path}: {message}")
+            answer = None
+        return unwrap(method, path, response.status_code, answer)
+
+
+# What both clients share: the request bodies they send and the meaning of the answers.
+
+
+def schedule_body(
+    target: Any,
+    eta: datetime | None,
+    countdown: float | None,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    queue: str | None,
+    priority: int | None,
+    headers: Mapping[str, Any] | None,
+    metadata: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The body of `POST /timers` for a `celery` timer. Raises InvalidTimer."""
+    body: dict[str, Any] = {
+        "execute_at": _when(eta, countdown).isoformat(),
+        "callback_type": "celery",
+        "callback_config": celery_config(target, args, kwargs, queue, priority, headers),
+    }
+    if metadata is not None:
+        body["metadata"] = dict(metadata)
+    return body
+
+
+def reschedule_body(eta: datetime | None, countdown: float | None) -> dict[str, Any]:
+    """The body of `PUT /timers/{id}` that moves a timer. Raises InvalidTimer."""
+    if eta is None and countdown is None:
+        raise InvalidTimer("eta, countdown: give one of them")
+    return {"execute_at": _when(eta, countdown).isoformat()}
+
+
+def list_params(
+    status: TimerStatus | str | None, limit: int, offset: int, sort: str, order: str
+) -> dict[str, Any]:
+    """The query of `GET /timers`."""
+    params: dict[str, Any] = {"limit": limit, "offset": offset, "sort": sort, "order": order}
+    if status is not None:
+        params["status"] = TimerStatus(status).value
+    return params
+
+
+def unwrap(method: str, path: str, status_code: int, answer: Any) -> Any:
+    """The `data` of an envelope answering `method path`, or its error raised as the exception of
+    `timers.errors` it means (`answer` is the decoded JSON body, None when there was none)."""
+    if not isinstance(answer, dict):
+        raise TimersUnavailable(f"{method} {path}: HTTP {status_code}")
+    code, message, data = answer.get("code"), answer.get("message", ""), answer.get("data")
+    if code == 0:
+        return data
+    if code == 4:
+        raise Unauthorized(message)
+    if code == 3:
+        raise TimerNotFound(uuid.UUID(path.rsplit("/", 1)[1]))
+    if code == 2 and isinstance(data, dict) and "status" in data and "id" in data:
+        raise TimerNotPending(uuid.UUID(data["id"]), TimerStatus(data["status"]))
+    if code == 2:
+        raise InvalidTimer(message)
+    raise TimersUnavailable(f"{method} {path}: {message}")
 
 
 def _when(eta: datetime | None, countdown: float | None) -> datetime:
@@ -139,7 +179,7 @@ def _when(eta: datetime | None, countdown: float | None) -> datetime:
     return datetime.now(UTC) + timedelta(seconds=countdown or 0)
 
 
-def _timer(data: Mapping[str, Any]) -> Timer:
+def timer_from(data: Mapping[str, Any]) -> Timer:
     def at(name: str) -> datetime | None:
         value = data.get(name)
         return None if value is None else datetime.fromisoformat(value)

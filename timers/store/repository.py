@@ -21,13 +21,20 @@ from timers.storage import (
     IdempotencyKey,
     IdempotencyKeyReused,
     NewTimer,
+    StoreError,
     StoreUnavailable,
     TimerNotFound,
     TimerNotPending,
     check_changes,
 )
 from timers.storage.batches import answer_batch, first_uses
-from timers.store.connection import Connected, database_errors, decoded, owned_by
+from timers.store.connection import (
+    Connected,
+    database_errors,
+    decoded,
+    describe_database_error,
+    owned_by,
+)
 from timers.store.sql import queries
 
 PENDING = TimerStatus.PENDING.value
@@ -173,8 +180,9 @@ class TimerStatements(Connected):
 
     def create_in(self, connection: Any, new: NewTimer) -> Timer:
         """Insert one `pending` timer inside the caller's open transaction on the same database:
-        `connection` is a SQLAlchemy `Connection` or a psycopg2 connection. The timer exists (and
-        the scheduler hears of it) when the caller commits, and never if it rolls back."""
+        `connection` is a SQLAlchemy `Connection`, a psycopg2 or psycopg 3 connection, or Django's
+        `django.db.connection` (either PostgreSQL backend). The timer exists (and the scheduler
+        hears of it) when the caller commits, and never if it rolls back."""
         params = new.row_values()
         params["id"] = str(params["id"])
         for name in ("callback_config", "metadata", "retry"):
@@ -184,10 +192,20 @@ class TimerStatements(Connected):
             with database_errors():
                 row = connection.execute(_INSERT_NAMED, params).mappings().one()
             return Timer.from_row(decoded(row))
-        with database_errors(), connection.cursor() as cursor:
-            cursor.execute(INSERT_SQL_PYFORMAT, params)
-            names = [c.name for c in cursor.description]
-            row = dict(zip(names, cursor.fetchone(), strict=True))
+        if hasattr(connection, "ensure_connection"):  # Django's wrapper: its DB-API connection,
+            connection.ensure_connection()  # in the transaction `atomic()` opened on it
+            connection = connection.connection
+        # Either driver's own errors, which it names on its connections (a DB-API extension).
+        unavailable = (connection.OperationalError, connection.InterfaceError)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(INSERT_SQL_PYFORMAT, params)
+                names = [c.name for c in cursor.description]
+                row = dict(zip(names, cursor.fetchone(), strict=True))
+        except unavailable as exc:
+            raise StoreUnavailable(describe_database_error(exc)) from exc
+        except connection.Error as exc:
+            raise StoreError(describe_database_error(exc)) from exc
         return Timer.from_row(decoded(row))
 
     def create_once(self, batch: Sequence[NewTimer]) -> list[Created]:

@@ -157,10 +157,12 @@ def register_tasks(app: Celery, resources: WorkerResources) -> None:
             log.warning("database unreachable starting deliveries: %s; retrying", exc)
             raise task.retry(exc=exc, countdown=2, max_retries=None) from None
 
-    @app.task(name=BATCH_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(
+        name=BATCH_TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, shared=False
+    )
     def execute_callbacks_task(self: Task, claims: list[list[Any]]) -> dict[str, int]:
         return run(self, claims)
 
-    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+    @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, shared=False)
     def execute_callback_task(self: Task, timer_id: str, attempt: int | None = None) -> Any:
         return run(self, [[timer_id, attempt]])
