@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from timers.library import Timers
+from timers.models import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def _delay(eta: Any, countdown: Any) -> float | None:
     aware = _aware(eta)  # Celery reads a naive eta as UTC
     if aware is None:
         return None
-    return (aware - datetime.now(UTC)).total_seconds()
+    return (aware - utc_now()).total_seconds()
 
 
 def _aware(eta: Any) -> datetime | None:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import requests
 
+from timers.admission import requested_time
 from timers.errors import (
     InvalidTimer,
     TimerNotFound,
@@ -27,7 +28,7 @@ from timers.errors import (
     Unauthorized,
 )
 from timers.library import celery_config
-from timers.models import Timer, TimerStatus
+from timers.models import Timer, TimerStatus, utc_now
 
 
 class Client:
@@ -170,13 +171,8 @@ def unwrap(method: str, path: str, status_code: int, answer: Any) -> Any:
 
 
 def _when(eta: datetime | None, countdown: float | None) -> datetime:
-    if eta is not None and countdown is not None:
-        raise InvalidTimer("eta, countdown: give one of them, not both")
-    if eta is not None:
-        if eta.tzinfo is None:
-            raise InvalidTimer("eta must be timezone-aware (include an offset such as UTC)")
-        return eta
-    return datetime.now(UTC) + timedelta(seconds=countdown or 0)
+    # Checked against the clock by the server, whose clock it is.
+    return requested_time(eta, countdown, utc_now())
 
 
 def timer_from(data: Mapping[str, Any]) -> Timer:

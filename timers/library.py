@@ -20,29 +20,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from timers import callbacks
+from timers.admission import admit, due_time
 from timers.callbacks import CallbackRules
 from timers.config import Settings, load_settings
 from timers.errors import InvalidTimer
-from timers.models import (
-    InvalidCallback,
-    Timer,
-    TimerStatus,
-    check_json,
-    check_timer_bounds,
-    require_aware,
-)
-from timers.storage import NewTimer, Store, TimerFilter
-
-# A timer asked for "now" that takes a moment to be written is not "in the past".
-CLOCK_GRACE = timedelta(seconds=1)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+from timers.models import Timer, TimerStatus, utc_now
+from timers.storage import Store, TimerFilter
 
 
 def task_call(
@@ -111,32 +97,6 @@ def routed_queue(task: Any) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def due_time(
-    eta: datetime | None, countdown: float | None, now: datetime, max_delay: timedelta
-) -> datetime:
-    """When a timer given `eta` or `countdown` (or neither: now) is due; raises InvalidTimer."""
-    if eta is not None and countdown is not None:
-        raise InvalidTimer("eta, countdown: give one of them, not both")
-    if countdown is not None:
-        if isinstance(countdown, bool) or not isinstance(countdown, int | float):
-            raise InvalidTimer(f"countdown: a number of seconds, got {countdown!r}")
-        at = now + timedelta(seconds=countdown)
-    elif eta is not None:
-        if not isinstance(eta, datetime):
-            raise InvalidTimer(f"eta: a timezone-aware datetime, got {eta!r}")
-        try:
-            at = require_aware(eta, "eta")
-        except ValueError as exc:
-            raise InvalidTimer(str(exc)) from None
-    else:
-        at = now
-    if at < now - CLOCK_GRACE:
-        raise InvalidTimer(f"eta: {at.isoformat()} is in the past (now {now.isoformat()})")
-    if at > now + max_delay:
-        raise InvalidTimer(f"eta: {at.isoformat()} is more than {max_delay.days} days ahead")
-    return at
-
-
 class Timers:
     def __init__(
         self,
@@ -197,14 +157,13 @@ class Timers:
         connection: Any,
     ) -> Timer:
         at = due_time(eta, countdown, self.clock(), timedelta(seconds=self.settings.max_delay))
-        try:
-            checked = callbacks.parse(callback_type, config, rules=self.rules).to_config()
-            if metadata is not None:
-                check_json(dict(metadata), "metadata")
-            check_timer_bounds(checked, metadata, None)
-        except InvalidCallback as exc:
-            raise InvalidTimer(str(exc)) from None
-        new = NewTimer(at, callback_type, checked, None if metadata is None else dict(metadata))
+        new = admit(
+            execute_at=at,
+            callback_type=callback_type,
+            callback_config=config,
+            rules=self.rules,
+            metadata=metadata,
+        )
         if connection is None:
             return self.store.create(new)
         create_in = getattr(self.store, "create_in", None)

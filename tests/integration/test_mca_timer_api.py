@@ -1,7 +1,7 @@
 """mca-timer's clients, unchanged, against the real API (`timers api`), scheduler and worker: the
 requests of its client script `test_callbacks.sh` and the fields it reads, with a real HTTP
-receiver and a real NATS subscriber; its error shapes with its codes and HTTP statuses; its body
-in `PUT` and batches; `/healthz` up and degraded."""
+receiver and a real NATS subscriber; `/healthz` up; the README's curls. Its error shapes, its body
+in `PUT` and batches and `/healthz` degraded are in tests/unit/test_mca_timer_api.py."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 import requests
-from fastapi.testclient import TestClient
 
 from tests.support import processes
 from tests.support.databases import create_database, drop_database
@@ -24,10 +22,6 @@ from tests.support.mca_timer import Stack, running
 from tests.support.nats import Subscriber
 from tests.support.receiver import Receiver, wait_until
 from tests.support.services import API_KEY, Services
-from timers.api import create_app
-from timers.config import Settings
-from timers.embedded import free_port
-from timers.store import TimerStore, database_engine
 
 TOPIC = f"mca.test.{uuid.uuid4().hex[:10]}"
 
@@ -134,79 +128,6 @@ def test_its_client_script_works_unchanged(
     [message] = [m for m in subscriber.received() if m.headers.get("Nats-Msg-Id") == nats_id]
     assert message.subject == f"{TOPIC}.execution.test-key-123"
     assert json.loads(message.data) == {"event": "nats_callback_test", "timestamp": second}
-
-
-HTTP = {"type": "http", "url": "https://example.com/hook"}
-UNKNOWN = f"/timers/{uuid.uuid4()}"
-ERRORS = [
-    # (name, method, path, body, key) -> its HTTP status and code
-    ("past execute_at", "POST", "/timers", {"execute_at": "2020-01-01T00:00:00Z"}, API_KEY, 400, 2),
-    ("bad URL", "POST", "/timers", {"callback": {**HTTP, "url": "ftp://example.com/x"}}, API_KEY, 400, 2),
-    ("no scheme", "POST", "/timers", {"callback": {**HTTP, "url": "example.com/x"}}, API_KEY, 400, 2),
-    ("empty topic", "POST", "/timers", {"callback": {"type": "nats", "topic": ""}}, API_KEY, 400, 2),
-    ("blank topic", "POST", "/timers", {"callback": {"type": "nats", "topic": "  "}}, API_KEY, 400, 2),
-    ("no type", "POST", "/timers", {"callback": {"url": "https://example.com/x"}}, API_KEY, 400, 2),
-    ("unknown type", "POST", "/timers", {"callback": {"type": "sms"}}, API_KEY, 400, 2),
-    ("both forms", "POST", "/timers", {"callback_config": HTTP}, API_KEY, 400, 2),
-    ("neither form", "POST", "/timers", {"callback": None}, API_KEY, 400, 2),
-    ("unknown id", "GET", UNKNOWN, None, API_KEY, 404, 3),
-    ("unknown id, update", "PUT", UNKNOWN, {"callback": HTTP}, API_KEY, 404, 3),
-    ("unknown id, cancel", "DELETE", UNKNOWN, None, API_KEY, 404, 3),
-    ("wrong key", "GET", "/timers", None, "not-the-key", 401, 4),
-    ("no key", "GET", "/timers", None, "", 401, 4),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "body", "key", "status", "code"),
-    [pytest.param(*case[1:], id=case[0]) for case in ERRORS],
-)
-def test_its_error_shapes_get_its_codes_and_statuses(
-    stack: Stack, method: str, path: str, body: Any, key: str, status: int, code: int
-) -> None:
-    if body is not None and method == "POST":
-        body = {"execute_at": at(60), "callback": HTTP, **body}
-    before = stack.call("GET", "/timers").json()["data"]["total"]
-    response = stack.call(method, path, key=key, json=body)
-    assert (response.status_code, response.json()["code"]) == (status, code), response.text
-    assert stack.call("GET", "/timers").json()["data"]["total"] == before  # nothing was made
-
-
-def test_its_body_in_updates_and_batches(stack: Stack) -> None:
-    made = stack.call(
-        "POST",
-        "/timers/batch",
-        json={"timers": [{"execute_at": at(3600), "callback": {**HTTP, "payload": None}}]},
-    )
-    assert made.status_code == 201, made.text
-    [summary] = made.json()["data"]["timers"]
-    assert summary["callback_type"] == "http" and summary["executed_at"] is None
-    path = f"/timers/{summary['id']}"
-    moved = stack.call("PUT", path, json={"callback": {"type": "nats", "topic": TOPIC, "key": "k"}})
-    assert moved.status_code == 200, moved.text
-    shown = stack.call("GET", path).json()["data"]
-    assert shown["callback_type"] == "nats"
-    assert shown["callback"] == {**shown["callback_config"], "type": "nats"}
-    assert (shown["callback"]["topic"], shown["callback"]["key"]) == (TOPIC, "k")
-    both = stack.call("PUT", path, json={"callback": HTTP, "callback_config": HTTP})
-    assert (both.status_code, both.json()["code"]) == (400, 2)
-    canceled = stack.call("DELETE", path)
-    assert canceled.json()["data"] == {"id": summary["id"], "status": "canceled"}
-
-
-def test_healthz_is_degraded_without_the_database() -> None:
-    gone = f"postgresql://postgres@127.0.0.1:{free_port()}/timers"
-    engine = database_engine(gone)
-    try:
-        app = create_app(Settings(database_url=gone, api_key=API_KEY), store=TimerStore(engine))
-        response = TestClient(app).get("/healthz")  # no lifespan: it would refuse to start
-    finally:
-        engine.dispose()
-    assert response.status_code == 500
-    body = response.json()
-    assert body["code"] == 1 and body["message"] == "database connection failed"
-    assert body["data"]["status"] == "degraded" and body["data"]["database"] == "disconnected"
-    assert body["data"]["timestamp"]
 
 
 def test_the_documented_curls_of_its_format_work(stack: Stack) -> None:

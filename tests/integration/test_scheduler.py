@@ -1,7 +1,10 @@
 """The seed's acceptance criteria against real PostgreSQL and a real Redis broker.
 
 The loops run in-process with an injected clock; their Celery messages land in a real Redis queue
-that these tests read back (no worker consumes this database).
+that these tests read back (no worker consumes this database). The decisions the in-memory store
+shows as well are tested there alone (tests/unit/test_decisions.py: claimed timers leave the cache;
+canceled, postponed and already claimed timers are not enqueued; a database outage keeps the cache),
+and the store's side of them by the contract suite on both stores.
 """
 
 from __future__ import annotations
@@ -139,17 +142,6 @@ def test_execution_task_only_processes_timers_where_execute_at_is_due(
     assert queued_timer_ids(broker_url) == [str(due.id)]
 
 
-def test_timers_are_removed_from_cache_immediately_after_spawning(
-    store: TimerStore, celery_app: Celery
-) -> None:
-    due = add_timer(store, now() - timedelta(seconds=1))
-    cache = TimerCache()
-    loader_for(store, cache).load()
-    ExecutionLoop(store, cache, CeleryEnqueuer(celery_app)).tick()
-    assert due.id not in cache
-    assert store.get(due.id).attempts == 1
-
-
 def test_each_callback_executes_in_its_own_task(
     store: TimerStore, celery_app: Celery, broker_url: str
 ) -> None:
@@ -158,27 +150,6 @@ def test_each_callback_executes_in_its_own_task(
     loader_for(store, cache).load()
     assert ExecutionLoop(store, cache, CeleryEnqueuer(celery_app)).tick() == 25
     assert sorted(queued_timer_ids(broker_url)) == sorted(str(t.id) for t in timers)
-
-
-def test_safe_claim_skips_canceled_postponed_and_already_claimed_timers(
-    store: TimerStore, celery_app: Celery, broker_url: str
-) -> None:
-    fire = add_timer(store, now() - timedelta(seconds=1))
-    canceled = add_timer(store, now() - timedelta(seconds=1))
-    postponed = add_timer(store, now() - timedelta(seconds=1))
-    cache = TimerCache()
-    loader_for(store, cache).load()
-    # After caching: one canceled, one moved into the future.
-    store.cancel(canceled.id)
-    store.update_pending(postponed.id, {"execute_at": now() + timedelta(seconds=30)})
-    loop = ExecutionLoop(store, cache, CeleryEnqueuer(celery_app))
-    assert loop.tick() == 1
-    # A stale reload puts the claimed timer back in the cache: it must not fire twice.
-    cache.replace([store.get(fire.id)])
-    assert loop.tick() == 0
-    assert queued_timer_ids(broker_url) == [str(fire.id)]
-    assert store.get(canceled.id).status is TimerStatus.CANCELED
-    assert store.get(postponed.id).status is TimerStatus.PENDING
 
 
 def test_two_claims_of_the_same_timers_never_both_win(store: TimerStore) -> None:
@@ -223,20 +194,6 @@ def test_errors_in_one_timer_dont_affect_other_timers(
     loader_for(store, cache).load()
     assert ExecutionLoop(store, cache, CeleryEnqueuer(celery_app)).tick() == 1
     assert store.get(refused).attempts == 2
-
-
-def test_database_error_in_a_tick_keeps_the_loop_and_the_timers(
-    store: TimerStore, celery_app: Celery, broker_url: str
-) -> None:
-    timer = add_timer(store, now() - timedelta(seconds=1))
-    cache = TimerCache()
-    loader_for(store, cache).load()
-    unreachable = TimerStore(database_engine("postgresql://postgres@127.0.0.1:1/none"))
-    assert ExecutionLoop(unreachable, cache, CeleryEnqueuer(celery_app)).tick() == 0
-    assert MemoryLoader(unreachable, cache, recovery_window=300, lookahead=60).load() is None
-    assert timer.id in cache  # kept for the next tick, and the loader left the cache alone
-    assert ExecutionLoop(store, cache, CeleryEnqueuer(celery_app)).tick() == 1
-    assert queued_timer_ids(broker_url) == [str(timer.id)]
 
 
 def test_broker_down_stops_the_tick_and_claims_nothing_until_it_is_back(

@@ -6,21 +6,22 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from timers import __version__
-from timers.api import health, monitoring, routes, ui
+from timers.api import changes, health, monitoring, routes, ui
 from timers.api.body_limit import BodyLimit
 from timers.api.deps import reject_unknown_query, require_api_key
 from timers.api.envelope import install_handlers
 from timers.callbacks import CallbackRules
 from timers.config import Settings, load_settings
 from timers.metrics import ApiMetrics
-from timers.storage import StoreError
+from timers.models import utc_now
+from timers.storage import Store, StoreError
 from timers.store import TimerStore, database_engine
 
 log = logging.getLogger(__name__)
@@ -32,23 +33,22 @@ MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
 STATEMENT_TIMEOUT = 5.0
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def create_app(
     settings: Settings,
     *,
-    store: TimerStore | None = None,
+    store: Store | None = None,
     clock: Callable[[], datetime] = utc_now,
 ) -> FastAPI:
-    """The API app. It owns the store's engine (and disposes it at shutdown) unless one is given;
-    the engine it makes has a `STATEMENT_TIMEOUT`."""
+    """The API app, on `store` (any `Store`: PostgreSQL's, or the in-memory twin in tests), else
+    on a PostgreSQL store it makes, whose engine has a `STATEMENT_TIMEOUT` and is disposed of at
+    shutdown."""
     settings.require_api_keys()
-    owned = store is None
-    timer_store = store or TimerStore(
-        database_engine(settings.require_database_url(), statement_timeout=STATEMENT_TIMEOUT)
-    )
+    owned: TimerStore | None = None
+    if store is None:
+        owned = store = TimerStore(
+            database_engine(settings.require_database_url(), statement_timeout=STATEMENT_TIMEOUT)
+        )
+    timer_store: Store = store
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -57,8 +57,8 @@ def create_app(
         except StoreError as exc:
             raise SystemExit(f"timers api: cannot reach PostgreSQL: {exc}") from None
         yield
-        if owned:
-            timer_store.engine.dispose()
+        if owned is not None:
+            owned.engine.dispose()
 
     app = FastAPI(
         title="timers",
@@ -81,6 +81,9 @@ def create_app(
     app.include_router(ui.router, include_in_schema=False)
     app.include_router(
         routes.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]
+    )
+    app.include_router(
+        changes.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]
     )
     app.include_router(
         monitoring.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]

@@ -7,17 +7,17 @@ A `callback` is our `callback_type` + `callback_config` under another name: `htt
 object, `nats` names its subject as `topic` and `key` (published on `topic.key`, see
 `timers.callbacks.nats`), `celery` is ours. `headers: null` means none. Checked by the same kind
 parsers, so the only differences are the spelling and the field named in errors (`callback.url`).
-Responses carry `callback` (`tagged`) beside `callback_type`/`callback_config`.
+Responses carry `callback` (`tagged`) beside `callback_type`/`callback_config`; which of the two
+forms a request used is read by `timers.admission.requested_callback`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
-from timers.api.envelope import ApiError, Code
 from timers.callbacks.celery import CeleryConfig
 from timers.callbacks.http import HeaderName, HeaderValue, HttpConfig
 from timers.callbacks.nats import MAX_SUBJECT_LENGTH
@@ -75,39 +75,6 @@ Callback = Annotated[
     Discriminator(_tag),
     Field(description="mca-timer's form of `callback_type` + `callback_config`, tagged by `type`."),
 ]
-
-
-class CallbackRequest(Protocol):
-    """A create or update body: ours, mca-timer's, or (update) neither."""
-
-    @property
-    def callback_type(self) -> str | None: ...
-
-    @property
-    def callback_config(self) -> BaseModel | None: ...
-
-    @property
-    def callback(self) -> BaseModel | None: ...
-
-
-def requested(body: CallbackRequest, *, required: bool) -> tuple[str, dict[str, Any], str] | None:
-    """The callback a body asks for, as (callback_type, config, the field it came in), from
-    `callback_config` or mca-timer's `callback`; None when it gives neither and none is
-    `required`. Giving both, or neither when one is required, is an ApiError (code 2)."""
-    given = body.callback if body.callback is not None else body.callback_config
-    if body.callback is not None and body.callback_config is not None:
-        raise ApiError(
-            Code.VALIDATION, "callback: give either callback_config or callback (mca-timer's form)"
-        )
-    if given is None:
-        if required:
-            raise ApiError(
-                Code.VALIDATION, "callback_config: Field required (or mca-timer's callback)"
-            )
-        return None
-    field = "callback_config" if body.callback is None else "callback"
-    kind = body.callback_type or str(getattr(given, "type", "http"))
-    return kind, given.model_dump(exclude_none=True), field
 
 
 def tagged(callback_type: str, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from timers.callbacks import CALLBACK_TYPES
+from timers.errors import InvalidTimer
 from timers.storage import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,11 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return envelope(exc.data, code=exc.code, message=exc.message, status=exc.status)
+
+    @app.exception_handler(InvalidTimer)
+    async def invalid_timer(_: Request, exc: InvalidTimer) -> JSONResponse:
+        # Refused at admission (`timers.admission`): the message names the field.
+        return envelope(None, code=Code.VALIDATION, message=str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,5 @@
-"""Routes of the `/timers` resource."""
+"""Routes of the `/timers` resource that make and read timers (create, batch, get, list); the
+routes that change them are in `timers.api.changes`."""
 
 from __future__ import annotations
 
@@ -9,17 +10,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 
-from timers import callbacks
-from timers.api import bounds, compat, idempotency, pages
+from timers import admission
+from timers.api import idempotency, pages
 from timers.api.deps import ApiKey, Caller, Clock, MaxDelay, MaxPending, Rules, Store
 from timers.api.envelope import ApiError, Code, envelope
 from timers.api.schemas import (
     MAX_OFFSET,
-    Canceled,
-    CanceledCount,
-    CancelFilter,
     Envelope,
     Instant,
     JsonObject,
@@ -28,14 +25,11 @@ from timers.api.schemas import (
     TimerCreate,
     TimerDetail,
     TimerList,
-    TimerOut,
     TimerSummary,
-    TimerUpdate,
     errors,
 )
-from timers.errors import RedriveLimitReached
-from timers.models import InvalidCallback, TimerStatus, check_json
-from timers.retries import RetryPolicy
+from timers.errors import InvalidTimer
+from timers.models import TimerStatus
 from timers.storage import (
     FINISHED,
     Created,
@@ -43,7 +37,6 @@ from timers.storage import (
     NewTimer,
     TimerFilter,
     TimerNotFound,
-    TimerNotPending,
 )
 
 router = APIRouter(prefix="/timers", tags=["timers"])
@@ -59,71 +52,22 @@ IdempotencyKeyHeader = Annotated[
     ),
 ]
 
-# A request for "now" that takes a moment to arrive is not "in the past".
-CLOCK_GRACE = timedelta(seconds=1)
-
-
-def _check_execute_at(execute_at: datetime, now: datetime, max_delay: timedelta) -> None:
-    try:
-        in_the_past = execute_at < now - CLOCK_GRACE
-        too_far = execute_at > now + max_delay
-    except OverflowError:  # beyond year 9999 once converted to UTC
-        in_the_past, too_far = False, True
-    if in_the_past:
-        raise ApiError(
-            Code.VALIDATION,
-            f"execute_at: {execute_at.isoformat()} is in the past (server time {now.isoformat()})",
-        )
-    if too_far:
-        raise ApiError(
-            Code.VALIDATION,
-            f"execute_at: {execute_at.isoformat()} is more than {max_delay.days} days ahead "
-            "(TIMERS_MAX_DELAY)",
-        )
-
-
-def _check_callback(
-    callback_type: str, config: dict[str, Any], field: str, rules: Rules
-) -> dict[str, Any]:
-    try:
-        callback = callbacks.parse(callback_type, config, field, rules=rules)
-    except InvalidCallback as exc:
-        raise ApiError(Code.VALIDATION, str(exc)) from None
-    return callback.to_config()
-
-
-def _check_retry(retry: BaseModel | None) -> dict[str, Any] | None:
-    if retry is None:
-        return None
-    try:
-        return RetryPolicy.from_config(retry.model_dump()).to_config()
-    except InvalidCallback as exc:
-        raise ApiError(Code.VALIDATION, str(exc)) from None
-
-
-def _check_metadata(metadata: JsonObject | None) -> JsonObject | None:
-    try:
-        check_json(metadata, "metadata")
-    except InvalidCallback as exc:
-        raise ApiError(Code.VALIDATION, str(exc)) from None
-    return metadata
-
 
 def _new_timer(item: TimerCreate, rules: Rules, owner: str) -> NewTimer:
     """The timer a create asks for, its callback, metadata and bounds checked (not its time)."""
-    asked = compat.requested(item, required=True)
+    asked = admission.requested_callback(item, required=True)
     assert asked is not None
-    config = _check_callback(*asked, rules)
-    new = NewTimer(
+    callback_type, config, field = asked
+    return admission.admit(
         execute_at=item.execute_at,
-        callback_type=config["type"],
+        callback_type=callback_type,
         callback_config=config,
-        metadata=_check_metadata(item.metadata),
-        retry=_check_retry(item.retry),
+        rules=rules,
+        field=field,
+        metadata=item.metadata,
+        retry=item.retry,
         owner=owner,
     )
-    bounds.check(new.callback_config, new.metadata, new.retry)
-    return new
 
 
 def _check_quota(store: Store, owner: str, quota: int | None, adding: int) -> None:
@@ -145,8 +89,8 @@ def _check_new(new: NewTimer, store: Store, now: datetime, max_delay: timedelta)
     """Refuse a time in the past or too far ahead, unless this is a retry of a create that made
     its timer already (a retry may come after the time it asked for)."""
     try:
-        _check_execute_at(new.execute_at, now, max_delay)
-    except ApiError:
+        admission.check_due(new.execute_at, now, max_delay, "execute_at")
+    except InvalidTimer:
         if new.idempotency is None or store.find_by_key(new.idempotency) is None:
             raise
 
@@ -155,16 +99,8 @@ def _reused(exc: IdempotencyKeyReused, field: str = idempotency.HEADER) -> ApiEr
     return ApiError(Code.VALIDATION, f"{field}: {exc}", {"id": str(exc.timer_id)})
 
 
-def _not_found(timer_id: UUID) -> ApiError:
+def not_found(timer_id: UUID) -> ApiError:
     return ApiError(Code.NOT_FOUND, f"timer {timer_id} not found")
-
-
-def _not_pending(exc: TimerNotPending) -> ApiError:
-    return ApiError(
-        Code.VALIDATION,
-        f"timer {exc.timer_id} is {exc.status.value}; only pending timers can be changed",
-        {"id": str(exc.timer_id), "status": exc.status.value},
-    )
 
 
 @router.post(
@@ -197,7 +133,7 @@ def create_timer(
     belongs to the principal of the API key; beyond its quota of pending timers, 429."""
     new = _new_timer(body, rules, caller.name)
     if idempotency_key is None:
-        _check_execute_at(body.execute_at, clock(), max_delay)
+        admission.check_due(body.execute_at, clock(), max_delay, "execute_at")
         _check_quota(store, caller.name, max_pending, 1)
         timer = store.create(new)
         return envelope(TimerSummary.of(timer), message="created", status=201)
@@ -247,7 +183,9 @@ def create_timers(
             new = idempotency.with_key(_new_timer(item, rules, caller.name), item.key, api_key)
             _check_new(new, store, now, max_delay)
         except ApiError as exc:
-            raise ApiError(exc.code, bounds.in_batch(index, exc.message)) from None
+            raise ApiError(exc.code, admission.in_batch(index, exc.message)) from None
+        except InvalidTimer as exc:
+            raise ApiError(Code.VALIDATION, admission.in_batch(index, str(exc))) from None
         except IdempotencyKeyReused as exc:
             raise _reused(exc, f"timers[{index}].key") from None
         batch.append(new)
@@ -279,7 +217,7 @@ def get_timer(timer_id: UUID, store: Store, caller: Caller) -> JSONResponse:
     try:
         timer = store.get(timer_id, caller.scope)
     except TimerNotFound:
-        raise _not_found(timer_id) from None
+        raise not_found(timer_id) from None
     return envelope(TimerDetail.of(timer))
 
 
@@ -294,19 +232,19 @@ def _metadata_filter(raw: str | None) -> dict[str, Any] | None:
         ) from None
     if not isinstance(value, dict):
         raise ApiError(Code.VALIDATION, 'metadata: must be a JSON object, e.g. {"tenant": "acme"}')
-    return _metadata_wanted(value)
+    return metadata_wanted(value)
 
 
-def _metadata_wanted(value: JsonObject) -> JsonObject:
+def metadata_wanted(value: JsonObject) -> JsonObject:
     """A metadata filter: a non-empty object (`{}` would match every timer with metadata)."""
     if not value:
         raise ApiError(Code.VALIDATION, "metadata: give at least one key to match")
-    checked = _check_metadata(value)
+    checked = admission.checked_metadata(value)
     assert checked is not None
     return checked
 
 
-def _check_range(after: datetime | None, before: datetime | None) -> None:
+def check_range(after: datetime | None, before: datetime | None) -> None:
     if after is not None and before is not None and before <= after:
         raise ApiError(Code.VALIDATION, "execute_before: must be later than execute_after")
 
@@ -352,7 +290,7 @@ def list_timers(
     """Up to `limit` timers; a page also stops at the timer that brings it to 4 MiB of JSON, and
     then holds fewer than `limit` with a `next_cursor` that goes on right after its last timer
     (by `offset`, go on from `offset` plus the number of timers received)."""
-    _check_range(execute_after, execute_before)
+    check_range(execute_after, execute_before)
     if sort == "updated_at" and status not in FINISHED:
         raise ApiError(
             Code.VALIDATION,
@@ -390,128 +328,3 @@ def list_timers(
             next_cursor=None if after_page is None else pages.encode(after_page, sort, order),
         )
     )
-
-
-@router.post(
-    "/cancel",
-    response_model=Envelope[CanceledCount],
-    responses=errors(400, 401, 413, 500),
-    summary="Cancel the pending timers matching a filter",
-)
-def cancel_timers(body: CancelFilter, store: Store, caller: Caller) -> JSONResponse:
-    """One statement: every pending timer of the caller's (an admin: of anyone's) matching all
-    the conditions given becomes `canceled`; a timer a scheduler claimed meanwhile is left to
-    fire. Answers how many were canceled."""
-    _check_range(body.execute_after, body.execute_before)
-    where = TimerFilter(
-        callback_type=body.callback_type,
-        metadata=None if body.metadata is None else _metadata_wanted(body.metadata),
-        execute_after=body.execute_after,
-        execute_before=body.execute_before,
-        owner=caller.scope,
-    )
-    if where.is_empty and not body.all:
-        raise ApiError(
-            Code.VALIDATION,
-            "body: give at least one of metadata, execute_after, execute_before, callback_type "
-            '(or "all": true to cancel every pending timer)',
-        )
-    if body.all and not where.is_empty:
-        raise ApiError(
-            Code.VALIDATION, "all: true cancels every pending timer; give no filter with it"
-        )
-    canceled = store.cancel_matching(where)
-    return envelope(CanceledCount(canceled=canceled), message=f"canceled {canceled}")
-
-
-@router.put(
-    "/{timer_id}",
-    response_model=Envelope[TimerOut],
-    responses=errors(400, 401, 404, 413, 500),
-    summary="Change a pending timer",
-)
-def update_timer(
-    timer_id: UUID,
-    body: TimerUpdate,
-    store: Store,
-    clock: Clock,
-    rules: Rules,
-    max_delay: MaxDelay,
-    caller: Caller,
-) -> JSONResponse:
-    given = body.model_fields_set
-    if not given:
-        raise ApiError(
-            Code.VALIDATION,
-            "body: give at least one of execute_at, callback_type, callback_config (or callback), "
-            "metadata",
-        )
-    changes: dict[str, Any] = {}
-    for name in ("execute_at", "callback_type", "callback_config", "callback"):
-        if name in given and getattr(body, name) is None:
-            raise ApiError(Code.VALIDATION, f"{name}: must not be null")
-    if body.execute_at is not None:
-        _check_execute_at(body.execute_at, clock(), max_delay)
-        changes["execute_at"] = body.execute_at
-    asked = compat.requested(body, required=False)
-    if asked is not None:
-        changes["callback_type"] = asked[0]
-        changes["callback_config"] = _check_callback(*asked, rules)
-    elif body.callback_type is not None:
-        raise ApiError(
-            Code.VALIDATION, "callback_type: give callback_config too when changing the kind"
-        )
-    if "metadata" in given:
-        changes["metadata"] = _check_metadata(body.metadata)
-    if "retry" in given:
-        changes["retry"] = _check_retry(body.retry)
-    try:
-        bounds.check_after(store, timer_id, changes, caller.scope)
-        timer = store.update_pending(timer_id, changes, caller.scope)
-    except TimerNotFound:
-        raise _not_found(timer_id) from None
-    except TimerNotPending as exc:
-        raise _not_pending(exc) from None
-    return envelope(TimerOut.of(timer), message="updated")
-
-
-@router.delete(
-    "/{timer_id}",
-    response_model=Envelope[Canceled],
-    responses=errors(400, 401, 404, 500),
-    summary="Cancel a pending timer",
-)
-def cancel_timer(timer_id: UUID, store: Store, caller: Caller) -> JSONResponse:
-    try:
-        timer = store.cancel(timer_id, caller.scope)
-    except TimerNotFound:
-        raise _not_found(timer_id) from None
-    except TimerNotPending as exc:
-        raise _not_pending(exc) from None
-    return envelope(Canceled(id=timer.id, status="canceled"), message="canceled")
-
-
-@router.post(
-    "/{timer_id}/retry",
-    response_model=Envelope[TimerOut],
-    responses=errors(400, 401, 404, 500),
-    summary="Redrive a failed timer",
-)
-def redrive_timer(timer_id: UUID, store: Store, caller: Caller) -> JSONResponse:
-    """Put a `failed` timer back to fire now, with a fresh attempt budget (its history is kept);
-    400 for a timer in any other status, and for one redriven 10 times already."""
-    try:
-        timer = store.redrive(timer_id, caller.scope)
-    except TimerNotFound:
-        raise _not_found(timer_id) from None
-    except TimerNotPending as exc:
-        raise ApiError(
-            Code.VALIDATION,
-            f"timer {exc.timer_id} is {exc.status.value}; only failed timers can be retried",
-            {"id": str(exc.timer_id), "status": exc.status.value},
-        ) from None
-    except RedriveLimitReached as exc:
-        raise ApiError(
-            Code.VALIDATION, str(exc), {"id": str(exc.timer_id), "redrives": exc.redrives}
-        ) from None
-    return envelope(TimerOut.of(timer), message="retrying")

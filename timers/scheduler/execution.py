@@ -11,9 +11,9 @@ from typing import Protocol
 
 from timers.config import CLAIM_BATCH
 from timers.metrics import SchedulerMetrics
-from timers.models import Claimed
+from timers.models import Claimed, utc_now
 from timers.scheduler.cache import TimerCache
-from timers.scheduler.timing import Clock, utc_now
+from timers.scheduler.timing import Clock
 from timers.storage import SchedulerStore
 
 log = logging.getLogger(__name__)

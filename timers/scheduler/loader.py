@@ -9,9 +9,10 @@ import time
 from datetime import datetime
 
 from timers.metrics import SchedulerMetrics
+from timers.models import utc_now
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.recovery import Recovery
-from timers.scheduler.timing import Clock, near_term_window, utc_now
+from timers.scheduler.timing import Clock, near_term_window
 from timers.storage import SchedulerStore
 
 log = logging.getLogger(__name__)

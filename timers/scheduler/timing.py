@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 Clock = Callable[[], datetime]
@@ -15,10 +15,6 @@ Clock = Callable[[], datetime]
 # Timers coming due within this much of each other are claimed together: a few milliseconds of
 # lateness buys one statement and one message for many timers under load.
 MIN_WAKE_GAP = 0.01
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 # -- pure decisions ----------------------------------------------------------------------------

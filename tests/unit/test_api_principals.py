@@ -1,7 +1,7 @@
 """Keys are tenants: each principal (`API_KEYS` entries `name:key`; unnamed keys are `default`)
 sees and changes only its own timers, another's id is a 404 as if it did not exist, admins
-(`TIMERS_ADMINS`) see all, and a quota bounds each principal's pending timers. The real API on a
-real PostgreSQL."""
+(`TIMERS_ADMINS`) see all, and a quota bounds each principal's pending timers. The real API on
+the in-memory store."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from timers.api import create_app
 from timers.config import Settings, settings_from_env
 from timers.models import TimerStatus
 from timers.storage import NewTimer
-from timers.store import TimerStore
+from timers.testing import InMemoryStore
 
 SHOP = "shop:" + "s" * 40
 SHOP_ROTATED = "shop:" + "r" * 40
@@ -38,7 +38,7 @@ def body(**extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def client(store: TimerStore, database_url: str) -> Iterator[TestClient]:
+def client(store: InMemoryStore, database_url: str) -> Iterator[TestClient]:
     settings = Settings(
         database_url=database_url,
         api_key=API_KEY,
@@ -57,7 +57,7 @@ def create(client: TestClient, entry: str, **extra: Any) -> str:
 
 
 def test_another_principals_timer_is_invisible_and_untouchable(
-    client: TestClient, store: TimerStore
+    client: TestClient, store: InMemoryStore
 ) -> None:
     theirs = create(client, SHOP, metadata={"team": "shop"})
     billing = key(BILLING)
@@ -83,7 +83,9 @@ def test_another_principals_timer_is_invisible_and_untouchable(
         assert client.get(f"/timers/{theirs}", headers=key(entry)).status_code == 200
 
 
-def test_cancel_all_cancels_only_the_callers_timers(client: TestClient, store: TimerStore) -> None:
+def test_cancel_all_cancels_only_the_callers_timers(
+    client: TestClient, store: InMemoryStore
+) -> None:
     shop = [create(client, SHOP) for _ in range(2)]
     billing = [create(client, BILLING) for _ in range(3)]
     response = client.post("/timers/cancel", json={"all": True}, headers=key(BILLING))
@@ -110,7 +112,7 @@ def test_an_admin_sees_and_changes_every_principals_timers(client: TestClient) -
 
 
 def test_a_principals_quota_of_pending_timers_is_a_429_and_stores_nothing(
-    client: TestClient, store: TimerStore
+    client: TestClient, store: InMemoryStore
 ) -> None:
     for _ in range(4):
         create(client, SHOP)
@@ -130,7 +132,7 @@ def test_a_principals_quota_of_pending_timers_is_a_429_and_stores_nothing(
 
 
 def test_timers_made_before_principals_belong_to_default(
-    client: TestClient, store: TimerStore
+    client: TestClient, store: InMemoryStore
 ) -> None:
     old = store.create(NewTimer(datetime.now(UTC) + timedelta(hours=1), "http", {"url": "x"}))
     got = client.get(f"/timers/{old.id}", headers={"X-API-Key": API_KEY})

@@ -2,8 +2,8 @@
 error, no undocumented status code and no response that breaks its schema, on every operation.
 Every request carries a valid key, so that invalid ones reach validation rather than stopping at
 authentication.
-Valid and invalid requests alike, a fixed number of each per operation (bounded), against real
-PostgreSQL."""
+Valid and invalid requests alike, a fixed number of each per operation (bounded), on the
+in-memory store."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from schemathesis.specs.openapi import checks
 from tests.support.services import API_KEY
 from timers.api import create_app
 from timers.config import Settings
-from timers.store import TimerStore
+from timers.testing import InMemoryStore
 
 EXAMPLES_PER_OPERATION = 40
 
@@ -33,7 +33,7 @@ CONTRACT_CHECKS = [
 
 
 def test_every_operation_keeps_its_documented_contract(
-    store: TimerStore, database_url: str
+    store: InMemoryStore, database_url: str
 ) -> None:
     app = create_app(Settings(database_url=database_url, api_key=API_KEY), store=store)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
