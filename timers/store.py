@@ -285,35 +285,51 @@ def _update_claimed(*, unstarted: bool = False) -> Any:
 # The hot statements of the scheduler and the workers, built once: building one costs more CPU
 # than PostgreSQL spends running it. Their values are bound when they run.
 _LEASE_END = func.now() + _interval(bindparam("lease", type_=Float()))
-# A claim skips rows another transaction holds (an API change, a bulk cancel, another scheduler's
-# claim): the scheduler never waits on a lock, and re-reads what it skipped.
-_DUE_AND_FREE = (
-    select(timers.c.id)
-    .where(
-        timers.c.id == any_(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))),
-        timers.c.status == TimerStatus.PENDING.value,
-        timers.c.execute_at <= func.now(),
-    )
-    .with_for_update(skip_locked=True)
-)
 # What started deliveries return: every column but the two JSON ones no delivery reads (decoding
 # a history of up to HISTORY_LENGTH attempts for every delivery was a measurable share of the
 # worker's CPU).
 _FOR_DELIVERY = [c for c in timers.c if c.name not in ("metadata", "history")]
-# A claim returns no JSON at all: what the scheduler enqueues (id and claim number) and the due
-# time. Reading the callback config too made a claim's cost grow with the timers' size.
-_CLAIM_DUE = (
-    timers.update()
-    .where(timers.c.id.in_(_DUE_AND_FREE), timers.c.status == TimerStatus.PENDING.value)
-    .values(
-        status=TimerStatus.EXECUTING.value,
-        claimed_at=func.now(),
-        started_at=None,
-        leased_until=None,
-        attempts=timers.c.attempts + 1,
+# A claim returns no JSON at all: what the scheduler enqueues (id and claim number), the due
+# time and an occurrence's schedule. Reading the callback config too made a claim's cost grow
+# with the timers' size. An occurrence of a schedule (0012) that is later than its `late_limit`,
+# or has `skip_if_running` while another of its schedule is executing or waiting to retry, is
+# skipped (`canceled`, `skipped: …`) by the first CTE instead, its schedule's count of skipped
+# slots raised; a timer of no schedule pays only the `schedule_id IS NOT NULL` check.
+_CLAIM_DUE = text(
+    """
+WITH due AS (  -- skips rows another transaction holds: a claim never waits on a lock
+    SELECT id, schedule_id, execute_at, late_limit, skip_if_running FROM timers
+    WHERE id = ANY(:ids) AND status = 'pending' AND execute_at <= now()
+    FOR UPDATE SKIP LOCKED
+), skipped AS (
+    UPDATE timers t SET status = 'canceled', updated_at = now(),
+        last_error = CASE
+            WHEN d.late_limit IS NOT NULL
+                AND now() - d.execute_at > make_interval(secs => d.late_limit)
+            THEN 'skipped: later than its catch-up limit of ' || d.late_limit || ' s'
+            ELSE 'skipped: the previous occurrence is still running' END
+    FROM due d
+    WHERE t.id = d.id AND d.schedule_id IS NOT NULL AND (
+        (d.late_limit IS NOT NULL AND now() - d.execute_at > make_interval(secs => d.late_limit))
+        OR (d.skip_if_running AND EXISTS (
+            SELECT 1 FROM timers o
+            WHERE o.schedule_id = d.schedule_id AND o.id <> d.id
+              AND (o.status = 'executing' OR (o.status = 'pending' AND o.delivery_attempts > 0))
+        ))
     )
-    .returning(timers.c.id, timers.c.attempts, timers.c.execute_at)
+    RETURNING t.id, t.schedule_id
+), counted AS (
+    UPDATE schedules s SET skipped = s.skipped + c.n
+    FROM (SELECT schedule_id, count(*) AS n FROM skipped GROUP BY schedule_id) c
+    WHERE s.id = c.schedule_id
 )
+UPDATE timers SET status = 'executing', claimed_at = now(), started_at = NULL,
+    leased_until = NULL, attempts = attempts + 1
+WHERE id IN (SELECT id FROM due) AND status = 'pending'
+  AND id NOT IN (SELECT id FROM skipped)
+RETURNING id, attempts, execute_at, schedule_id
+"""
+).bindparams(bindparam("ids", type_=ARRAY(UUID(as_uuid=True))))
 _RELEASE = _update_claimed(unstarted=True).values(status=TimerStatus.PENDING.value, claimed_at=None)
 _BEGIN = (
     _update_claimed(unstarted=True)
@@ -1002,7 +1018,7 @@ class TimerStore:
             return []
         with self._statement() as conn:
             rows = conn.execute(_CLAIM_DUE, {"ids": list(timer_ids)}).all()
-        return [Claimed(row[0], row[1], row[2]) for row in rows]
+        return [Claimed(row[0], row[1], row[2], row[3]) for row in rows]
 
     def release(self, claims: Sequence[Claim]) -> int:
         """Put claimed timers whose message could not be enqueued back to `pending`.

@@ -24,6 +24,8 @@ from timers.scheduler.loader import MemoryLoader
 from timers.scheduler.recovery import Recovery
 from timers.scheduler.retention import Retention
 from timers.scheduler.runner import Scheduler
+from timers.schedules.keeper import ScheduleKeeper
+from timers.schedules.store import ScheduleStore
 from timers.store import TimerStore
 
 log = logging.getLogger("timers.scheduler")
@@ -52,6 +54,9 @@ def build_scheduler(
         misfire_policy=settings.misfire_policy,
         recovery_window=settings.recovery_window,
     )
+    keeper = ScheduleKeeper(
+        ScheduleStore(engine), lookahead=settings.lookahead, registry=metrics.registry
+    )
     loader = MemoryLoader(
         store,
         cache,
@@ -60,6 +65,7 @@ def build_scheduler(
         fire_overdue=settings.misfire_policy == "fire",
         recovery=recovery,
         metrics=metrics,
+        before_load=keeper.sweep,
     )
     stopping = threading.Event()
     execution = ExecutionLoop(
@@ -70,6 +76,7 @@ def build_scheduler(
         lookahead=settings.lookahead,
         batch_size=settings.claim_batch_size,
         metrics=metrics,
+        after_claim=keeper.after_claim,
     )
     wake = threading.Event() if settings.listen else None
     listener = ChangeListener(store, cache, loader, wake) if wake is not None else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from timers.metrics import SchedulerMetrics
@@ -33,8 +34,11 @@ class MemoryLoader:
         fire_overdue: bool = False,
         recovery: Recovery | None = None,
         metrics: SchedulerMetrics | None = None,
+        before_load: Callable[[], None] | None = None,
     ) -> None:
         self.metrics = metrics or SchedulerMetrics()
+        # Run first in each load (the schedules' sweep makes their next occurrences).
+        self.before_load = before_load
         self.fire_overdue = fire_overdue
         self.store = store
         self.cache = cache
@@ -54,6 +58,11 @@ class MemoryLoader:
             return self._load()
 
     def _load(self) -> int | None:
+        if self.before_load is not None:
+            try:
+                self.before_load()
+            except Exception:
+                log.warning("memory loader: the schedules' sweep failed", exc_info=True)
         rules = None
         if self.recovery is not None:
             self.recovery.fail_missed(self.store)
