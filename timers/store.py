@@ -420,6 +420,8 @@ def _matching(where: TimerFilter) -> list[Any]:
         conditions.append(timers.c.execute_at >= where.execute_after)
     if where.execute_before is not None:
         conditions.append(timers.c.execute_at < where.execute_before)
+    if where.schedule_id is not None:
+        conditions.append(timers.c.schedule_id == where.schedule_id)
     return conditions + _owned_by(where.owner)
 
 

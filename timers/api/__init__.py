@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from timers import __version__
-from timers.api import health, monitoring, routes, ui
+from timers.api import health, monitoring, routes, schedules, ui
 from timers.api.body_limit import BodyLimit
 from timers.api.deps import reject_unknown_query, require_api_key
 from timers.api.envelope import install_handlers
@@ -81,6 +81,9 @@ def create_app(
     app.include_router(ui.router, include_in_schema=False)
     app.include_router(
         routes.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]
+    )
+    app.include_router(
+        schedules.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]
     )
     app.include_router(
         monitoring.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]
