@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest

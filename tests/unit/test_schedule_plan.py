@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from timers.models import uuid7
 from timers.schedules.model import Schedule, ScheduleSpec
 from timers.schedules.plan import AHEAD, plan
 from timers.schedules.slots import Timing
-from timers.models import uuid7
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
