@@ -125,3 +125,17 @@ def test_replace_pause_resume_delete(store: TimerStore, schedules: ScheduleStore
     extra = schedules.trigger(s.id, None)
     assert extra.schedule_id == s.id
     assert schedules.delete(s.id, None) == 3
+
+
+def test_timers_python_api_makes_gets_and_deletes_a_schedule(store: TimerStore) -> None:
+    from timers.config import Settings
+    from timers.library import Timers
+    from timers.schedules.slots import InvalidSchedule
+
+    lib = Timers(store=store, settings=Settings(database_url="postgresql://unused/x"))
+    made = lib.create_schedule("http", HOOK, every=60, name="py")
+    assert lib.get_schedule(str(made.id)).spec.name == "py"
+    with pytest.raises(InvalidSchedule) as bad:
+        lib.create_schedule("http", HOOK, cron="not a cron")
+    assert bad.value.field == "cron"
+    assert lib.delete_schedule(made.id) == 2

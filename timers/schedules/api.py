@@ -21,7 +21,7 @@ from timers.schedules.store import ScheduleStore
 
 
 class Schedules:
-    def __init__(self, engine: Engine, rules: CallbackRules | None = None) -> None:
+    def __init__(self, engine: Engine, rules: CallbackRules) -> None:
         self.store = ScheduleStore(engine)
         self.rules = rules
 
