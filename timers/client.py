@@ -88,6 +88,28 @@ class Client:
         page = self._call("GET", "/timers", params=list_params(status, limit, offset, sort, order))
         return [timer_from(t) for t in page["timers"]]
 
+    # -- recurring schedules: the /schedules routes, answers as the API gives them --------------
+
+    def create_schedule(self, **body: Any) -> dict[str, Any]:
+        """`POST /schedules` with this body (`cron` or `every`, `callback_config`, …)."""
+        return dict(self._call("POST", "/schedules", json=body))
+
+    def get_schedule(self, schedule_id: uuid.UUID | str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/schedules/{schedule_id}"))
+
+    def list_schedules(self, **params: Any) -> dict[str, Any]:
+        return dict(self._call("GET", "/schedules", params=params))
+
+    def update_schedule(self, schedule_id: uuid.UUID | str, **changes: Any) -> dict[str, Any]:
+        return dict(self._call("PUT", f"/schedules/{schedule_id}", json=changes))
+
+    def delete_schedule(self, schedule_id: uuid.UUID | str) -> dict[str, Any]:
+        return dict(self._call("DELETE", f"/schedules/{schedule_id}"))
+
+    def schedule_action(self, schedule_id: uuid.UUID | str, action: str) -> dict[str, Any]:
+        """`pause`, `resume` or `trigger` (one extra occurrence now)."""
+        return dict(self._call("POST", f"/schedules/{schedule_id}/{action}"))
+
     def close(self) -> None:
         self.session.close()
 
@@ -162,7 +184,7 @@ def unwrap(method: str, path: str, status_code: int, answer: Any) -> Any:
     if code == 4:
         raise Unauthorized(message)
     if code == 3:
-        raise TimerNotFound(uuid.UUID(path.rsplit("/", 1)[1]))
+        raise TimerNotFound(uuid.UUID(path.split("/")[2]))
     if code == 2 and isinstance(data, dict) and "status" in data and "id" in data:
         raise TimerNotPending(uuid.UUID(data["id"]), TimerStatus(data["status"]))
     if code == 2:

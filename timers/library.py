@@ -213,6 +213,30 @@ class Timers:
         )
         return page.timers
 
+    # -- recurring schedules (timers.schedules.api) -------------------------------------------
+
+    @property
+    def schedules(self) -> Any:
+        """`timers.schedules.api.Schedules` on this store's database (PostgreSQL only)."""
+        from timers.schedules.api import Schedules
+
+        engine = getattr(self.store, "engine", None)
+        if engine is None:
+            raise TypeError("schedules need the PostgreSQL store")
+        return Schedules(engine, self.rules)
+
+    def create_schedule(
+        self, callback_type: str, callback_config: Mapping[str, Any], **options: Any
+    ) -> Any:
+        """A recurring schedule (`cron=` or `every=`, see `Schedules.create`)."""
+        return self.schedules.create(callback_type, callback_config, now=self.clock(), **options)
+
+    def get_schedule(self, schedule_id: uuid.UUID | str) -> Any:
+        return self.schedules.get(_uuid(schedule_id))
+
+    def delete_schedule(self, schedule_id: uuid.UUID | str) -> int:
+        return int(self.schedules.delete(_uuid(schedule_id)))
+
     def close(self) -> None:
         engine = getattr(self.store, "engine", None)
         if self._owned and engine is not None:

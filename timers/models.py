@@ -148,6 +148,9 @@ class Timer:
     delivery_attempts: int = 0
     history: tuple[Mapping[str, Any], ...] = ()
     owner: str = DEFAULT_OWNER  # the principal whose key made it
+    # An occurrence of a schedule: which one, and its slot before jitter (else None).
+    schedule_id: uuid.UUID | None = None
+    scheduled_for: datetime | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -185,6 +188,8 @@ class Timer:
             delivery_attempts=row.get("delivery_attempts", 0),
             history=tuple(row.get("history") or ()),
             owner=row.get("owner") or DEFAULT_OWNER,
+            schedule_id=row.get("schedule_id"),
+            scheduled_for=row.get("scheduled_for"),
         )
 
 
@@ -203,6 +208,7 @@ class Claimed(NamedTuple):
     id: uuid.UUID
     attempt: int
     execute_at: datetime
+    schedule_id: uuid.UUID | None = None  # an occurrence's schedule (its next slots follow)
 
 
 _uuid7_lock = threading.Lock()

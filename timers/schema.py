@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -55,6 +58,12 @@ timers = Table(
     Column("request_hash", Text, nullable=True),
     # The principal whose API key made it (0010); it alone sees and changes it, and admins.
     Column("owner", Text, nullable=False, server_default=text("'default'")),
+    # An occurrence of a schedule (0012): its schedule, its slot before jitter, how late (seconds)
+    # it may still fire, and whether it is skipped while another of its schedule runs.
+    Column("schedule_id", UUID(as_uuid=True), nullable=True),
+    Column("scheduled_for", DateTime(timezone=True), nullable=True),
+    Column("late_limit", Float(precision=53), nullable=True),
+    Column("skip_if_running", Boolean, nullable=False, server_default=text("false")),
     CheckConstraint(
         "status IN ('pending', 'executing', 'completed', 'failed', 'canceled')",
         name="ck_timers_status",
@@ -98,6 +107,14 @@ timers = Table(
         unique=True,
         postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
+    # One occurrence per slot of a schedule, whoever makes it (0012).
+    Index(
+        "ux_timers_schedule_slot",
+        "schedule_id",
+        "scheduled_for",
+        unique=True,
+        postgresql_where=text("schedule_id IS NOT NULL"),
+    ),
 )
 
 # The metadata filter in creation order (0009): one row per top-level pair that is a label (see
@@ -111,4 +128,46 @@ timer_labels = Table(
     Column("timer_id", UUID(as_uuid=True), nullable=False),
     PrimaryKeyConstraint("timer_id", "key", name="pk_timer_labels"),
     Index("ix_timer_labels_key_value_created_at", "key", "value", "created_at", "timer_id"),
+)
+
+# Recurring schedules (0012): each slot becomes one timer in `timers`; `materialized_until` is the
+# latest slot made into one.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("owner", Text, nullable=False, server_default=text("'default'")),
+    Column("name", Text, nullable=True),
+    Column("cron", Text, nullable=True),
+    Column("every", Float(precision=53), nullable=True),
+    Column("timezone", Text, nullable=False, server_default=text("'UTC'")),
+    Column("start_at", DateTime(timezone=True), nullable=False),
+    Column("end_at", DateTime(timezone=True), nullable=True),
+    Column("jitter", Float(precision=53), nullable=False, server_default=text("0")),
+    Column("catchup", Text, nullable=False, server_default=text("'skip'")),
+    Column("catchup_window", Float(precision=53), nullable=True),
+    Column("overlap", Text, nullable=False, server_default=text("'allow'")),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("callback_type", Text, nullable=True),
+    Column("callback_config", JSONB, nullable=True),
+    Column("retry", JSONB, nullable=True),
+    Column("metadata", JSONB, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("materialized_until", DateTime(timezone=True), nullable=False),
+    Column("skipped", BigInteger, nullable=False, server_default=text("0")),
+    CheckConstraint("catchup IN ('skip', 'latest', 'all')", name="ck_schedules_catchup"),
+    CheckConstraint("overlap IN ('allow', 'skip')", name="ck_schedules_overlap"),
+    Index(
+        "ux_schedules_owner_name",
+        "owner",
+        "name",
+        unique=True,
+        postgresql_where=text("name IS NOT NULL"),
+    ),
+    Index(
+        "ix_schedules_materialized_until",
+        "materialized_until",
+        postgresql_where=text("NOT paused"),
+    ),
 )

@@ -1,66 +1,22 @@
-"""The OpenAPI document is the contract: an API fuzzer driven by it (schemathesis) finds no server
-error, no undocumented status code and no response that breaks its schema, on every operation.
-Every request carries a valid key, so that invalid ones reach validation rather than stopping at
-authentication.
-Valid and invalid requests alike, a fixed number of each per operation (bounded), on the
+"""The OpenAPI document is the contract (tests/support/openapi.py): every operation but the
+schedules' (PostgreSQL alone keeps schedules: tests/integration/test_openapi_schedules.py), on the
 in-memory store."""
 
 from __future__ import annotations
 
-import itertools
-from typing import Any
-
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
-from schemathesis.specs.openapi import checks
-
+from tests.support.openapi import keeps_its_contract
 from tests.support.services import API_KEY
 from timers.api import create_app
 from timers.config import Settings
 from timers.testing import InMemoryStore
-
-EXAMPLES_PER_OPERATION = 40
-
-
-CONTRACT_CHECKS = [
-    schemathesis.checks.not_a_server_error,
-    checks.status_code_conformance,
-    checks.content_type_conformance,
-    checks.response_schema_conformance,
-]
 
 
 def test_every_operation_keeps_its_documented_contract(
     store: InMemoryStore, database_url: str
 ) -> None:
     app = create_app(Settings(database_url=database_url, api_key=API_KEY), store=store)
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 12
-    for operation, mode in itertools.product(operations, GenerationMode):
-
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(
-            max_examples=EXAMPLES_PER_OPERATION,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def keeps_its_contract(case: Any) -> None:
-            case.call_and_validate(headers={"X-API-Key": API_KEY}, checks=CONTRACT_CHECKS)
-
-        try:
-            keeps_its_contract()
-        except Unsatisfiable:
-            # Nothing to get wrong: the operation takes no parameters or body (GET /health).
-            assert (
-                mode is GenerationMode.NEGATIVE
-                and not operation.body
-                and not (operation.path_parameters or operation.query)
-            ), operation.label
+    checked = keeps_its_contract(app, lambda path: not path.startswith("/schedules"))
+    assert checked == 12  # /timers and the rest
 
 
 def test_the_document_names_the_key_and_every_error_it_answers() -> None:

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from timers import __version__
-from timers.api import changes, health, monitoring, routes, ui
+from timers.api import changes, health, monitoring, routes, schedules, ui
 from timers.api.body_limit import BodyLimit
 from timers.api.deps import reject_unknown_query, require_api_key
 from timers.api.envelope import install_handlers
@@ -84,6 +84,9 @@ def create_app(
     )
     app.include_router(
         changes.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]
+    )
+    app.include_router(
+        schedules.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]
     )
     app.include_router(
         monitoring.router, dependencies=[Depends(require_api_key), Depends(reject_unknown_query)]

@@ -271,6 +271,9 @@ def list_timers(
     execute_before: Annotated[
         Instant | None, Query(description="`execute_at` before this (ISO 8601).")
     ] = None,
+    schedule_id: Annotated[
+        UUID | None, Query(description="The occurrences of this schedule (its history).")
+    ] = None,
     limit: int = Query(50, ge=1, le=200),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     cursor: str | None = Query(
@@ -305,6 +308,7 @@ def list_timers(
         metadata=_metadata_filter(metadata),
         execute_after=execute_after,
         execute_before=execute_before,
+        schedule_id=schedule_id,
         owner=caller.scope,
     )
     after = None if cursor is None else pages.decode(cursor, sort, order)

@@ -23,6 +23,8 @@ from timers.scheduler.loader import MemoryLoader
 from timers.scheduler.recovery import Recovery
 from timers.scheduler.retention import Retention
 from timers.scheduler.runner import Scheduler
+from timers.schedules.keeper import ScheduleKeeper
+from timers.schedules.store import ScheduleStore
 from timers.store import TimerStore
 from timers.worker.enqueuer import CeleryEnqueuer
 
@@ -62,6 +64,9 @@ def build_scheduler(
         misfire_policy=settings.misfire_policy,
         recovery_window=settings.recovery_window,
     )
+    keeper = ScheduleKeeper(
+        ScheduleStore(engine), lookahead=settings.lookahead, registry=metrics.registry
+    )
     loader = MemoryLoader(
         store,
         cache,
@@ -70,6 +75,7 @@ def build_scheduler(
         fire_overdue=settings.misfire_policy == "fire",
         recovery=recovery,
         metrics=metrics,
+        top_up=keeper.sweep,
     )
     stopping = threading.Event()
     execution = ExecutionLoop(
@@ -80,6 +86,7 @@ def build_scheduler(
         lookahead=settings.lookahead,
         batch_size=claim_batch_size,
         metrics=metrics,
+        after_claim=keeper.after_claim,
     )
     wake = threading.Event() if listen else None
     listener = ChangeListener(store, cache, loader, wake) if wake is not None else None

@@ -42,8 +42,11 @@ class ExecutionLoop:
         stopping: Callable[[], bool] = lambda: False,
         lookahead: float = 60.0,
         metrics: SchedulerMetrics | None = None,
+        after_claim: Callable[[list[Claimed]], None] | None = None,
     ) -> None:
         self.metrics = metrics or SchedulerMetrics()
+        # Told of each claim's timers once they are enqueued (schedules make their next slots).
+        self.after_claim = after_claim
         self.last_tick_at: datetime | None = None
         self.lookahead = lookahead
         self.store = store
@@ -108,6 +111,11 @@ class ExecutionLoop:
         self.metrics.enqueued.inc(len(claimed) - len(failed))
         if failed:
             self._release([(t.id, t.attempt) for t in claimed if t.id in failed])
+        if self.after_claim is not None:
+            try:
+                self.after_claim(claimed)
+            except Exception:
+                log.warning("after a claim: making the next schedule slots failed", exc_info=True)
         return len(claimed) - len(failed), bool(failed)
 
     def _refresh_unclaimed(self, timer_ids: set[uuid.UUID]) -> None:

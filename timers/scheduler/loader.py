@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from datetime import datetime
 
 from timers.metrics import SchedulerMetrics
@@ -34,8 +36,12 @@ class MemoryLoader:
         fire_overdue: bool = False,
         recovery: Recovery | None = None,
         metrics: SchedulerMetrics | None = None,
+        top_up: Callable[[list[uuid.UUID]], None] | None = None,
     ) -> None:
         self.metrics = metrics or SchedulerMetrics()
+        # Given the schedules a load found due for their next slots, makes those occurrences
+        # (the load's one statement finds them: an idle scheduler sends nothing more).
+        self.top_up = top_up
         self.fire_overdue = fire_overdue
         self.store = store
         self.cache = cache
@@ -66,7 +72,10 @@ class MemoryLoader:
             # Under the `fire` misfire policy, timers overdue beyond the recovery window are
             # loaded too (oldest first) and fire late; under `skip`, they were failed just now.
             near = self.store.load_near_term(
-                None if self.fire_overdue else start, end, recovery=rules
+                None if self.fire_overdue else start,
+                end,
+                recovery=rules,
+                schedules_within=None if self.top_up is None else self.lookahead,
             )
         except Exception:
             self.cache.abandon_snapshot()
@@ -91,4 +100,11 @@ class MemoryLoader:
             )
         self.cache.replace(near.timers)
         log.info("Loaded %d timers into cache", len(near.timers))
+        if near.schedules and self.top_up is not None:
+            # After the load: the occurrences it makes reach the cache by their notifications
+            # (or the next load), and a failure here leaves the cache loaded.
+            try:
+                self.top_up(near.schedules)
+            except Exception:
+                log.warning("memory loader: making schedules' next slots failed", exc_info=True)
         return len(near.timers)

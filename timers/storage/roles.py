@@ -146,10 +146,13 @@ class SchedulerStore(Protocol):
         end: datetime,
         limit: int = 100_000,
         recovery: RecoveryRules | None = None,
+        schedules_within: float | None = None,
     ) -> NearTerm:
         """The `pending` timers with `start <= execute_at <= end` (no lower bound when None),
         earliest first, at most `limit`; with `recovery`, first puts the stranded `executing`
-        timers back to `pending` and returns them too."""
+        timers back to `pending` and returns them too; with `schedules_within`, also the ids of
+        the live schedules whose latest occurrence made is due within that many seconds (their
+        next slots are to be made), in the same statement."""
         ...
 
     def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[DueTime]:

@@ -156,6 +156,7 @@ class NearTerm(NamedTuple):
 
     timers: list[DueTime]
     recovered: list[Recovered]
+    schedules: list[uuid.UUID] = []  # schedules whose next slots are to be made (0012)
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,7 @@ class TimerFilter:
     metadata: Mapping[str, Any] | None = None
     execute_after: datetime | None = None
     execute_before: datetime | None = None
+    schedule_id: uuid.UUID | None = None  # the occurrences of one schedule
     # Whose timers: one principal's, or every principal's (None). Not a condition a caller
     # chose: `is_empty` leaves it out.
     owner: str | None = None

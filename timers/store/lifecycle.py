@@ -10,11 +10,24 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, Integer, Text, any_, bindparam, case, cast, func, select
+from sqlalchemy import (
+    Float,
+    Integer,
+    Text,
+    any_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 from timers.models import TimerStatus
-from timers.schema import timers
+from timers.schema import schedules, timers
 from timers.storage import (
     HISTORY_LENGTH,
     LOST_CLAIM,
@@ -23,6 +36,7 @@ from timers.storage import (
     RecoveryRules,
 )
 from timers.store.connection import interval, seconds, unnest
+from timers.store.sql import queries
 
 PENDING = TimerStatus.PENDING.value
 EXECUTING = TimerStatus.EXECUTING.value
@@ -119,35 +133,15 @@ def _update_claimed(*, unstarted: bool = False) -> Any:
 
 
 LEASE_END = func.now() + interval(bindparam("lease", type_=Float()))
-# A claim skips rows another transaction holds (an API change, a bulk cancel, another scheduler's
-# claim): the scheduler never waits on a lock, and re-reads what it skipped.
-DUE_AND_FREE = (
-    select(timers.c.id)
-    .where(
-        timers.c.id == any_(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))),
-        timers.c.status == PENDING,
-        timers.c.execute_at <= func.now(),
-    )
-    .with_for_update(skip_locked=True)
-)
 # What started deliveries return: every column but the two JSON ones no delivery reads (decoding
 # a history of up to HISTORY_LENGTH attempts for every delivery was a measurable share of the
 # worker's CPU).
 FOR_DELIVERY = [c for c in timers.c if c.name not in ("metadata", "history")]
-# A claim returns no JSON at all: what the scheduler enqueues (id and claim number) and the due
-# time. Reading the callback config too made a claim's cost grow with the timers' size.
-CLAIM_DUE = (
-    timers.update()
-    .where(timers.c.id.in_(DUE_AND_FREE), timers.c.status == PENDING)
-    .values(
-        status=EXECUTING,
-        claimed_at=func.now(),
-        started_at=None,
-        leased_until=None,
-        attempts=timers.c.attempts + 1,
-    )
-    .returning(timers.c.id, timers.c.attempts, timers.c.execute_at)
-)
+# A claim returns no JSON at all: what the scheduler enqueues (id and claim number), the due
+# time and an occurrence's schedule. Reading the callback config too made a claim's cost grow
+# with the timers' size. Occurrences of schedules that are too late or would overlap are skipped
+# in the same statement (queries.sql, `claim_due`).
+CLAIM_DUE = text(queries["claim_due"]).bindparams(bindparam("ids", type_=ARRAY(UUID(as_uuid=True))))
 RELEASE = _update_claimed(unstarted=True).values(status=PENDING, claimed_at=None)
 BEGIN = (
     _update_claimed(unstarted=True)
@@ -193,3 +187,22 @@ FINISH = (
         ),
     )
 )
+
+
+SCHEDULES_PER_LOAD = 1000
+
+
+def schedules_to_top_up(within: float, mark: str) -> Any:
+    """The live schedules (not paused, not past `end_at`) whose latest occurrence made is due
+    within `within` seconds, earliest first (at most SCHEDULES_PER_LOAD): (id, that slot, `mark`),
+    a branch of the load's statement (the index on `materialized_until` of 0012 serves it)."""
+    return (
+        select(schedules.c.id, schedules.c.materialized_until, literal(mark, Text()))
+        .where(
+            ~schedules.c.paused,
+            or_(schedules.c.end_at.is_(None), schedules.c.materialized_until < schedules.c.end_at),
+            schedules.c.materialized_until <= func.now() + seconds(within),
+        )
+        .order_by(schedules.c.materialized_until)
+        .limit(SCHEDULES_PER_LOAD)
+    )

@@ -36,6 +36,8 @@ def matching(where: TimerFilter) -> list[Any]:
         conditions.append(timers.c.execute_at >= where.execute_after)
     if where.execute_before is not None:
         conditions.append(timers.c.execute_at < where.execute_before)
+    if where.schedule_id is not None:
+        conditions.append(timers.c.schedule_id == where.schedule_id)
     return conditions + owned_by(where.owner)
 
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Text, literal, select
+from sqlalchemy import Text, literal, select, union_all
 
 from timers.models import Claimed, DueTime
 from timers.schema import timers
@@ -21,8 +21,13 @@ from timers.store.lifecycle import (
     fail_missed_statement,
     near_term_query,
     recover_statement,
+    schedules_to_top_up,
 )
 from timers.store.notifications import NotificationFeed
+
+# What marks a load's row as a schedule to top up (a recovered timer's mark is its reason, one of
+# storage's LOST_CLAIM and LOST_DELIVERY).
+SCHEDULE_DUE = "schedule: its next slots are due"
 
 
 class SchedulerStatements(Connected):
@@ -32,6 +37,7 @@ class SchedulerStatements(Connected):
         end: datetime,
         limit: int = 100_000,
         recovery: RecoveryRules | None = None,
+        schedules_within: float | None = None,
     ) -> NearTerm:
         """The id and `execute_at` of the `pending` timers with `start <= execute_at <= end` (no
         lower bound when `start` is None), earliest first, at most `limit` of them; served by the
@@ -39,30 +45,39 @@ class SchedulerStatements(Connected):
 
         With `recovery`, the same statement first puts back to `pending` the `executing` timers
         that `recovery` finds stranded (see `RecoveryRules`); they are returned too (they are due),
-        with the reason also written to their `last_error`. One statement either way, so an idle
-        scheduler costs the database one statement per load.
+        with the reason also written to their `last_error`. With `schedules_within`, the same
+        statement also finds the live schedules whose next slots are to be made (at most
+        SCHEDULES_PER_LOAD). One statement in every case, so an idle scheduler costs the database
+        one statement per load.
         """
         near = near_term_query(start, end, limit)
-        if recovery is None:
+        if recovery is None and schedules_within is None:
             with self._statement() as conn:
                 rows = conn.execute(near)
                 return NearTerm([DueTime(row[0], row[1]) for row in rows], [])
-        recovered = (
-            recover_statement(recovery)
-            .returning(timers.c.id, timers.c.execute_at, timers.c.last_error)
-            .cte("recovered")
-        )
         loaded = near.add_columns(literal(None, Text()).label("reason")).subquery("near")
-        stmt = select(loaded.c.id, loaded.c.execute_at, loaded.c.reason).union_all(
-            select(recovered.c.id, recovered.c.execute_at, recovered.c.last_error)
-        )
+        branches = [select(loaded.c.id, loaded.c.execute_at, loaded.c.reason)]
+        if recovery is not None:
+            recovered = (
+                recover_statement(recovery)
+                .returning(timers.c.id, timers.c.execute_at, timers.c.last_error)
+                .cte("recovered")
+            )
+            branches.append(select(recovered.c.id, recovered.c.execute_at, recovered.c.last_error))
+        if schedules_within is not None:
+            branches.append(schedules_to_top_up(schedules_within, SCHEDULE_DUE))
         with self._statement() as conn:
-            rows = conn.execute(stmt).all()
+            rows = conn.execute(union_all(*branches)).all()
         loaded_timers = [DueTime(row[0], row[1]) for row in rows if row[2] is None]
-        recovered_timers = [Recovered(row[0], row[1], row[2]) for row in rows if row[2] is not None]
+        recovered_timers = [
+            Recovered(row[0], row[1], row[2])
+            for row in rows
+            if row[2] is not None and row[2] != SCHEDULE_DUE
+        ]
         return NearTerm(
             loaded_timers + [DueTime(r.id, r.execute_at) for r in recovered_timers],
             recovered_timers,
+            [row[0] for row in rows if row[2] == SCHEDULE_DUE],
         )
 
     def pending_by_ids(self, timer_ids: Iterable[uuid.UUID]) -> list[DueTime]:
@@ -93,7 +108,7 @@ class SchedulerStatements(Connected):
             return []
         with self._statement() as conn:
             rows = conn.execute(CLAIM_DUE, {"ids": list(timer_ids)}).all()
-        return [Claimed(row[0], row[1], row[2]) for row in rows]
+        return [Claimed(row[0], row[1], row[2], row[3]) for row in rows]
 
     def release(self, claims: Sequence[Claim]) -> int:
         """Put claimed timers whose message could not be enqueued back to `pending`.

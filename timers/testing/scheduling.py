@@ -27,6 +27,7 @@ class InMemoryScheduling(TimerTable):
         end: datetime,
         limit: int = 100_000,
         recovery: RecoveryRules | None = None,
+        schedules_within: float | None = None,
     ) -> NearTerm:
         with self._operation() as now:
             # PostgreSQL's statement reads the table as it was before its own recovery UPDATE.
@@ -42,7 +43,8 @@ class InMemoryScheduling(TimerTable):
             )[:limit]
             recovered = self._recover(recovery, now) if recovery is not None else []
         loaded = [DueTime(t.id, t.execute_at) for t in near]
-        return NearTerm(loaded + [DueTime(r.id, r.execute_at) for r in recovered], recovered)
+        # The twin keeps no schedules: none ever needs its next slots made.
+        return NearTerm(loaded + [DueTime(r.id, r.execute_at) for r in recovered], recovered, [])
 
     def _recover(self, rules: RecoveryRules, now: datetime) -> list[Recovered]:
         lease = timedelta(seconds=rules.lease)

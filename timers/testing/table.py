@@ -42,6 +42,7 @@ def matches(timer: Timer, where: TimerFilter) -> bool:
         and (where.metadata is None or contains(timer.metadata, dict(where.metadata)))
         and (where.execute_after is None or timer.execute_at >= where.execute_after)
         and (where.execute_before is None or timer.execute_at < where.execute_before)
+        and (where.schedule_id is None or timer.schedule_id == where.schedule_id)
         and (where.owner is None or timer.owner == where.owner)
     )
 

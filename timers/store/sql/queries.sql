@@ -104,3 +104,42 @@ SELECT (SELECT held FROM lock) AS held,
        (SELECT status FROM last) AS last_status,
        (SELECT updated_at FROM last) AS last_at,
        (SELECT id FROM last) AS last_id
+
+-- claim_due --
+-- Flips to `executing` those of `ids` still `pending` and due by the database's clock, skipping
+-- (never waiting on) rows another transaction holds; returns each row it flipped with its new
+-- claim number. An occurrence of a schedule (0012) later than its `late_limit`, or with
+-- `skip_if_running` while another of its schedule is executing or waiting to retry, is skipped
+-- instead (`canceled`, `skipped: …`) and counted on its schedule; a timer of no schedule pays only
+-- the `schedule_id IS NOT NULL` check.
+WITH due AS (
+    SELECT id, schedule_id, execute_at, late_limit, skip_if_running FROM timers
+    WHERE id = ANY(:ids) AND status = 'pending' AND execute_at <= now()
+    FOR UPDATE SKIP LOCKED
+), skipped AS (
+    UPDATE timers t SET status = 'canceled', updated_at = now(),
+        last_error = CASE
+            WHEN d.late_limit IS NOT NULL
+                AND now() - d.execute_at > make_interval(secs => d.late_limit)
+            THEN 'skipped: later than its catch-up limit of ' || d.late_limit || ' s'
+            ELSE 'skipped: the previous occurrence is still running' END
+    FROM due d
+    WHERE t.id = d.id AND d.schedule_id IS NOT NULL AND (
+        (d.late_limit IS NOT NULL AND now() - d.execute_at > make_interval(secs => d.late_limit))
+        OR (d.skip_if_running AND EXISTS (
+            SELECT 1 FROM timers o
+            WHERE o.schedule_id = d.schedule_id AND o.id <> d.id
+              AND (o.status = 'executing' OR (o.status = 'pending' AND o.delivery_attempts > 0))
+        ))
+    )
+    RETURNING t.id, t.schedule_id
+), counted AS (
+    UPDATE schedules s SET skipped = s.skipped + c.n
+    FROM (SELECT schedule_id, count(*) AS n FROM skipped GROUP BY schedule_id) c
+    WHERE s.id = c.schedule_id
+)
+UPDATE timers SET status = 'executing', claimed_at = now(), started_at = NULL,
+    leased_until = NULL, attempts = attempts + 1
+WHERE id IN (SELECT id FROM due) AND status = 'pending'
+  AND id NOT IN (SELECT id FROM skipped)
+RETURNING id, attempts, execute_at, schedule_id

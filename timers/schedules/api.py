@@ -1,0 +1,89 @@
+"""Schedules from Python: `Schedules` on a database, used by `timers.library.Timers` (its
+`create_schedule`, `get_schedule`, … methods). Checks what the REST API checks: the callback by
+the same kind parsers and rules, the timer bounds, the timing (`InvalidSchedule`, naming the
+field)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from timers import callbacks
+from timers.callbacks import CallbackRules
+from timers.models import DEFAULT_OWNER, InvalidCallback, check_json, check_timer_bounds
+from timers.schedules.model import Schedule, ScheduleSpec
+from timers.schedules.slots import InvalidSchedule, Timing
+from timers.schedules.store import ScheduleStore
+
+
+class Schedules:
+    def __init__(self, engine: Engine, rules: CallbackRules) -> None:
+        self.store = ScheduleStore(engine)
+        self.rules = rules
+
+    def create(
+        self,
+        callback_type: str,
+        callback_config: Mapping[str, Any],
+        *,
+        now: datetime,
+        cron: str | None = None,
+        every: float | None = None,
+        timezone: str = "UTC",
+        start_at: datetime | None = None,
+        end_at: datetime | None = None,
+        jitter: float = 0.0,
+        catchup: str = "skip",
+        catchup_window: float | None = None,
+        overlap: str = "allow",
+        paused: bool = False,
+        name: str | None = None,
+        retry: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        owner: str = DEFAULT_OWNER,
+    ) -> Schedule:
+        """A schedule and its first occurrences; raises InvalidSchedule naming the field."""
+        try:
+            config = callbacks.parse(
+                callback_type, dict(callback_config), rules=self.rules
+            ).to_config()
+            if metadata is not None:
+                check_json(dict(metadata), "metadata")
+            check_timer_bounds(config, metadata, retry)
+        except InvalidCallback as exc:
+            raise InvalidSchedule(exc.field, exc.reason) from None
+        timing = Timing(
+            start_at=start_at or now, cron=cron, every=every, timezone=timezone, end_at=end_at
+        )
+        spec = ScheduleSpec(
+            timing=timing,
+            callback_type=config["type"],
+            callback_config=config,
+            jitter=jitter,
+            catchup=catchup,
+            catchup_window=catchup_window,
+            overlap=overlap,
+            paused=paused,
+            name=name,
+            retry=None if retry is None else dict(retry),
+            metadata=None if metadata is None else dict(metadata),
+            owner=owner,
+        )
+        return self.store.create(spec)
+
+    def get(self, schedule_id: uuid.UUID) -> Schedule:
+        return self.store.get(schedule_id)
+
+    def delete(self, schedule_id: uuid.UUID) -> int:
+        """Delete it; returns how many pending occurrences were canceled."""
+        return self.store.delete(schedule_id, None)
+
+    def pause(self, schedule_id: uuid.UUID) -> Schedule:
+        return self.store.set_paused(schedule_id, True, None)
+
+    def resume(self, schedule_id: uuid.UUID) -> Schedule:
+        return self.store.set_paused(schedule_id, False, None)
