@@ -37,7 +37,7 @@ test-unit: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check timers tests bench examples celeryconfig.py
 	$(BIN)/ruff format --check timers tests bench examples celeryconfig.py
-	$(BIN)/mypy timers bench
+	$(BIN)/mypy timers bench tests
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix timers tests bench examples celeryconfig.py

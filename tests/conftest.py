@@ -50,7 +50,8 @@ def store(database_url: str) -> Iterator[TimerStore]:
     engine = database_engine(database_url)
     yield TimerStore(engine)
     # Every store method is one transaction that gives its connection back.
-    assert engine.pool.checkedout() == 0, "a pooled connection was left checked out"
+    left = engine.pool.checkedout()  # type: ignore[attr-defined]
+    assert left == 0, "a pooled connection was left checked out"
     engine.dispose()
 
 

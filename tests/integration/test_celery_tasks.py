@@ -365,7 +365,7 @@ def test_a_task_written_outside_the_allow_lists_fails_in_the_worker_and_is_never
     shop_broker = redis.Redis.from_url(world["SHOP_BROKER_URL"])
     queues = ("celery", "elsewhere", "timers", "unacked_spare", "_kombu.binding.spare")
     shop_broker.delete(*queues)
-    configs = [
+    configs: list[dict[str, Any]] = [
         {"type": "celery", "task": "billing.charge", "args": [1]},  # not in TIMERS_CELERY_TASKS
         {"type": "celery", "task": "celery.backend_cleanup"},  # Celery's own
         {"type": "celery", "task": "timers.execute_callbacks", "args": [[]]},  # ours

@@ -56,7 +56,7 @@ class BehindWildcardDns(OutboundPolicy):
 
     def resolver(self) -> GuardedResolver:
         guarded = GuardedResolver(self)
-        guarded.inner = WildcardDns(self.address)
+        guarded.inner = WildcardDns(self.address)  # type: ignore[assignment]
         return guarded
 
 

@@ -88,7 +88,7 @@ def insert(store: TimerStore, at: datetime, configs: list[dict[str, Any]]) -> li
     )
     with store.engine.begin() as conn:
         conn.execute(statement, rows)
-    return [row["id"] for row in rows]
+    return [uuid.UUID(str(row["id"])) for row in rows]
 
 
 def encode(value: Any) -> str:

@@ -239,7 +239,7 @@ def test_new_timers_of_every_kind_work_after_adoption(
     stack: Stack, receiver: Receiver, subscriber: Subscriber
 ) -> None:
     at = _in(1).isoformat()
-    bodies = [
+    bodies: list[dict[str, Any]] = [
         {"callback_config": {"type": "http", "url": receiver.url("/ours")}},
         {"callback": {"type": "http", "url": receiver.url("/theirs"), "headers": None}},
         {"callback_config": {"type": "nats", "subject": f"{TOPIC}.ours", "payload": [1]}},
@@ -249,7 +249,7 @@ def test_new_timers_of_every_kind_work_after_adoption(
     ]
     ids = []
     for body in bodies:
-        created = stack.call("POST", "/timers", json={"execute_at": at, **body})
+        created = stack.call("POST", "/timers", json={"execute_at": at, **dict(body)})
         assert created.status_code == 201, created.text
         ids.append(created.json()["data"]["id"])
     assert set(stack.settled(ids).values()) == {"completed"}

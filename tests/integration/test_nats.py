@@ -162,8 +162,8 @@ def test_a_subscriber_gets_each_timer_once_with_its_payload_and_headers(up: Stac
         assert json.loads(message.data) == {"order": order, "note": "ünïcode"}
         assert message.headers["X-Timer-Id"] == timer_id
         assert message.headers["Tenant"] == "acme"
-    for timer_id in ids:
-        timer = up.store.get(timer_id)
+    for made in ids:
+        timer = up.store.get(made)
         assert timer.last_error is None and timer.executed_at is not None
 
 
@@ -193,7 +193,7 @@ def test_a_redelivered_jetstream_timer_is_stored_once(services: Services) -> Non
     )
     timer_id = uuid.uuid4()
 
-    async def deliver_twice() -> list[str | None]:
+    async def deliver_twice() -> list[Any]:
         context = DeliveryContext(
             timeout=CALLBACK_TIMEOUT, policy=OutboundPolicy(), nats_url=services.nats_url
         )
@@ -242,7 +242,7 @@ def test_a_worker_reconnects_when_its_nats_server_comes_back(tmp_path: Path) -> 
         "nats", {"type": "nats", "subject": "timers.test.reconnect"}, rules=RULES
     )
 
-    async def scenario() -> list[str | None]:
+    async def scenario() -> list[Any]:
         nonlocal server
         context = DeliveryContext(timeout=2, policy=OutboundPolicy(), nats_url=server.url)
         try:

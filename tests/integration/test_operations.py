@@ -374,7 +374,7 @@ def big(store: TimerStore) -> TimerStore:
 def test_every_list_filter_and_order_is_served_by_an_index(big: TimerStore) -> None:
     late = now() + timedelta(days=3)
     middle = big.page(limit=1, offset=15_000, with_total=False).timers[0]
-    cases = {
+    cases: dict[str, tuple[dict[str, Any], str]] = {
         "newest first": ({}, "ix_timers_created_at_id"),
         "oldest first, deep": (
             {"order": "asc", "after": (middle.created_at, middle.id)},
@@ -441,7 +441,7 @@ def test_every_list_filter_and_order_is_served_by_an_index(big: TimerStore) -> N
 # Metadata whose pairs are labels and pairs that are not (too long, nested, a float, null, an
 # integer too large, an array), with a filter for each, some meeting values that only look alike.
 LONG = "x" * 201
-LABELLED = [
+LABELLED: list[dict[str, Any]] = [
     {"tenant": "acme"},
     {"tenant": "acme", "n": 5},
     {"tenant": "globex", "n": 5.0},
@@ -455,7 +455,7 @@ LABELLED = [
     {"none": None},
     {"tenant": "acme", "n": 2.5},
 ]
-FILTERS = [
+FILTERS: list[dict[str, Any]] = [
     {"tenant": "acme"},
     {"tenant": "acme", "n": 5},
     {"n": 5},
@@ -653,8 +653,8 @@ def test_a_stray_notification_is_ignored_not_a_lost_connection(store: TimerStore
             conn.execute(text("NOTIFY timers_changed, 'garbage'"))
             conn.execute(text("NOTIFY timers_changed, ''"))
         timer = add_timer(store, now() + timedelta(seconds=30))
-        changes = []
-        assert wait_until(lambda: changes.extend(feed.wait(0.2)) or changes, 5)
+        changes: list[Any] = []
+        assert wait_until(lambda: changes.extend(feed.wait(0.2)) or changes, 5)  # type: ignore[func-returns-value]
         assert [(c.timer_id, c.pending) for c in changes] == [(timer.id, True)]
     finally:
         feed.close()

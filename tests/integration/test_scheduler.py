@@ -35,7 +35,7 @@ from timers.scheduler import (
     Scheduler,
     TimerCache,
 )
-from timers.storage import TimerFilter
+from timers.storage import RecoveryRules, TimerFilter
 from timers.store import NearTerm, TimerStore, database_engine
 from timers.worker.enqueuer import CeleryEnqueuer
 
@@ -237,7 +237,7 @@ def test_both_tasks_log_their_activity(
 def cache_is_free(cache: TimerCache) -> bool:
     """Whether another thread can use the cache right now (nobody holds it across this call)."""
     done = threading.Event()
-    threading.Thread(target=lambda: (len(cache), done.set()), daemon=True).start()
+    threading.Thread(target=lambda: (len(cache), done.set()), daemon=True).start()  # type: ignore[func-returns-value]
     return done.wait(2)
 
 
@@ -250,9 +250,16 @@ class LockWatchingStore(TimerStore):
         self.cache = cache
         self.free_during_io: list[bool] = []
 
-    def load_near_term(self, start: datetime | None, end: datetime, **kw: Any) -> NearTerm:
+    def load_near_term(
+        self,
+        start: datetime | None,
+        end: datetime,
+        limit: int = 100_000,
+        recovery: RecoveryRules | None = None,
+        schedules_within: float | None = None,
+    ) -> NearTerm:
         self.free_during_io.append(cache_is_free(self.cache))
-        return super().load_near_term(start, end, **kw)
+        return super().load_near_term(start, end, limit, recovery, schedules_within)
 
     def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Claimed]:
         self.free_during_io.append(cache_is_free(self.cache))

@@ -12,7 +12,7 @@ QUEUE = "timers"
 
 def queued_timer_ids(broker_url: str) -> list[str]:
     """The timer ids in the callback messages waiting in the broker (one or several per message)."""
-    ids = []
+    ids: list[str] = []
     for raw in redis.Redis.from_url(broker_url).lrange(QUEUE, 0, -1):
         message = json.loads(raw)
         args = json.loads(base64.b64decode(message["body"]))[0]

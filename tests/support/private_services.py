@@ -46,7 +46,7 @@ class PrivatePostgres:
         if self.user:
             shutil.chown(self.dir, self.user)
             shutil.chown(root, self.user)
-        pgserver.initdb(
+        pgserver.initdb(  # type: ignore[attr-defined]
             ["--auth=trust", "--encoding=utf8", "-U", "postgres"], pgdata=self.dir, user=self.user
         )
         self.start()
@@ -59,7 +59,7 @@ class PrivatePostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
-        self.pgserver.pg_ctl(
+        self.pgserver.pg_ctl(  # type: ignore[attr-defined]
             [
                 "-w",
                 "-o",
@@ -74,7 +74,7 @@ class PrivatePostgres:
         )
 
     def stop(self) -> None:
-        self.pgserver.pg_ctl(
+        self.pgserver.pg_ctl(  # type: ignore[attr-defined]
             ["-w", "-m", "fast", "stop"], pgdata=self.dir, user=self.user, timeout=60
         )
 

@@ -42,4 +42,4 @@ def write_directly(
     )
     with engine.begin() as conn:
         conn.execute(statement, rows)
-    return [row["id"] for row in rows]
+    return [uuid.UUID(str(row["id"])) for row in rows]

@@ -93,7 +93,7 @@ def test_whatever_is_wrong_is_one_error_naming_its_field(
 
 class Config(BaseModel):
     type: str = "http"
-    url: str = HOOK["url"]
+    url: str = str(HOOK["url"])
 
 
 @dataclass

@@ -50,7 +50,7 @@ def client(settings: Settings, store: InMemoryStore) -> Iterator[TestClient]:
 
 
 def count_rows(store: InMemoryStore) -> int:
-    return store.page(limit=200).total
+    return store.page(limit=200).total or 0
 
 
 def create(client: TestClient, **overrides: Any) -> dict[str, Any]:

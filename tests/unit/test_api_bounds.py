@@ -20,7 +20,7 @@ from timers.celery import durable_eta
 from timers.config import Settings
 from timers.errors import InvalidTimer
 from timers.library import Timers
-from timers.storage import NewTimer
+from timers.storage import NewTimer, Store
 from timers.testing import InMemoryStore
 
 HOOK = "https://receiver.example/hook"
@@ -55,7 +55,7 @@ def rows(store: InMemoryStore) -> int:
     return total
 
 
-def big_timers(store: InMemoryStore, count: int, at: datetime, size: int = 60 * 1024) -> list[Any]:
+def big_timers(store: Store, count: int, at: datetime, size: int = 60 * 1024) -> list[Any]:
     config = {"type": "http", "url": HOOK, "payload": {"blob": "x" * size}}
     return store.create_many([NewTimer(at, "http", config, {"n": i}) for i in range(count)])
 

@@ -41,7 +41,8 @@ def test_timer_normalises_to_utc_and_is_immutable() -> None:
         execute_at=datetime(2030, 1, 1, 14, tzinfo=plus_two),
         callback_type="http",
         callback_config={},
-        status="pending",
+        # A status's text is taken too.
+        status="pending",  # type: ignore[arg-type]
         created_at=T0,
         updated_at=T0,  # type: ignore[arg-type]
     )

@@ -12,8 +12,8 @@ import pytest
 from timers.schedules.slots import InvalidSchedule, Timing, jitter_for
 
 
-def local(zone: str, *parts: int, fold: int = 0) -> datetime:
-    return datetime(*parts, tzinfo=ZoneInfo(zone), fold=fold)  # type: ignore[misc]
+def local(zone: str, year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=ZoneInfo(zone))
 
 
 def daily(cron: str, zone: str, day_before: tuple[int, int, int], days: int = 3) -> list[str]:

@@ -181,7 +181,7 @@ def started(proc: processes.Process, text: str, timeout: float) -> processes.Pro
 def test_migrate_then_the_whole_stack_delivers_a_timer_once(
     installed: Installed, stack_env: dict[str, str]
 ) -> None:
-    migrate = installed.run(installed.bin("timers"), "migrate", **stack_env)
+    migrate = installed.run(installed.bin("timers"), "migrate", **stack_env)  # type: ignore[arg-type]
     assert migrate.returncode == 0, migrate.stdout + migrate.stderr
     assert "database is at head" in migrate.stdout
 
