@@ -22,8 +22,6 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 metadata = MetaData()
 
-STATUSES = ("pending", "executing", "completed", "failed", "canceled")
-
 timers = Table(
     "timers",
     metadata,
