@@ -66,10 +66,12 @@ def stop_dev(proc: processes.Process, sig: int = signal.SIGINT) -> int:
 
 
 def readme_examples() -> str:
-    """The `sh` blocks of the README's API section, as one script."""
+    """The `sh` blocks of the README's API section and of docs/api.md (its sequel: redrive and
+    idempotent creates), as one script."""
     text = README.read_text()
     api_section = text.split("## API", 1)[1].split("\n## ", 1)[0]
-    return "\n".join(re.findall(r"```sh\n(.*?)```", api_section, flags=re.S))
+    sequel = (README.parent / "docs" / "api.md").read_text()
+    return "\n".join(re.findall(r"```sh\n(.*?)```", api_section + sequel, flags=re.S))
 
 
 @pytest.fixture(scope="module")
