@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter
 
-from timers.models import Claimed
+from timers.models import Claimed, Claims
 from timers.schedules.store import ScheduleStore, ToppedUp
 from timers.store.lifecycle import SCHEDULES_PER_LOAD
 
@@ -43,8 +43,10 @@ class ScheduleKeeper:
         )
 
     def after_claim(self, claimed: Sequence[Claimed]) -> None:
-        """Make the next slots of the schedules whose occurrences were just claimed."""
-        ids = sorted({c.schedule_id for c in claimed if c.schedule_id is not None})
+        """Make the next slots of the schedules whose occurrences were just claimed, or skipped
+        by the claim (`Claims.skipped_schedules`)."""
+        skipped = claimed.skipped_schedules if isinstance(claimed, Claims) else ()
+        ids = sorted({c.schedule_id for c in claimed if c.schedule_id is not None} | set(skipped))
         if ids:
             self._count(self.store.top_up(ids, self.lookahead))
 

@@ -59,19 +59,6 @@ def _owned(owner: str | None) -> list[Any]:
 _DROP_PENDING = text(
     "DELETE FROM timers WHERE schedule_id = :sid AND status = 'pending'"
 ).bindparams(bindparam("sid", type_=UUID(as_uuid=True)))
-# catchup latest after a gap in which no new slot was missed: the latest occurrence made that is
-# overdue beyond its limit fires now (the claim skips the older ones).
-_REVIVE_LATEST = text(
-    """
-UPDATE timers SET late_limit = NULL, execute_at = now(), updated_at = now()
-WHERE id = (
-    SELECT id FROM timers
-    WHERE schedule_id = :sid AND status = 'pending' AND late_limit IS NOT NULL
-      AND now() - execute_at > make_interval(secs => late_limit)
-    ORDER BY scheduled_for DESC LIMIT 1
-)
-"""
-).bindparams(bindparam("sid", type_=UUID(as_uuid=True)))
 
 
 class ScheduleStore:
@@ -278,8 +265,6 @@ class ScheduleStore:
                     index_where=timers.c.schedule_id.is_not(None),
                 )
             )
-        if planned.revive_latest:
-            conn.execute(_REVIVE_LATEST, {"sid": schedule.id})
         conn.execute(
             schedules.update()
             .where(schedules.c.id == schedule.id)
