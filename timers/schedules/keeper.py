@@ -35,12 +35,6 @@ class ScheduleKeeper:
             "Occurrences (timers) made from schedule slots by this scheduler.",
             registry=registry,
         )
-        self.skipped = Counter(
-            "timers_schedule_slots_skipped",
-            "Missed schedule slots this scheduler's sweeps skipped under their catch-up policy "
-            "(the claim's skips are counted in schedules.skipped).",
-            registry=registry,
-        )
 
     def after_claim(self, claimed: Sequence[Claimed]) -> None:
         """Make the next slots of the schedules whose occurrences were just claimed, or skipped
@@ -63,8 +57,8 @@ class ScheduleKeeper:
                 return
 
     def _count(self, done: ToppedUp) -> None:
+        # Skipped slots are counted on their schedules (`timers_schedule_slots_skipped`).
         self.made.inc(done.made)
-        self.skipped.inc(done.skipped)
         if done.made or done.skipped:
             log.info(
                 "schedules: made %d occurrences, skipped %d missed slots",
