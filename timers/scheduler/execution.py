@@ -11,7 +11,7 @@ from typing import Protocol
 
 from timers.config import CLAIM_BATCH
 from timers.metrics import SchedulerMetrics
-from timers.models import Claimed, utc_now
+from timers.models import Claimed, Claims, utc_now
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.timing import Clock
 from timers.storage import SchedulerStore
@@ -117,7 +117,8 @@ class ExecutionLoop:
 
     def _after_claim(self, claimed: list[Claimed]) -> None:
         # Also when every due occurrence was skipped: `claimed` then names their schedules.
-        if self.after_claim is None or not (claimed or getattr(claimed, "skipped_schedules", ())):
+        skipped = claimed.skipped_schedules if isinstance(claimed, Claims) else ()
+        if self.after_claim is None or not (claimed or skipped):
             return
         try:
             self.after_claim(claimed)
