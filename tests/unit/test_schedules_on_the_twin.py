@@ -3,8 +3,6 @@ answers 501 in the envelope (code 1) saying so, as its OpenAPI documents, never 
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from fastapi.testclient import TestClient
 
@@ -13,7 +11,7 @@ from timers.api import create_app
 from timers.config import Settings
 from timers.testing import InMemoryStore
 
-ID = str(uuid.uuid4())
+ID = "0190a4b2-0000-7000-8000-000000000001"
 BODY = {
     "every": 60,
     "callback_type": "http",
