@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import prometheus_client
 import prometheus_client.multiprocess
@@ -118,6 +118,56 @@ class SchedulerMetrics:
     ) -> None:
         """Read the backlog and pending count when scraped, at most once per `every` seconds."""
         self.registry.register(StoreGauges(due_backlog, pending, every))
+
+    def watch_schedules(self, counts: Callable[[], ScheduleCounts], every: float = 5.0) -> None:
+        """Read the schedules' counts when scraped, at most once per `every` seconds."""
+        self.registry.register(ScheduleGauges(counts, every))
+
+
+class ScheduleCounts(NamedTuple):
+    """Schedules by state, and the slots skipped as counted on the schedules."""
+
+    active: int
+    paused: int
+    ended: int
+    skipped: int
+
+
+class ScheduleGauges(Collector):
+    """`timers_schedules{state}` and `timers_schedule_slots_skipped`, read from the store at
+    scrape time (one statement; none while nobody scrapes), cached for `every` seconds."""
+
+    def __init__(self, counts: Callable[[], ScheduleCounts], every: float) -> None:
+        self._counts = counts
+        self._every = every
+        self._lock = threading.Lock()
+        self._at = float("-inf")
+        self._values: ScheduleCounts | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            if time.monotonic() - self._at >= self._every:
+                try:
+                    self._values = self._counts()
+                except Exception as exc:
+                    log.warning("metrics: reading the schedules failed: %s", exc)
+                    self._values = None
+                self._at = time.monotonic()
+            values = self._values
+        if values is None:
+            return
+        by_state = GaugeMetricFamily(
+            "timers_schedules", "Schedules by state (active, paused, ended).", labels=["state"]
+        )
+        for state in ("active", "paused", "ended"):
+            by_state.add_metric([state], getattr(values, state))
+        yield by_state
+        yield GaugeMetricFamily(
+            "timers_schedule_slots_skipped",
+            "Slots the schedules skipped (too late, or overlapping), by the claim and by the "
+            "sweeps, summed over the schedules that exist.",
+            value=values.skipped,
+        )
 
 
 class StoreGauges(Collector):

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -209,6 +209,17 @@ class Claimed(NamedTuple):
     attempt: int
     execute_at: datetime
     schedule_id: uuid.UUID | None = None  # an occurrence's schedule (its next slots follow)
+
+
+class Claims(list[Claimed]):
+    """The timers a claim took, and the schedules of the occurrences it skipped instead (too late
+    or overlapping): their next slots are to be made as well."""
+
+    def __init__(
+        self, claimed: Iterable[Claimed] = (), skipped_schedules: Iterable[uuid.UUID] = ()
+    ) -> None:
+        super().__init__(claimed)
+        self.skipped_schedules = tuple(dict.fromkeys(skipped_schedules))
 
 
 _uuid7_lock = threading.Lock()

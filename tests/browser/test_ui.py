@@ -297,3 +297,40 @@ def test_search_by_metadata_lists_the_timers_that_contain_it(page: Page, stack: 
     page.fill("#search-input", "tenant acme")
     page.press("#search-input", "Enter")
     expect(page.locator("#search-results")).to_contain_text("Enter a timer id")
+
+
+def test_schedules_show_their_cron_zone_state_and_next_fire_time(page: Page, stack: Stack) -> None:
+    hook = {"type": "http", "url": "https://receiver.example/weekly"}
+    made = []
+    for name, paused in (("weekly report", False), ("held", True)):
+        status, data = call(
+            stack.base,
+            "POST",
+            "/schedules",
+            {
+                "name": name,
+                "cron": "0 9 * * 1",
+                "timezone": "Europe/Paris",
+                "paused": paused,
+                "callback_type": "http",
+                "callback_config": hook,
+            },
+        )
+        assert status == 201, data
+        made.append(data)
+    try:
+        open_with_key(page, stack.base)
+        active = page.locator(f'#schedules tr[data-schedule-id="{made[0]["id"]}"]')
+        expect(active.locator('td[data-column="name"]')).to_have_text("weekly report")
+        expect(active.locator('td[data-column="when"]')).to_have_text("0 9 * * 1")
+        expect(active.locator('td[data-column="zone"]')).to_have_text("Europe/Paris")
+        expect(active.locator('td[data-column="state"]')).to_have_text("active")
+        expect(active.locator('td[data-column="next fire"]')).to_have_text(
+            re.compile(r"\d{4}-\d\d-\d\dT0[78]:00:00\.000Z")  # 09:00 in Paris, in UTC
+        )
+        held = page.locator(f'#schedules tr[data-schedule-id="{made[1]["id"]}"]')
+        expect(held.locator('td[data-column="state"]')).to_have_text("paused")
+        expect(held.locator('td[data-column="next fire"]')).to_have_text("–")
+    finally:
+        for schedule in made:
+            call(stack.base, "DELETE", f"/schedules/{schedule['id']}")

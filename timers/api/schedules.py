@@ -77,7 +77,14 @@ def schedule_store(request: Request) -> ScheduleStore:
     """The schedules' store, on the timers store's engine (made once per app)."""
     state = request.app.state
     if getattr(state, "schedules", None) is None:
-        state.schedules = ScheduleStore(state.store.engine)
+        engine = getattr(state.store, "engine", None)
+        if engine is None:  # the in-memory twin keeps timers only
+            raise ApiError(
+                Code.INTERNAL,
+                "schedules need the PostgreSQL store; this app's store keeps no schedules",
+                status=501,
+            )
+        state.schedules = ScheduleStore(engine)
     found: ScheduleStore = state.schedules
     return found
 
@@ -170,7 +177,7 @@ Answer = Envelope[dict[str, Any]]
     "",
     status_code=201,
     response_model=Answer,
-    responses=errors(400, 401, 413, 500),
+    responses=errors(400, 401, 413, 500, 501),
     summary="Create a schedule",
 )
 def create_schedule(
@@ -186,7 +193,9 @@ def create_schedule(
     return envelope(shown(schedule, now), message="created", status=201)
 
 
-@router.get("", response_model=Answer, responses=errors(400, 401, 500), summary="List schedules")
+@router.get(
+    "", response_model=Answer, responses=errors(400, 401, 500, 501), summary="List schedules"
+)
 def list_schedules(
     request: Request,
     clock: Clock,
@@ -215,7 +224,10 @@ def list_schedules(
 
 
 @router.get(
-    "/{schedule_id}", response_model=Answer, responses=errors(400, 401, 404, 500), summary="Get"
+    "/{schedule_id}",
+    response_model=Answer,
+    responses=errors(400, 401, 404, 500, 501),
+    summary="Get",
 )
 def get_schedule(schedule_id: UUID, request: Request, clock: Clock, caller: Caller) -> JSONResponse:
     """Its config, state (active, paused, ended), next 5 fire times in UTC and in its zone, and
@@ -238,7 +250,10 @@ def get_schedule(schedule_id: UUID, request: Request, clock: Clock, caller: Call
 
 
 @router.put(
-    "/{schedule_id}", response_model=Answer, responses=errors(400, 401, 404, 500), summary="Change"
+    "/{schedule_id}",
+    response_model=Answer,
+    responses=errors(400, 401, 404, 500, 501),
+    summary="Change",
 )
 def update_schedule(
     schedule_id: UUID,
@@ -280,7 +295,10 @@ def update_schedule(
 
 
 @router.delete(
-    "/{schedule_id}", response_model=Answer, responses=errors(400, 401, 404, 500), summary="Delete"
+    "/{schedule_id}",
+    response_model=Answer,
+    responses=errors(400, 401, 404, 500, 501),
+    summary="Delete",
 )
 def delete_schedule(schedule_id: UUID, request: Request, caller: Caller) -> JSONResponse:
     """Deletes it and cancels its pending occurrences; the fired ones stay as history."""
@@ -299,13 +317,17 @@ def _pause(schedule_id: UUID, request: Request, clock: Clock, caller: Caller, pa
     return envelope(shown(schedule, clock()), message="paused" if paused else "resumed")
 
 
-@router.post("/{schedule_id}/pause", response_model=Answer, responses=errors(400, 401, 404, 500))
+@router.post(
+    "/{schedule_id}/pause", response_model=Answer, responses=errors(400, 401, 404, 500, 501)
+)
 def pause_schedule(schedule_id: UUID, request: Request, clock: Clock, caller: Caller) -> Any:
     """No slot fires until resumed (its pending occurrences are removed)."""
     return _pause(schedule_id, request, clock, caller, True)
 
 
-@router.post("/{schedule_id}/resume", response_model=Answer, responses=errors(400, 401, 404, 500))
+@router.post(
+    "/{schedule_id}/resume", response_model=Answer, responses=errors(400, 401, 404, 500, 501)
+)
 def resume_schedule(schedule_id: UUID, request: Request, clock: Clock, caller: Caller) -> Any:
     """Slots fire again from now on; those that fell while paused do not."""
     return _pause(schedule_id, request, clock, caller, False)
@@ -315,7 +337,7 @@ def resume_schedule(schedule_id: UUID, request: Request, clock: Clock, caller: C
     "/{schedule_id}/trigger",
     status_code=201,
     response_model=Answer,
-    responses=errors(400, 401, 404, 500),
+    responses=errors(400, 401, 404, 500, 501),
 )
 def trigger_schedule(schedule_id: UUID, request: Request, caller: Caller) -> JSONResponse:
     """One extra occurrence, due now (the slots go on as before)."""

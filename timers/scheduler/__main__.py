@@ -67,6 +67,7 @@ def build_scheduler(
     keeper = ScheduleKeeper(
         ScheduleStore(engine), lookahead=settings.lookahead, registry=metrics.registry
     )
+    metrics.watch_schedules(keeper.store.counts)
     loader = MemoryLoader(
         store,
         cache,

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from timers.config import CLAIM_BATCH
 from timers.metrics import SchedulerMetrics
-from timers.models import Claimed, utc_now
+from timers.models import Claimed, Claims, utc_now
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.timing import Clock
 from timers.storage import SchedulerStore
@@ -97,6 +97,7 @@ class ExecutionLoop:
         if len(claimed) < len(ids):
             self._refresh_unclaimed(set(ids) - {t.id for t in claimed})
         if not claimed:
+            self._after_claim(claimed)
             return 0, False
         try:
             failed = set(self.enqueuer.enqueue(claimed))
@@ -111,12 +112,18 @@ class ExecutionLoop:
         self.metrics.enqueued.inc(len(claimed) - len(failed))
         if failed:
             self._release([(t.id, t.attempt) for t in claimed if t.id in failed])
-        if self.after_claim is not None:
-            try:
-                self.after_claim(claimed)
-            except Exception:
-                log.warning("after a claim: making the next schedule slots failed", exc_info=True)
+        self._after_claim(claimed)
         return len(claimed) - len(failed), bool(failed)
+
+    def _after_claim(self, claimed: list[Claimed]) -> None:
+        # Also when every due occurrence was skipped: `claimed` then names their schedules.
+        skipped = claimed.skipped_schedules if isinstance(claimed, Claims) else ()
+        if self.after_claim is None or not (claimed or skipped):
+            return
+        try:
+            self.after_claim(claimed)
+        except Exception:
+            log.warning("after a claim: making the next schedule slots failed", exc_info=True)
 
     def _refresh_unclaimed(self, timer_ids: set[uuid.UUID]) -> None:
         # Canceled or claimed elsewhere: gone for good. Postponed, or not yet due by the database's

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter
 
-from timers.models import Claimed
+from timers.models import Claimed, Claims
 from timers.schedules.store import ScheduleStore, ToppedUp
 from timers.store.lifecycle import SCHEDULES_PER_LOAD
 
@@ -35,16 +35,12 @@ class ScheduleKeeper:
             "Occurrences (timers) made from schedule slots by this scheduler.",
             registry=registry,
         )
-        self.skipped = Counter(
-            "timers_schedule_slots_skipped",
-            "Missed schedule slots this scheduler's sweeps skipped under their catch-up policy "
-            "(the claim's skips are counted in schedules.skipped).",
-            registry=registry,
-        )
 
     def after_claim(self, claimed: Sequence[Claimed]) -> None:
-        """Make the next slots of the schedules whose occurrences were just claimed."""
-        ids = sorted({c.schedule_id for c in claimed if c.schedule_id is not None})
+        """Make the next slots of the schedules whose occurrences were just claimed, or skipped
+        by the claim (`Claims.skipped_schedules`)."""
+        skipped = claimed.skipped_schedules if isinstance(claimed, Claims) else ()
+        ids = sorted({c.schedule_id for c in claimed if c.schedule_id is not None} | set(skipped))
         if ids:
             self._count(self.store.top_up(ids, self.lookahead))
 
@@ -61,8 +57,8 @@ class ScheduleKeeper:
                 return
 
     def _count(self, done: ToppedUp) -> None:
+        # Skipped slots are counted on their schedules (`timers_schedule_slots_skipped`).
         self.made.inc(done.made)
-        self.skipped.inc(done.skipped)
         if done.made or done.skipped:
             log.info(
                 "schedules: made %d occurrences, skipped %d missed slots",

@@ -2,8 +2,9 @@
 
 A schedule keeps its next `AHEAD` slots made as pending timers, so the next occurrence exists
 before the current one fires. Slots missed while no scheduler ran (later than their grace) follow
-the schedule's `catchup`: `skip` makes none of them, `latest` the latest one (due now), `all` each
-one within `catchup_window` (each due at once, in order); the others are counted as skipped.
+the schedule's `catchup`: `skip` makes none of them, `latest` the latest one (due now), `all` each one within `catchup_window` (each due at once, in
+order); the others are counted as skipped. Occurrences made before a downtime are the claim's to
+decide (queries.sql, `claim_due`): under `latest` the latest due one fires however late.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ class Plan:
     occurrences: list[Occurrence]
     materialized_until: datetime  # the latest slot examined (or end_at once none are left)
     skipped: int  # missed slots not made
-    revive_latest: bool  # catchup latest, no new missed slot: fire the latest overdue one made
 
 
 def late_limit(schedule: Schedule, period: float) -> float | None:
@@ -91,7 +91,6 @@ def plan(schedule: Schedule, now: datetime) -> Plan:
         occurrences=made,
         materialized_until=last,
         skipped=skipped,
-        revive_latest=spec.catchup == "latest" and latest_missed is None,
     )
 
 

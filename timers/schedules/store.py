@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 
+from timers.metrics import ScheduleCounts
 from timers.models import Timer, TimerStatus, uuid7
 from timers.schedules.model import Schedule, ScheduleSpec
 from timers.schedules.plan import Plan, plan
@@ -58,19 +59,6 @@ def _owned(owner: str | None) -> list[Any]:
 # (never fired, nothing to keep), so their slots can be made again under the new config.
 _DROP_PENDING = text(
     "DELETE FROM timers WHERE schedule_id = :sid AND status = 'pending'"
-).bindparams(bindparam("sid", type_=UUID(as_uuid=True)))
-# catchup latest after a gap in which no new slot was missed: the latest occurrence made that is
-# overdue beyond its limit fires now (the claim skips the older ones).
-_REVIVE_LATEST = text(
-    """
-UPDATE timers SET late_limit = NULL, execute_at = now(), updated_at = now()
-WHERE id = (
-    SELECT id FROM timers
-    WHERE schedule_id = :sid AND status = 'pending' AND late_limit IS NOT NULL
-      AND now() - execute_at > make_interval(secs => late_limit)
-    ORDER BY scheduled_for DESC LIMIT 1
-)
-"""
 ).bindparams(bindparam("sid", type_=UUID(as_uuid=True)))
 
 
@@ -230,6 +218,26 @@ class ScheduleStore:
 
     # -- scheduler ---------------------------------------------------------------------------
 
+    def counts(self) -> ScheduleCounts:
+        """Every schedule by state (paused; ended: its `end_at` passed; else active) and the sum
+        of their `skipped`, in one statement over `schedules` (no occurrence is read)."""
+        ended = (
+            ~schedules.c.paused
+            & schedules.c.end_at.is_not(None)
+            & (schedules.c.end_at <= func.now())
+        )
+        query = select(
+            func.count().filter(schedules.c.paused),
+            func.count().filter(ended),
+            func.count(),
+            func.coalesce(func.sum(schedules.c.skipped), 0),
+        )
+        with self._transaction() as conn:
+            paused, done, total, skipped = conn.execute(query).one()
+        return ScheduleCounts(
+            active=total - paused - done, paused=paused, ended=done, skipped=int(skipped)
+        )
+
     def top_up(
         self, schedule_ids: Sequence[uuid.UUID] | None = None, lookahead: float = 60.0
     ) -> ToppedUp:
@@ -278,8 +286,6 @@ class ScheduleStore:
                     index_where=timers.c.schedule_id.is_not(None),
                 )
             )
-        if planned.revive_latest:
-            conn.execute(_REVIVE_LATEST, {"sid": schedule.id})
         conn.execute(
             schedules.update()
             .where(schedules.c.id == schedule.id)

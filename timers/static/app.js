@@ -10,6 +10,7 @@
   const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
   const NEXT = "/timers?status=pending&sort=execute_at&order=asc&limit=10";
   const FAILURES = "/timers?status=failed&sort=updated_at&order=desc&limit=10";
+  const SCHEDULES = "/schedules?limit=20";
   const SEARCH_LIMIT = 50;
   const SVG = "http://www.w3.org/2000/svg";
   const HOW_TO_SEARCH = 'Enter a timer id (a UUID) or a metadata JSON object, such as {"tenant": "acme"}.';
@@ -152,6 +153,33 @@
     flower: ["", flowerLink],
   };
 
+  // Schedules: name, cron or period, zone, state and next fire time (the first of the list's
+  // `next_fire_times`; none while paused or ended).
+  function renderSchedules(page) {
+    const schedules = page.schedules || [];
+    const list = $("#schedules .list");
+    if (!schedules.length) {
+      list.replaceChildren(el("p", { className: "hint empty" }, "No schedules."));
+      return;
+    }
+    const columns = [
+      ["name", (s) => s.name || "–"],
+      ["when", (s) => (s.cron ? s.cron : `every ${s.every} s`)],
+      ["zone", (s) => s.timezone],
+      ["state", (s) => el("span", { className: `status ${s.state}` }, s.state)],
+      ["next fire", (s) => (s.next_fire_times?.length ? iso(s.next_fire_times[0]) : "–")],
+    ];
+    const head = el("tr", {}, ...columns.map(([title]) => el("th", { scope: "col" }, title)));
+    const rows = schedules.map((s) =>
+      el(
+        "tr",
+        { "data-schedule-id": s.id },
+        ...columns.map(([title, cell]) => el("td", { "data-column": title }, cell(s))),
+      ),
+    );
+    list.replaceChildren(el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows)));
+  }
+
   function renderStats(stats) {
     const approx = Boolean(stats.counts_estimated);
     for (const status of STATUSES) {
@@ -255,6 +283,7 @@
         api(NEXT),
         (d) => renderList("#next", d.timers, [id, due, type, metadata, flower], "No pending timers."),
       ],
+      ["schedules", api(SCHEDULES), renderSchedules],
       [
         "recent failures",
         api(FAILURES),

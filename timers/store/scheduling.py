@@ -9,7 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import Text, literal, select, union_all
 
-from timers.models import Claimed, DueTime
+from timers.models import Claimed, Claims, DueTime
 from timers.schema import timers
 from timers.storage import Claim, NearTerm, Recovered, RecoveryRules
 from timers.store.connection import Connected
@@ -102,13 +102,18 @@ class SchedulerStatements(Connected):
         A timer canceled, postponed or claimed by another scheduler since it was cached is not
         touched, so only the returned timers may be enqueued. Nor is one that another transaction
         holds right now (an API change or bulk cancel, another scheduler's claim): a claim never
-        waits for a lock, and the caller re-reads the timers it did not get.
+        waits for a lock, and the caller re-reads the timers it did not get. The occurrences it
+        skipped instead (queries.sql, `claim_due`) are not returned; their schedules are, as
+        `skipped_schedules`.
         """
         if not timer_ids:
-            return []
+            return Claims()
         with self._statement() as conn:
             rows = conn.execute(CLAIM_DUE, {"ids": list(timer_ids)}).all()
-        return [Claimed(row[0], row[1], row[2], row[3]) for row in rows]
+        return Claims(
+            [Claimed(row[0], row[1], row[2], row[3]) for row in rows if row[4]],
+            [row[3] for row in rows if not row[4]],
+        )
 
     def release(self, claims: Sequence[Claim]) -> int:
         """Put claimed timers whose message could not be enqueued back to `pending`.

@@ -108,38 +108,56 @@ SELECT (SELECT held FROM lock) AS held,
 -- claim_due --
 -- Flips to `executing` those of `ids` still `pending` and due by the database's clock, skipping
 -- (never waiting on) rows another transaction holds; returns each row it flipped with its new
--- claim number. An occurrence of a schedule (0012) later than its `late_limit`, or with
--- `skip_if_running` while another of its schedule is executing or waiting to retry, is skipped
--- instead (`canceled`, `skipped: …`) and counted on its schedule; a timer of no schedule pays only
--- the `schedule_id IS NOT NULL` check.
+-- claim number (`claimed` true). An occurrence of a schedule (0012) is skipped instead
+-- (`canceled`, `skipped: …`, counted on its schedule) when, never claimed before, it is later than
+-- its `late_limit` (unless its schedule's catch-up is `latest` and no later occurrence of it is
+-- due: the latest fires however late) and, under `latest`, when a later occurrence of a `latest` schedule is due, or with
+-- `skip_if_running` while another of its schedule is executing or waiting to retry; each row it
+-- skipped is returned too (`claimed` false), so its schedule's next slots can follow at once. A
+-- timer of no schedule pays only the `schedule_id IS NOT NULL` check.
 WITH due AS (
-    SELECT id, schedule_id, execute_at, late_limit, skip_if_running FROM timers
+    SELECT id, schedule_id, scheduled_for, late_limit, skip_if_running,
+        -- later than its limit; never one claimed before (a lost claim recovered, a released
+        -- one): it was taken on time
+        attempts = 0 AND late_limit IS NOT NULL
+            AND now() - execute_at > make_interval(secs => late_limit) AS late
+    FROM timers
     WHERE id = ANY(:ids) AND status = 'pending' AND execute_at <= now()
     FOR UPDATE SKIP LOCKED
-), skipped AS (
-    UPDATE timers t SET status = 'canceled', updated_at = now(),
-        last_error = CASE
-            WHEN d.late_limit IS NOT NULL
-                AND now() - d.execute_at > make_interval(secs => d.late_limit)
-            THEN 'skipped: later than its catch-up limit of ' || d.late_limit || ' s'
-            ELSE 'skipped: the previous occurrence is still running' END
-    FROM due d
-    WHERE t.id = d.id AND d.schedule_id IS NOT NULL AND (
-        (d.late_limit IS NOT NULL AND now() - d.execute_at > make_interval(secs => d.late_limit))
-        OR (d.skip_if_running AND EXISTS (
+), verdict AS (
+    SELECT d.id, d.schedule_id, CASE
+        WHEN d.late AND NOT EXISTS (
+                SELECT 1 FROM schedules s WHERE s.id = d.schedule_id AND s.catchup = 'latest')
+        THEN 'skipped: later than its catch-up limit of ' || d.late_limit || ' s'
+        WHEN d.late AND EXISTS (
+                SELECT 1 FROM timers o
+                WHERE o.schedule_id = d.schedule_id AND o.scheduled_for > d.scheduled_for
+                  AND o.execute_at <= now() AND o.status <> 'canceled')
+        THEN 'skipped: a later occurrence is due (catch-up latest)'
+        WHEN d.skip_if_running AND EXISTS (
             SELECT 1 FROM timers o
             WHERE o.schedule_id = d.schedule_id AND o.id <> d.id
               AND (o.status = 'executing' OR (o.status = 'pending' AND o.delivery_attempts > 0))
-        ))
-    )
+        )
+        THEN 'skipped: the previous occurrence is still running' END AS reason
+    FROM due d
+    WHERE d.schedule_id IS NOT NULL
+), skipped AS (
+    UPDATE timers t SET status = 'canceled', updated_at = now(), last_error = v.reason
+    FROM verdict v
+    WHERE t.id = v.id AND v.reason IS NOT NULL
     RETURNING t.id, t.schedule_id
 ), counted AS (
     UPDATE schedules s SET skipped = s.skipped + c.n
     FROM (SELECT schedule_id, count(*) AS n FROM skipped GROUP BY schedule_id) c
     WHERE s.id = c.schedule_id
+), claimed AS (
+    UPDATE timers SET status = 'executing', claimed_at = now(), started_at = NULL,
+        leased_until = NULL, attempts = attempts + 1
+    WHERE id IN (SELECT id FROM due) AND status = 'pending'
+      AND id NOT IN (SELECT id FROM skipped)
+    RETURNING id, attempts, execute_at, schedule_id
 )
-UPDATE timers SET status = 'executing', claimed_at = now(), started_at = NULL,
-    leased_until = NULL, attempts = attempts + 1
-WHERE id IN (SELECT id FROM due) AND status = 'pending'
-  AND id NOT IN (SELECT id FROM skipped)
-RETURNING id, attempts, execute_at, schedule_id
+SELECT id, attempts, execute_at, schedule_id, true AS claimed FROM claimed
+UNION ALL
+SELECT id, 0, NULL, schedule_id, false FROM skipped
