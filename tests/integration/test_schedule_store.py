@@ -47,6 +47,20 @@ def test_create_makes_the_next_two_slots(store: TimerStore, schedules: ScheduleS
     assert s.materialized_until == start + timedelta(seconds=60)
 
 
+def test_a_schedule_starting_now_fires_its_first_slot_now(
+    store: TimerStore, schedules: ScheduleStore
+) -> None:
+    # What the API does without a start_at: its own clock's now, a moment before the database's.
+    start = datetime.now(UTC) - timedelta(milliseconds=50)
+    s = schedules.create(
+        ScheduleSpec(
+            timing=Timing(start_at=start, every=60.0), callback_type="http", callback_config=HOOK
+        )
+    )
+    made = occurrences(store, s.id)
+    assert [t.scheduled_for for t in made][:2] == [start, start + timedelta(seconds=60)]
+
+
 def test_every_process_may_top_up_and_each_slot_is_one_timer(
     store: TimerStore, schedules: ScheduleStore
 ) -> None:
@@ -138,4 +152,4 @@ def test_timers_python_api_makes_gets_and_deletes_a_schedule(store: TimerStore) 
     with pytest.raises(InvalidSchedule) as bad:
         lib.create_schedule("http", HOOK, cron="not a cron")
     assert bad.value.field == "cron"
-    assert lib.delete_schedule(made.id) == 2
+    assert lib.delete_schedule(made.id) == 3  # its first slot (now) and the two after it

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PENDING = TimerStatus.PENDING.value
 _TINY = timedelta(microseconds=1)
+_NOW_GRACE = timedelta(seconds=1)  # a start_at this close before now is "now"
 
 
 class ScheduleNotFound(StoreError):
@@ -85,13 +86,14 @@ class ScheduleStore:
     def create(self, spec: ScheduleSpec) -> Schedule:
         """Insert a schedule with a fresh UUIDv7 id and, in the same transaction, its first
         occurrences (none when paused). Its first slot is the first at or after both `start_at`
-        and now: nothing before its creation is caught up. A name taken by the owner raises ScheduleNameTaken."""
+        and a second before now (a start of "now" by another host's clock fires at once): nothing
+        before its creation is caught up. A name taken by the owner raises ScheduleNameTaken."""
         values = {**spec.columns(), "id": uuid7()}
         try:
             with self._transaction() as conn:
                 now = conn.execute(select(func.now())).scalar_one()
                 start = spec.timing.start_at
-                values["materialized_until"] = max(start, now) - _TINY
+                values["materialized_until"] = max(start, now - _NOW_GRACE) - _TINY
                 row = conn.execute(schedules.insert().values(**values).returning(schedules))
                 schedule = Schedule.from_row(row.mappings().one())
                 if not spec.paused:
