@@ -37,6 +37,9 @@ STATEMENT_TIMEOUT = 5.0
 # backend process) per request; beyond them, up to POOL_OVERFLOW more for a burst.
 POOL_SIZE = 20
 POOL_OVERFLOW = 20
+# A pooled connection unused this long is pinged before a request uses it; a busy API skips the
+# round trip (store.database_engine).
+PING_AFTER_IDLE = 1.0
 
 
 def create_app(
@@ -55,6 +58,7 @@ def create_app(
             database_engine(
                 settings.require_database_url(),
                 statement_timeout=STATEMENT_TIMEOUT,
+                ping_after_idle=PING_AFTER_IDLE,
                 pool_size=POOL_SIZE,
                 max_overflow=POOL_OVERFLOW,
             )
