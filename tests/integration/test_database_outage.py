@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
@@ -73,3 +74,24 @@ def test_the_python_api_replaces_a_connection_the_database_dropped(
         assert len(timers.list()) == 2 and first.id != second.id
     finally:
         timers.close()
+
+
+def test_the_api_replaces_a_pooled_connection_the_database_dropped_while_idle(
+    services: Services, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every connection counts as idle: the ping at checkout, not a retry, must save the read.
+    monkeypatch.setattr("timers.api.PING_AFTER_IDLE", 0.0)
+    app = create_app(settings)  # its own engine, as `timers api` makes it
+    body = {
+        "execute_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        "callback_type": "http",
+        "callback_config": {"url": "http://127.0.0.1:9/hook"},
+    }
+    with TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": API_KEY}) as client:
+        assert client.post("/timers", json=body).status_code == 201
+        # The database restarts (here: kills every connection): the pooled one is dead.
+        set_database_reachable(services, database_url, False)
+        set_database_reachable(services, database_url, True)
+        listing = client.get("/timers")
+        assert listing.status_code == 200
+        assert len(listing.json()["data"]["timers"]) == 1
