@@ -282,12 +282,13 @@ def read_count(path: Path | None) -> int:
         return 0
 
 
-def start_api(bench: Bench, url: str, tag: str) -> str:
-    """`timers api` on a free loopback port over the database at `url`, as shipped but logging
-    only warnings; returns its base URL once it answers /health."""
+def start_api(bench: Bench, url: str, tag: str, workers: int = 1) -> str:
+    """`timers api` (`workers` processes) on a free loopback port over the database at `url`, as
+    shipped but logging only warnings; returns its base URL once it answers /health."""
     port = free_port()
     bench.spawn(
-        [str(BIN / "timers"), "api", "--host", "127.0.0.1", "--port", str(port)],
+        [str(BIN / "timers"), "api", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--workers", str(workers)],
         {
             "DATABASE_URL": url,
             "API_KEY": API_KEY,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -37,17 +38,43 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
 
     from timers.api import create_app
 
-    app = create_app(settings)
     # In JSON, uvicorn's loggers go through the root logger's JSON handler instead of its own.
     extra: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port or settings.port,
-        log_level=settings.log_level.lower(),
+    common: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port or settings.port,
+        "log_level": settings.log_level.lower(),
         **extra,
-    )
+    }
+    try:
+        workers = args.workers if args.workers is not None else _default_workers()
+    except argparse.ArgumentTypeError as exc:
+        print(f"timers api: WEB_CONCURRENCY: {exc}", file=sys.stderr)
+        return 2
+    if workers == 1:
+        uvicorn.run(create_app(settings), **common)
+        return 0
+    # Several processes, each building its app from the same environment (`timers.api:worker_app`);
+    # the database is checked here first, so that a wrong DATABASE_URL fails once, not per worker.
+    from timers.store import TimerStore, database_engine
+
+    engine = database_engine(settings.require_database_url())
+    try:
+        TimerStore(engine).ping()
+    except StoreError as exc:
+        print(f"timers api: cannot reach PostgreSQL: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    settings.require_api_keys()
+    uvicorn.run("timers.api:worker_app", factory=True, workers=workers, **common)
     return 0
+
+
+def _default_workers() -> int:
+    """WEB_CONCURRENCY (uvicorn's and gunicorn's name) when set, else 1."""
+    given = os.environ.get("WEB_CONCURRENCY", "").strip()
+    return _positive(given) if given else 1
 
 
 def _positive(text: str) -> int:
@@ -149,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="serve the REST API with uvicorn")
     api.add_argument("--host", default="0.0.0.0", help="address to bind (0.0.0.0)")
     api.add_argument("--port", type=int, help="port (default: PORT, else 8080)")
+    api.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help="API processes (default: WEB_CONCURRENCY, else 1); one per CPU serves the most "
+        "creates per second (docs/scaling.md)",
+    )
     api.set_defaults(run=_api)
 
     purge = commands.add_parser(

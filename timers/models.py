@@ -42,6 +42,7 @@ class InvalidCallback(ValueError):
 
 MAX_JSON_DEPTH = 32
 MAX_INT_DIGITS = 4000  # Python refuses to convert longer integers to or from text
+_INT_LIMIT = 10**MAX_INT_DIGITS
 
 
 class TooLongInteger(str):
@@ -55,20 +56,39 @@ def check_json(value: Any, field: str, depth: int = 0) -> None:
     InvalidCallback naming the field."""
     if depth > MAX_JSON_DEPTH:
         raise InvalidCallback(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
+    # The exact JSON types first: what a request body decodes to, without an ABC check each.
+    kind = type(value)
+    if kind is str:
+        _check_text(value, field)
+    elif kind is dict:
+        _check_members(value, field, depth)
+    elif kind is list:
+        for index, item in enumerate(value):
+            check_json(item, f"{field}[{index}]", depth + 1)
+    elif value is None or kind is bool:
+        pass
+    else:
+        _check_other(value, field, depth)
+
+
+def _check_members(value: Mapping[str, Any], field: str, depth: int) -> None:
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise InvalidCallback(field, f"object keys must be strings, got {key!r}")
+        _check_text(key, field)
+        check_json(item, f"{field}.{key}", depth + 1)
+
+
+def _check_other(value: Any, field: str, depth: int) -> None:
+    """`check_json` of numbers, and of any other type (subclasses, other mappings, tuples)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidCallback(field, "numbers must be finite (no NaN or Infinity)")
-    if isinstance(value, TooLongInteger) or (
-        isinstance(value, int) and abs(value) >= 10**MAX_INT_DIGITS
-    ):
+    if isinstance(value, TooLongInteger) or (isinstance(value, int) and abs(value) >= _INT_LIMIT):
         raise InvalidCallback(field, f"integers must have at most {MAX_INT_DIGITS} digits")
     if isinstance(value, str):
         _check_text(value, field)
     elif isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise InvalidCallback(field, f"object keys must be strings, got {key!r}")
-            _check_text(key, field)
-            check_json(item, f"{field}.{key}", depth + 1)
+        _check_members(value, field, depth)
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             check_json(item, f"{field}[{index}]", depth + 1)
@@ -112,8 +132,12 @@ def _json_bytes(value: Mapping[str, Any]) -> int:
 def _check_text(text: str, field: str) -> None:
     if "\x00" in text:
         raise InvalidCallback(field, "must not contain NUL characters (\\u0000)")
-    if any("\ud800" <= c <= "\udfff" for c in text):
-        raise InvalidCallback(field, "must not contain lone surrogates (\\ud800-\\udfff)")
+    if text.isascii():
+        return
+    try:  # strict UTF-8 refuses exactly the surrogates (U+D800-U+DFFF), in C
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidCallback(field, "must not contain lone surrogates (\\ud800-\\udfff)") from None
 
 
 def utc_now() -> datetime:

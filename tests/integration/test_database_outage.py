@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
@@ -28,16 +31,25 @@ def set_database_reachable(services: Services, database_url: str, reachable: boo
         )
 
 
-def test_database_down_gives_degraded_health_and_500s_then_recovers(
-    services: Services, settings: Settings, store: TimerStore, database_url: str
-) -> None:
-    app = create_app(settings, store=store)
-    body = {
+def a_timer() -> dict[str, Any]:
+    """A create body for a timer an hour ahead."""
+    return {
         "execute_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
         "callback_type": "http",
         "callback_config": {"url": "http://127.0.0.1:9/hook"},
     }
-    with TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": API_KEY}) as client:
+
+
+def api_client(app: FastAPI) -> TestClient:
+    return TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": API_KEY})
+
+
+def test_database_down_gives_degraded_health_and_500s_then_recovers(
+    services: Services, settings: Settings, store: TimerStore, database_url: str
+) -> None:
+    app = create_app(settings, store=store)
+    body = a_timer()
+    with api_client(app) as client:
         assert client.post("/timers", json=body).status_code == 201
         set_database_reachable(services, database_url, False)
         try:
@@ -73,3 +85,20 @@ def test_the_python_api_replaces_a_connection_the_database_dropped(
         assert len(timers.list()) == 2 and first.id != second.id
     finally:
         timers.close()
+
+
+def test_the_api_replaces_a_pooled_connection_the_database_dropped_while_idle(
+    services: Services, settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every connection counts as idle: the ping at checkout, not a retry, must save the read.
+    monkeypatch.setattr("timers.api.PING_AFTER_IDLE", 0.0)
+    app = create_app(settings)  # its own engine, as `timers api` makes it
+    body = a_timer()
+    with api_client(app) as client:
+        assert client.post("/timers", json=body).status_code == 201
+        # The database restarts (here: kills every connection): the pooled one is dead.
+        set_database_reachable(services, database_url, False)
+        set_database_reachable(services, database_url, True)
+        listing = client.get("/timers")
+        assert listing.status_code == 200
+        assert len(listing.json()["data"]["timers"]) == 1

@@ -19,6 +19,7 @@ from timers.api.deps import reject_unknown_query, require_api_key
 from timers.api.envelope import install_handlers
 from timers.callbacks import CallbackRules
 from timers.config import Settings, load_settings
+from timers.logs import configure_logging
 from timers.metrics import ApiMetrics
 from timers.models import utc_now
 from timers.storage import Store, StoreError
@@ -31,6 +32,14 @@ MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
 # No request may hold a database connection longer: a count of many rows or a deep offset is cut
 # off (an error naming the statement timeout) instead of taking every connection of the pool.
 STATEMENT_TIMEOUT = 5.0
+# Connections kept open per API process: as many as requests that run at once on the thread pool
+# in the common case, so that a busy API does not open and close a PostgreSQL connection (a new
+# backend process) per request; beyond them, up to POOL_OVERFLOW more for a burst.
+POOL_SIZE = 20
+POOL_OVERFLOW = 20
+# A pooled connection unused this long is pinged before a request uses it; a busy API skips the
+# round trip (store.database_engine).
+PING_AFTER_IDLE = 1.0
 
 
 def create_app(
@@ -46,7 +55,13 @@ def create_app(
     owned: TimerStore | None = None
     if store is None:
         owned = store = TimerStore(
-            database_engine(settings.require_database_url(), statement_timeout=STATEMENT_TIMEOUT)
+            database_engine(
+                settings.require_database_url(),
+                statement_timeout=STATEMENT_TIMEOUT,
+                ping_after_idle=PING_AFTER_IDLE,
+                pool_size=POOL_SIZE,
+                max_overflow=POOL_OVERFLOW,
+            )
         )
     timer_store: Store = store
 
@@ -113,6 +128,14 @@ def contract(app: FastAPI) -> dict[str, Any]:
             schema.get("components", {}).get("schemas", {}).pop(unused, None)
         app.openapi_schema = schema
     return app.openapi_schema
+
+
+def worker_app() -> FastAPI:
+    """The app of one of several API processes (`timers api --workers N`): each process
+    configures its logging and builds its app from the environment."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,8 @@
 """Dependencies shared by the routes: the store, the clock and the API key check, which tells the
-principal a request acts for."""
+principal a request acts for.
+
+They are `async def` although none of them waits: FastAPI runs a plain `def` dependency on its
+thread pool, a hand-off to another thread and back for each, seven of them per create."""
 
 from __future__ import annotations
 
@@ -19,17 +22,17 @@ from timers.storage import Store as TimerStore
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 
 
-def get_store(request: Request) -> TimerStore:
+async def get_store(request: Request) -> TimerStore:
     store: TimerStore = request.app.state.store
     return store
 
 
-def get_clock(request: Request) -> Callable[[], datetime]:
+async def get_clock(request: Request) -> Callable[[], datetime]:
     clock: Callable[[], datetime] = request.app.state.clock
     return clock
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:
     """A query parameter the route does not take is a mistake worth a 400, not silence."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
@@ -43,17 +46,17 @@ def reject_unknown_query(request: Request) -> None:
         raise ApiError(Code.VALIDATION, f"{unknown[0]}: unknown query parameter")
 
 
-def get_rules(request: Request) -> CallbackRules:
+async def get_rules(request: Request) -> CallbackRules:
     rules: CallbackRules = request.app.state.rules
     return rules
 
 
-def get_max_pending(request: Request) -> int | None:
+async def get_max_pending(request: Request) -> int | None:
     max_pending: int | None = request.app.state.max_pending
     return max_pending
 
 
-def get_max_delay(request: Request) -> timedelta:
+async def get_max_delay(request: Request) -> timedelta:
     max_delay: timedelta = request.app.state.max_delay
     return max_delay
 
@@ -72,7 +75,7 @@ class Principal:
         return None if self.admin else self.name
 
 
-def require_api_key(
+async def require_api_key(
     request: Request, key: Annotated[str | None, Depends(_api_key_header)]
 ) -> Principal:
     """Any of the configured keys is accepted (several at once, so keys rotate without a gap);
@@ -89,7 +92,7 @@ def require_api_key(
     return Principal(found, admin=found in request.app.state.admins)
 
 
-def presented_api_key(request: Request) -> str:
+async def presented_api_key(request: Request) -> str:
     """The X-API-Key this request came with (checked by `require_api_key` already). Read from the
     request, not through the security scheme, so that the document names the scheme once."""
     return request.headers.get("X-API-Key", "")

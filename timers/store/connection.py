@@ -6,16 +6,17 @@ transaction of several). Nothing above the store imports SQLAlchemy or the drive
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg2
-from sqlalchemy import Engine, Float, bindparam, column, create_engine, func
+from sqlalchemy import Engine, Float, bindparam, column, create_engine, event, func
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 
 from timers.models import MAX_INT_DIGITS, TooLongInteger
 from timers.schema import timers
@@ -23,18 +24,30 @@ from timers.storage import StoreError, StoreUnavailable
 from timers.store.sql import queries
 
 
-def database_engine(url: str, *, statement_timeout: float | None = None, **kwargs: Any) -> Engine:
+def database_engine(
+    url: str,
+    *,
+    statement_timeout: float | None = None,
+    ping_after_idle: float | None = None,
+    **kwargs: Any,
+) -> Engine:
     """An engine on psycopg2 for a user's `postgresql://` URL (SQLAlchemy 2.1 would pick psycopg 3).
 
     Its connections are in autocommit: a single statement is its own transaction with no BEGIN and
     COMMIT round trips; `TimerStore` opens an explicit transaction where it runs several. With
     `statement_timeout` (seconds), PostgreSQL cancels any statement of theirs that runs longer (a
     StoreError; the connection stays usable).
+
+    A pooled connection is pinged (`SELECT 1`, a round trip) before each use, so that one the
+    database dropped is replaced instead of failing a request; with `ping_after_idle` (seconds),
+    only one unused for longer than that is: a busy process saves the round trip per request, and
+    a connection that died while in use fails its request once (the pool then replaces every
+    connection older than the failure).
     """
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg2")
-    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_pre_ping", ping_after_idle is None)
     kwargs.setdefault("isolation_level", "AUTOCOMMIT")
     connect_args = dict(kwargs.get("connect_args", {"connect_timeout": 5}))
     if statement_timeout is not None:
@@ -45,7 +58,30 @@ def database_engine(url: str, *, statement_timeout: float | None = None, **kwarg
         connect_args["options"] = " ".join(options)
     kwargs["connect_args"] = connect_args
     kwargs.setdefault("json_deserializer", load_json)
-    return create_engine(parsed, **kwargs)
+    engine = create_engine(parsed, **kwargs)
+    if ping_after_idle is not None:
+        _ping_when_idle(engine, ping_after_idle)
+    return engine
+
+
+def _ping_when_idle(engine: Engine, seconds: float) -> None:
+    """Ping a connection at checkout only when it has been idle `seconds` or more; a failed
+    ping makes the pool replace it (SQLAlchemy's `DisconnectionError` protocol)."""
+
+    @event.listens_for(engine, "checkin")
+    def returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def taken(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned_at = record.info.get("returned_at")
+        if returned_at is None or time.monotonic() - returned_at < seconds:
+            return  # new, or used a moment ago
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(queries["ping"])
+        except psycopg2.Error as exc:
+            raise DisconnectionError(str(exc)) from exc
 
 
 def load_json(text: str) -> Any:

@@ -44,6 +44,9 @@ FAILED = TimerStatus.FAILED.value
 INSERT_SQL_NAMED = queries["insert_timer"]
 INSERT_SQL_PYFORMAT = re.sub(r"(?<!:):(\w+)", r"%(\1)s", INSERT_SQL_NAMED)
 _INSERT_NAMED = text(INSERT_SQL_NAMED)
+# `create_many`'s statement: the rows as arrays, so its cost is PostgreSQL's, not a per-row
+# parameter rendering in Python.
+INSERT_ARRAYS = text(queries["insert_timers"])
 
 # `create`'s statement, built once (a create is the hot path of the Python API).
 CREATE = (
@@ -69,7 +72,6 @@ CREATE = (
 PING = text(queries["ping"])
 BY_ID = select(timers).where(timers.c.id == bindparam("id"))
 INSERT = timers.insert().returning(*timers.c)
-INSERT_IN_ORDER = timers.insert().returning(*timers.c, sort_by_parameter_order=True)
 BY_KEY = select(timers).where(
     timers.c.api_key_hash == bindparam("owner"), timers.c.idempotency_key == bindparam("key")
 )
@@ -267,10 +269,21 @@ class TimerStatements(Connected):
         """Insert `pending` timers with fresh UUIDv7 ids, all or none, in one statement."""
         if not batch:
             return []
-        rows = [new.row_values() | {"status": PENDING} for new in batch]
+        rows = [new.row_values() for new in batch]
+        params = {
+            "ids": [row["id"] for row in rows],
+            "execute_ats": [row["execute_at"] for row in rows],
+            "callback_types": [row["callback_type"] for row in rows],
+            "callback_configs": [_json_text(row["callback_config"]) for row in rows],
+            "metadatas": [_json_text(row["metadata"]) for row in rows],
+            "retries": [_json_text(row["retry"]) for row in rows],
+            "owners": [row["owner"] for row in rows],
+        }
         with self._transaction() as conn:
-            result = conn.execute(INSERT_IN_ORDER, rows)
-            return [Timer.from_row(r) for r in result.mappings().all()]
+            chosen = {r["id"]: dict(r) for r in conn.execute(INSERT_ARRAYS, params).mappings()}
+        # In the order asked for (RETURNING promises no order of its own), each the row written:
+        # what it was given, with what the database chose.
+        return [Timer.from_row(row | chosen[row["id"]]) for row in rows]
 
     def get(self, timer_id: uuid.UUID, owner: str | None = None) -> Timer:
         """Read the timer with this id (and this owner, when given); raise TimerNotFound."""
@@ -338,3 +351,7 @@ class TimerStatements(Connected):
         """Run `SELECT 1`; raises if the database can't be reached."""
         with self._statement() as conn:
             conn.execute(PING)
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)

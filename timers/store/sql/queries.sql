@@ -30,6 +30,19 @@ VALUES (CAST(:id AS uuid), :execute_at, :callback_type, CAST(:callback_config AS
         CAST(:metadata AS jsonb), CAST(:retry AS jsonb), :owner, 'pending')
 RETURNING *
 
+-- insert_timers --
+-- `pending` timers from parallel arrays, one per index (`create_many`), their JSON given as text:
+-- one statement whose text is the same for any number of rows. It returns what the database chose
+-- (the times and the status), not the JSON it was given: reading that back cost more than writing.
+INSERT INTO timers (id, execute_at, callback_type, callback_config, metadata, retry, owner, status)
+SELECT t.id, t.execute_at, t.callback_type, CAST(t.callback_config AS jsonb),
+       CAST(t.metadata AS jsonb), CAST(t.retry AS jsonb), t.owner, 'pending'
+FROM unnest(CAST(:ids AS uuid[]), CAST(:execute_ats AS timestamptz[]),
+            CAST(:callback_types AS text[]), CAST(:callback_configs AS text[]),
+            CAST(:metadatas AS text[]), CAST(:retries AS text[]), CAST(:owners AS text[]))
+  AS t(id, execute_at, callback_type, callback_config, metadata, retry, owner)
+RETURNING id, status, created_at, updated_at
+
 -- explain --
 -- The planner's expectation for a statement (planning only), filled in with `str.format`.
 EXPLAIN (FORMAT JSON) {statement}
