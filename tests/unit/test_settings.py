@@ -82,3 +82,18 @@ def test_callback_rules_come_from_the_settings() -> None:
 def test_the_default_rules_are_those_of_the_default_settings() -> None:
     assert CallbackRules.from_settings(Settings()) == CallbackRules()
     assert CallbackRules().task_broker is False and CallbackRules().celery_tasks == ()
+
+
+def test_a_task_broker_that_is_the_timers_broker_is_refused_unless_shared_on_purpose() -> None:
+    timers_broker = {"REDIS_URL": "redis://broker.internal:6379/0"}
+    for same in ("redis://broker.internal:6379", "redis://:secret@BROKER.internal:6379/0?x=1"):
+        with pytest.raises(ConfigError, match="TIMERS_TASK_BROKER_SHARED=true"):
+            settings_from_env({**timers_broker, "TIMERS_TASK_BROKER_URL": same})
+        shared = {**timers_broker, "TIMERS_TASK_BROKER_URL": same, "TIMERS_TASK_BROKER_SHARED": "1"}
+        assert settings_from_env(shared).task_broker == same
+    other_db = {**timers_broker, "TIMERS_TASK_BROKER_URL": "redis://broker.internal:6379/5"}
+    assert settings_from_env(other_db).task_broker_url == "redis://broker.internal:6379/5"
+    amqp = {"CELERY_BROKER_URL": "amqp://guest@rabbit:5672//"}
+    with pytest.raises(ConfigError):
+        settings_from_env({**amqp, "TIMERS_TASK_BROKER_URL": "pyamqp://other@rabbit:5672//"})
+    assert settings_from_env({}).task_broker is None  # no task broker: celery callbacks off
