@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from celery import Celery
+from celery.schedules import crontab
 from sqlalchemy import text
 
 from tests.support import beat_app, processes
@@ -20,7 +22,8 @@ from tests.support.databases import create_database, drop_database
 from tests.support.private_services import PrivateRedis
 from tests.support.receiver import wait_until
 from tests.support.services import Services
-from timers.config import settings_from_env
+from timers.beat import Synced, beat_schedules, sync
+from timers.config import Settings, settings_from_env
 from timers.library import Timers
 
 RUN_AT_MOST = 130.0  # seconds of two beats under timers (two minute boundaries when it can)
@@ -156,3 +159,41 @@ def test_two_plain_beats_fire_each_tick_twice(
     span = runs[-1]["at"] - runs[0]["at"]
     slots = span / 2 + 1  # the 2-second ticks one beat makes in that span
     assert len(runs) >= 1.5 * slots, (len(runs), slots)
+
+
+def test_a_sync_creates_updates_keeps_and_deletes_by_entry_name(settings: Settings) -> None:
+    """The sync alone, on PostgreSQL: entries become `beat:` schedules once, a changed entry is
+    updated in place (a paused one stays paused), a refused one keeps its schedule, a removed
+    one's schedule is deleted; schedules it did not make are left alone."""
+    app = Celery("shop", set_as_current=False)
+    app.conf.task_default_queue = "shop"
+    app.conf.timezone = "Europe/Paris"
+    app.conf.beat_schedule = {
+        "nightly": {"task": "shop.tasks.report", "schedule": crontab(minute=30, hour=2)},
+        "often": {"task": "shop.tasks.poll", "schedule": 90.0, "args": [1]},
+    }
+    library = Timers(settings=settings)
+    with library:
+        schedules = library.schedules
+        other = library.create_schedule(
+            "celery", {"type": "celery", "task": "shop.tasks.x", "queue": "shop"}, every=60.0
+        )
+        assert sync(app, schedules) == Synced(created=2)
+        assert sync(app, schedules) == Synced(unchanged=2)  # a second beat: nothing to do
+        made = beat_schedules(schedules)
+        nightly, often = made["beat:nightly"].spec, made["beat:often"].spec
+        assert (nightly.timing.cron, nightly.timing.timezone) == ("30 2 * * *", "Europe/Paris")
+        assert often.timing.every == 90.0
+        assert often.callback_config["args"] == [1]
+        assert often.callback_config["queue"] == "shop"
+        schedules.pause(made["beat:often"].id)
+        app.conf.beat_schedule["often"]["args"] = [2]
+        app.conf.beat_schedule["bad"] = {"task": "elsewhere.task", "schedule": 5}
+        assert sync(app, schedules) == Synced(updated=1, unchanged=1, refused=1)
+        often_now = beat_schedules(schedules)["beat:often"]
+        assert often_now.id == made["beat:often"].id  # in place
+        assert often_now.spec.callback_config["args"] == [2] and often_now.spec.paused
+        del app.conf.beat_schedule["nightly"]
+        assert sync(app, schedules) == Synced(deleted=1, unchanged=1, refused=1)
+        assert set(beat_schedules(schedules)) == {"beat:often"}
+        assert schedules.get(other.id).id == other.id
