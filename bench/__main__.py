@@ -20,7 +20,9 @@ raw numbers as JSON. `--only isolation,burst` runs just those. Three more run on
 `--only`: page (keyset pages of `GET /timers` over 10,000,000 rows) and retention (steady load while
 the scheduler deletes 5,000,000 finished rows, against the same load without), see
 bench/workloads/page.py and retention.py; claim-size (the scheduler's claim of 50 timers of 60 KiB
-against 50 small ones), see bench/workloads/claim_size.py.
+against 50 small ones), see bench/workloads/claim_size.py; schedules (10,000 schedules every
+minute, at :00 and jittered, against plain `celery beat` with the same entries; and 100,000 stored
+schedules: creation rate, the load statement, the scheduler's RSS), see bench/workloads/schedules.py.
 
 celery-tasks: a user's Celery app (bench/user_app.py: its own broker, queue and worker, Redis's
 visibility timeout 10 s, swept every 10 s) makes 2,000 calls `task.apply_async((n,), countdown=30)` from this
@@ -72,6 +74,7 @@ from bench.workloads.page import run_page
 from bench.workloads.page_report import PageReport, page_table
 from bench.workloads.rates import creation_rates
 from bench.workloads.retention import RATE, RetentionReport, retention_lines, run_retention
+from bench.workloads.schedules import SchedulesReport, run_schedules, schedules_lines
 from bench.workloads.timed import run_cell
 from tests.support.services import find_services
 
@@ -129,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--claim-size-rounds", type=int, default=200, help="claim-size: rounds per set"
     )
+    parser.add_argument("--schedules-count", type=int, default=10_000)
+    parser.add_argument("--schedules-minutes", type=int, default=3)
+    parser.add_argument("--schedules-stored", type=int, default=100_000)
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -146,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     page: PageReport | None = None
     retention: RetentionReport | None = None
     claims: ClaimSizeReport | None = None
+    recurring: SchedulesReport | None = None
     started = time.monotonic()
     try:
         for wl in workloads(args.steady_seconds, args.signing_seconds):
@@ -190,6 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         if "claim-size" in chosen:
             print("claim-size …", file=sys.stderr, flush=True)
             claims = run_claim_size(bench, args.claim_size_rounds)
+        if "schedules" in chosen:
+            recurring = run_schedules(
+                bench, args.schedules_count, args.schedules_minutes, args.schedules_stored
+            )
+            cells.extend(recurring.cells)
     finally:
         bench.stop_all()
         services.stop()
@@ -201,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + page_table(page))
     if claims is not None:
         print("\n" + claim_size_lines(claims))
+    if recurring is not None:
+        print("\n" + schedules_lines(recurring))
     print(f"\n(total {time.monotonic() - started:.0f}s; logs in {workdir})")
     write_json(Path(args.json), cells, idle, rates, page, retention, claims)
     return 0

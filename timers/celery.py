@@ -19,6 +19,9 @@ filled with prefetched eta tasks, and revokes forgotten at a worker restart.
 The tasks and queues must be on the allow-lists the environment gives the workers too
 (`TIMERS_TASK_BROKER_URL`, `TIMERS_CELERY_TASKS`, `TIMERS_CELERY_QUEUES`); a call outside them
 raises `InvalidTimer` instead of being sent.
+
+`BeatScheduler` (from `timers.beat`) replaces celery beat's scheduler: `celery -A proj beat -S
+timers.celery.BeatScheduler` makes `beat_schedule` recurring schedules and sends nothing itself.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from timers.beat import BeatScheduler
 from timers.library import Timers
 from timers.models import utc_now
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BeatScheduler", "cancel", "durable_eta"]
 
 # Options the drop-in carries over into the timer; any other one it can't honour.
 _CARRIED = {"eta", "countdown", "queue", "priority", "headers"}

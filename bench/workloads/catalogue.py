@@ -20,8 +20,9 @@ ALL_WORKLOADS = (
     "signing",
 )
 EXTRAS = ("idle", "rates")
-# Only when named in --only: page and retention fill millions of rows first.
-OPT_IN = ("page", "retention", "claim-size")
+# Only when named in --only: page and retention fill millions of rows first; schedules runs for
+# some 15 minutes (bench/workloads/schedules.py).
+OPT_IN = ("page", "retention", "claim-size", "schedules")
 
 
 @dataclass

@@ -26,6 +26,13 @@ class Schedules:
         self.rules = rules
 
     def create(
+        self, callback_type: str, callback_config: Mapping[str, Any], **options: Any
+    ) -> Schedule:
+        """A schedule and its first occurrences (options as `spec`); raises InvalidSchedule
+        naming the field."""
+        return self.store.create(self.spec(callback_type, callback_config, **options))
+
+    def spec(
         self,
         callback_type: str,
         callback_config: Mapping[str, Any],
@@ -45,8 +52,9 @@ class Schedules:
         retry: Mapping[str, Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
         owner: str = DEFAULT_OWNER,
-    ) -> Schedule:
-        """A schedule and its first occurrences; raises InvalidSchedule naming the field."""
+    ) -> ScheduleSpec:
+        """The checked spec of a schedule (nothing stored); raises InvalidSchedule naming the
+        field."""
         try:
             config = callbacks.parse(
                 callback_type, dict(callback_config), rules=self.rules
@@ -59,7 +67,7 @@ class Schedules:
         timing = Timing(
             start_at=start_at or now, cron=cron, every=every, timezone=timezone, end_at=end_at
         )
-        spec = ScheduleSpec(
+        return ScheduleSpec(
             timing=timing,
             callback_type=config["type"],
             callback_config=config,
@@ -73,7 +81,10 @@ class Schedules:
             metadata=None if metadata is None else dict(metadata),
             owner=owner,
         )
-        return self.store.create(spec)
+
+    def replace(self, schedule_id: uuid.UUID, spec: ScheduleSpec) -> Schedule:
+        """Give the schedule `spec` from its next unfired slot (see `ScheduleStore.replace`)."""
+        return self.store.replace(schedule_id, spec, None)
 
     def get(self, schedule_id: uuid.UUID) -> Schedule:
         return self.store.get(schedule_id)
