@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
+from tests.support.receiver import wait_until
 from timers.models import Claimed
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.execution import ExecutionLoop
@@ -159,3 +160,38 @@ def test_a_schedule_whose_due_slots_were_all_skipped_gets_its_next_slots_at_once
     assert [st for _, st in states[:before]] == ["canceled"] * before, states
     now = datetime.now(UTC)
     assert [slot for slot, st in states if st == "pending" and slot > now], states
+
+
+def test_a_claims_next_slots_are_made_on_the_keepers_thread(store: TimerStore) -> None:
+    """As the scheduler runs it: the claim returns before the next slots are made (so a herd
+    of schedules is claimed at the claim's pace), and they are made right after."""
+    schedules = ScheduleStore(store.engine)
+    start = datetime.now(UTC) - timedelta(milliseconds=100)
+    s = schedules.create(
+        ScheduleSpec(
+            timing=Timing(start_at=start, every=1.0),
+            callback_type="http",
+            callback_config=HOOK,
+            catchup="all",  # no slot skipped as late, however slow this machine
+            catchup_window=3600,
+        )
+    )
+    keeper = ScheduleKeeper(schedules, background=True)
+    loop = ExecutionLoop(store, TimerCache(), Recorder(), after_claim=keeper.after_claim)
+    _shift(store, s.id, 1.0)  # a second later: two slots due, one left ahead
+    made_before = len(_statuses(store, s.id))
+    with store.engine.connect() as conn:
+        due = (
+            conn.execute(
+                text("SELECT id FROM timers WHERE schedule_id = :id AND execute_at <= now()"),
+                {"id": s.id},
+            )
+            .scalars()
+            .all()
+        )
+    loop.cache.upsert(store.pending_by_ids(due))
+    assert loop.tick() == 2
+    assert wait_until(keeper.idle, 10)
+    slots = [at for at, _ in _statuses(store, s.id)]
+    assert len(slots) == made_before + 1  # the slot after the two that were ahead
+    assert slots == sorted(slots) and slots[-1] == start + timedelta(seconds=2)

@@ -65,7 +65,10 @@ def build_scheduler(
         recovery_window=settings.recovery_window,
     )
     keeper = ScheduleKeeper(
-        ScheduleStore(engine), lookahead=settings.lookahead, registry=metrics.registry
+        ScheduleStore(engine),
+        lookahead=settings.lookahead,
+        registry=metrics.registry,
+        background=True,
     )
     metrics.watch_schedules(keeper.store.counts)
     loader = MemoryLoader(

@@ -5,6 +5,7 @@ missed slots follow each schedule's `catchup`)."""
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Sequence
 
@@ -27,6 +28,7 @@ class ScheduleKeeper:
         *,
         lookahead: float = 60.0,
         registry: CollectorRegistry | None = None,
+        background: bool = False,
     ) -> None:
         self.store = store
         self.lookahead = lookahead
@@ -35,14 +37,56 @@ class ScheduleKeeper:
             "Occurrences (timers) made from schedule slots by this scheduler.",
             registry=registry,
         )
+        # With `background`, the next slots after a claim are made on a thread of their own: the
+        # claim that took the occurrences goes on to the next batch at once (10,000 schedules due
+        # at :00 are claimed at the claim's pace, not the top-up's), and the next slots are made
+        # ahead anyway, so a top-up a moment later changes no firing time.
+        self._waiting: set[uuid.UUID] = set()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._busy = False
+        self.background = background
 
     def after_claim(self, claimed: Sequence[Claimed]) -> None:
         """Make the next slots of the schedules whose occurrences were just claimed, or skipped
-        by the claim (`Claims.skipped_schedules`)."""
+        by the claim (`Claims.skipped_schedules`): at once, or on the keeper's thread."""
         skipped = claimed.skipped_schedules if isinstance(claimed, Claims) else ()
-        ids = sorted({c.schedule_id for c in claimed if c.schedule_id is not None} | set(skipped))
-        if ids:
-            self._count(self.store.top_up(ids, self.lookahead))
+        ids = {c.schedule_id for c in claimed if c.schedule_id is not None} | set(skipped)
+        if not ids:
+            return
+        if not self.background:
+            self._count(self.store.top_up(sorted(ids), self.lookahead))
+            return
+        with self._wake:
+            self._waiting |= ids
+            self._wake.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._top_up_waiting, name="schedule-top-up", daemon=True
+                )
+                self._thread.start()
+
+    def _top_up_waiting(self) -> None:
+        while True:
+            with self._wake:
+                while not self._waiting:
+                    self._wake.wait()
+                ids, self._waiting, self._busy = sorted(self._waiting), set(), True
+            try:
+                for start in range(0, len(ids), SCHEDULES_PER_LOAD):
+                    chunk = ids[start : start + SCHEDULES_PER_LOAD]
+                    self._count(self.store.top_up(chunk, self.lookahead))
+            except Exception:
+                # Their next slots are made ahead: the next load's sweep makes these.
+                log.warning("schedules: making next slots failed", exc_info=True)
+            finally:
+                with self._wake:
+                    self._busy = False
+
+    def idle(self) -> bool:
+        """Whether no top-up is waiting (tests wait on it)."""
+        with self._wake:
+            return not self._waiting and not self._busy
 
     def sweep(self, due: Sequence[uuid.UUID]) -> None:
         """Make the next slots of the schedules a load found due for them; when it found as many
