@@ -23,7 +23,7 @@ from timers.errors import InvalidTimer
 from timers.models import (
     DEFAULT_OWNER,
     TIMER_FIELD,
-    InvalidCallback,
+    InvalidField,
     TimerStatus,
     check_json,
     check_timer_bounds,
@@ -127,7 +127,7 @@ def checked_callback(
     """The stored form of a callback its kind accepts within `rules`; raises InvalidTimer."""
     try:
         return callbacks.parse(callback_type, config, field, rules=rules).to_config()
-    except InvalidCallback as exc:
+    except InvalidField as exc:
         raise InvalidTimer(str(exc)) from None
 
 
@@ -137,7 +137,7 @@ def checked_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | Non
         return None
     try:
         check_json(metadata, "metadata")
-    except InvalidCallback as exc:
+    except InvalidField as exc:
         raise InvalidTimer(str(exc)) from None
     return dict(metadata)
 
@@ -149,7 +149,7 @@ def checked_retry(retry: Mapping[str, Any] | BaseModel | None) -> dict[str, Any]
     config = retry.model_dump() if isinstance(retry, BaseModel) else retry
     try:
         return RetryPolicy.from_config(config).to_config()
-    except InvalidCallback as exc:
+    except InvalidField as exc:
         raise InvalidTimer(str(exc)) from None
 
 
@@ -157,7 +157,7 @@ def check_bounds(config: Any, metadata: Any, retry: Any) -> None:
     """Refuse a timer over the bounds every timer keeps (`check_timer_bounds`); InvalidTimer."""
     try:
         check_timer_bounds(config, metadata, retry)
-    except InvalidCallback as exc:
+    except InvalidField as exc:
         raise InvalidTimer(str(exc)) from None
 
 

@@ -31,8 +31,9 @@ class TimerStatus(enum.StrEnum):
 DEFAULT_OWNER = "default"
 
 
-class InvalidCallback(ValueError):
-    """A callback configuration that cannot be delivered; the message names the field."""
+class InvalidField(ValueError):
+    """A value of a timer that can't be taken as given (its callback, metadata, retry policy or
+    size); the message names the field."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
@@ -53,9 +54,9 @@ class TooLongInteger(str):
 def check_json(value: Any, field: str, depth: int = 0) -> None:
     """Refuse what isn't JSON, or what PostgreSQL's JSONB or the wire can't hold as it is: nesting
     deeper than MAX_JSON_DEPTH, non-finite numbers, NUL characters and lone surrogates. Raises
-    InvalidCallback naming the field."""
+    InvalidField naming the field."""
     if depth > MAX_JSON_DEPTH:
-        raise InvalidCallback(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
+        raise InvalidField(field, f"is nested deeper than {MAX_JSON_DEPTH} levels")
     # The exact JSON types first: what a request body decodes to, without an ABC check each.
     kind = type(value)
     if kind is str:
@@ -74,7 +75,7 @@ def check_json(value: Any, field: str, depth: int = 0) -> None:
 def _check_members(value: Mapping[str, Any], field: str, depth: int) -> None:
     for key, item in value.items():
         if not isinstance(key, str):
-            raise InvalidCallback(field, f"object keys must be strings, got {key!r}")
+            raise InvalidField(field, f"object keys must be strings, got {key!r}")
         _check_text(key, field)
         check_json(item, f"{field}.{key}", depth + 1)
 
@@ -82,9 +83,9 @@ def _check_members(value: Mapping[str, Any], field: str, depth: int) -> None:
 def _check_other(value: Any, field: str, depth: int) -> None:
     """`check_json` of numbers, and of any other type (subclasses, other mappings, tuples)."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidCallback(field, "numbers must be finite (no NaN or Infinity)")
+        raise InvalidField(field, "numbers must be finite (no NaN or Infinity)")
     if isinstance(value, TooLongInteger) or (isinstance(value, int) and abs(value) >= _INT_LIMIT):
-        raise InvalidCallback(field, f"integers must have at most {MAX_INT_DIGITS} digits")
+        raise InvalidField(field, f"integers must have at most {MAX_INT_DIGITS} digits")
     if isinstance(value, str):
         _check_text(value, field)
     elif isinstance(value, Mapping):
@@ -93,7 +94,7 @@ def _check_other(value: Any, field: str, depth: int) -> None:
         for index, item in enumerate(value):
             check_json(item, f"{field}[{index}]", depth + 1)
     elif value is not None and not isinstance(value, bool | int | float):
-        raise InvalidCallback(field, f"{type(value).__name__} is not JSON")
+        raise InvalidField(field, f"{type(value).__name__} is not JSON")
 
 
 MAX_TIMER_BYTES = 64 * 1024
@@ -109,15 +110,15 @@ def check_timer_bounds(
     """Refuse a timer over the bounds every timer keeps, wherever it comes in: at most
     MAX_METADATA_KEYS top-level metadata keys, and at most MAX_TIMER_BYTES of callback config,
     metadata and retry policy together, measured as their compact JSON in UTF-8 bytes. Raises
-    InvalidCallback naming `metadata`, or TIMER_FIELD with the size and the limit. Takes JSON
+    InvalidField naming `metadata`, or TIMER_FIELD with the size and the limit. Takes JSON
     that `check_json` accepted."""
     if metadata is not None and len(metadata) > MAX_METADATA_KEYS:
-        raise InvalidCallback(
+        raise InvalidField(
             "metadata", f"{len(metadata)} keys; a timer's metadata has at most {MAX_METADATA_KEYS}"
         )
     size = sum(_json_bytes(part) for part in (config, metadata, retry) if part is not None)
     if size > MAX_TIMER_BYTES:
-        raise InvalidCallback(
+        raise InvalidField(
             TIMER_FIELD,
             f"{size:,} bytes of callback config, metadata and retry policy as compact JSON; "
             f"a timer holds at most {MAX_TIMER_BYTES:,} bytes (64 KiB)",
@@ -131,13 +132,13 @@ def _json_bytes(value: Mapping[str, Any]) -> int:
 
 def _check_text(text: str, field: str) -> None:
     if "\x00" in text:
-        raise InvalidCallback(field, "must not contain NUL characters (\\u0000)")
+        raise InvalidField(field, "must not contain NUL characters (\\u0000)")
     if text.isascii():
         return
     try:  # strict UTF-8 refuses exactly the surrogates (U+D800-U+DFFF), in C
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidCallback(field, "must not contain lone surrogates (\\ud800-\\udfff)") from None
+        raise InvalidField(field, "must not contain lone surrogates (\\ud800-\\udfff)") from None
 
 
 def utc_now() -> datetime:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from timers.models import InvalidCallback
+from timers.models import InvalidField
 
 BACKOFFS = ("exponential", "fixed")
 MAX_ATTEMPTS = 25
@@ -40,32 +40,32 @@ class RetryPolicy:
 
     @classmethod
     def from_config(cls, config: Any, field: str = "retry") -> RetryPolicy:
-        """Parse and check a policy object; raises InvalidCallback naming the field."""
+        """Parse and check a policy object; raises InvalidField naming the field."""
         if not isinstance(config, Mapping):
-            raise InvalidCallback(field, "must be an object")
+            raise InvalidField(field, "must be an object")
         unknown = sorted(set(config) - {"max_attempts", "backoff", "initial_delay", "max_delay"})
         if unknown:
-            raise InvalidCallback(field, f"unknown field {unknown[0]!r}")
+            raise InvalidField(field, f"unknown field {unknown[0]!r}")
         attempts = config.get("max_attempts", 1)
         if isinstance(attempts, bool) or not isinstance(attempts, int):
-            raise InvalidCallback(f"{field}.max_attempts", "must be a whole number")
+            raise InvalidField(f"{field}.max_attempts", "must be a whole number")
         if not 1 <= attempts <= MAX_ATTEMPTS:
-            raise InvalidCallback(f"{field}.max_attempts", f"must be 1 to {MAX_ATTEMPTS}")
+            raise InvalidField(f"{field}.max_attempts", f"must be 1 to {MAX_ATTEMPTS}")
         backoff = config.get("backoff", "exponential")
         if backoff not in BACKOFFS:
-            raise InvalidCallback(f"{field}.backoff", f"must be one of {', '.join(BACKOFFS)}")
+            raise InvalidField(f"{field}.backoff", f"must be one of {', '.join(BACKOFFS)}")
         delays = {}
         for name, default in (("initial_delay", 1.0), ("max_delay", 3600.0)):
             value = config.get(name, default)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidCallback(f"{field}.{name}", "must be a number of seconds")
+                raise InvalidField(f"{field}.{name}", "must be a number of seconds")
             if not MIN_DELAY <= value <= MAX_DELAY:
-                raise InvalidCallback(
+                raise InvalidField(
                     f"{field}.{name}", f"must be {MIN_DELAY:g} to {MAX_DELAY:g} seconds"
                 )
             delays[name] = float(value)
         if delays["max_delay"] < delays["initial_delay"]:
-            raise InvalidCallback(f"{field}.max_delay", "must not be less than initial_delay")
+            raise InvalidField(f"{field}.max_delay", "must not be less than initial_delay")
         return cls(attempts, backoff, delays["initial_delay"], delays["max_delay"])
 
     def to_config(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 import celeryconfig
 from timers import callbacks
 from timers.callbacks import CallbackRules
-from timers.models import InvalidCallback
+from timers.models import InvalidField
 
 RULES = CallbackRules(
     task_broker=True,
@@ -26,8 +26,8 @@ def task(**config: Any) -> dict[str, Any]:
     return {"type": "celery", "task": "shop.tasks.expire_order", "args": [42], **config}
 
 
-def refusal(config: dict[str, Any], rules: CallbackRules = RULES) -> InvalidCallback:
-    with pytest.raises(InvalidCallback) as info:
+def refusal(config: dict[str, Any], rules: CallbackRules = RULES) -> InvalidField:
+    with pytest.raises(InvalidField) as info:
         callbacks.parse("celery", config, rules=rules)
     return info.value
 

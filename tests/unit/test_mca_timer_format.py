@@ -7,7 +7,7 @@ import pytest
 
 from timers import callbacks
 from timers.api.compat import tagged
-from timers.models import InvalidCallback
+from timers.models import InvalidField
 from timers.storage import EXACT_COUNT_LIMIT
 from timers.store.totals import COUNT_COST_LIMIT, Plan
 
@@ -56,7 +56,7 @@ def test_the_subject_spelling_is_unchanged() -> None:
 def test_bad_topics_and_keys_are_refused_naming_the_field(
     config: dict[str, object], field: str
 ) -> None:
-    with pytest.raises(InvalidCallback) as refused:
+    with pytest.raises(InvalidField) as refused:
         nats(**config)
     assert refused.value.field == field
 

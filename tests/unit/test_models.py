@@ -9,7 +9,7 @@ import pytest
 
 from timers.callbacks.http import HttpCallback
 from timers.config import ConfigError, settings_from_env
-from timers.models import InvalidCallback, Timer, TimerStatus, uuid7
+from timers.models import InvalidField, Timer, TimerStatus, uuid7
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -68,7 +68,7 @@ def test_timer_normalises_to_utc_and_is_immutable() -> None:
     ],
 )
 def test_http_callback_rejects_bad_config(config: object, field: str) -> None:
-    with pytest.raises(InvalidCallback) as info:
+    with pytest.raises(InvalidField) as info:
         HttpCallback.from_config(config)
     assert info.value.field == field
 

@@ -12,7 +12,7 @@ from timers import callbacks
 from timers.callbacks import CallbackRules
 from timers.callbacks.nats import NatsCallback, NatsConfig, message_headers
 from timers.config import settings_from_env
-from timers.models import InvalidCallback
+from timers.models import InvalidField
 
 RULES = CallbackRules()  # the defaults: any subject but the reserved ones
 
@@ -70,7 +70,7 @@ def test_valid_subjects_are_accepted(subject: str) -> None:
     ],
 )
 def test_bad_subjects_are_refused_naming_the_field(subject: object, why: str) -> None:
-    with pytest.raises(InvalidCallback) as info:
+    with pytest.raises(InvalidField) as info:
         callbacks.parse("nats", nats(subject=subject), rules=RULES)
     assert info.value.field == "callback_config.subject"
     assert why in str(info.value)
@@ -106,13 +106,13 @@ def test_the_api_schema_refuses_malformed_subjects_too(subject: str) -> None:
     ],
 )
 def test_bad_configs_are_refused_naming_the_field(config: object, field: str) -> None:
-    with pytest.raises(InvalidCallback) as info:
+    with pytest.raises(InvalidField) as info:
         NatsCallback.from_config(config)
     assert info.value.field == field
 
 
 def test_unknown_fields_are_refused_by_name() -> None:
-    with pytest.raises(InvalidCallback, match="unknown field 'stream'"):
+    with pytest.raises(InvalidField, match="unknown field 'stream'"):
         callbacks.parse("nats", nats(stream="ORDERS"), rules=RULES)
     with pytest.raises(ValidationError):
         NatsConfig.model_validate(nats(stream="ORDERS"))
@@ -132,7 +132,7 @@ def test_a_config_round_trips_with_its_defaults_filled_in() -> None:
      "kv-operation", "Kv-Anything"],
 )  # fmt: skip
 def test_nats_and_kv_headers_are_reserved(name: str) -> None:
-    with pytest.raises(InvalidCallback) as info:
+    with pytest.raises(InvalidField) as info:
         callbacks.parse("nats", nats(headers={name: "x"}), rules=RULES)
     assert info.value.field == f"callback_config.headers.{name}"
     assert "reserved" in info.value.reason
@@ -161,7 +161,7 @@ def test_with_subject_prefixes_a_subject_must_start_with_one(subject: str, allow
     if allowed:
         assert callbacks.parse("nats", nats(subject=subject), rules=rules)
         return
-    with pytest.raises(InvalidCallback) as info:
+    with pytest.raises(InvalidField) as info:
         callbacks.parse("nats", nats(subject=subject), rules=rules)
     assert info.value.field == "callback_config.subject"
     assert "TIMERS_NATS_SUBJECTS" in info.value.reason
@@ -170,7 +170,7 @@ def test_with_subject_prefixes_a_subject_must_start_with_one(subject: str, allow
 def test_reserved_subjects_stay_refused_whatever_the_prefixes() -> None:
     rules = CallbackRules(nats_subjects=("$KV.", "_INBOX.", "$"))
     for subject in ("$KV.bucket.key", "_INBOX.abc"):
-        with pytest.raises(InvalidCallback, match="reserved"):
+        with pytest.raises(InvalidField, match="reserved"):
             callbacks.parse("nats", nats(subject=subject), rules=rules)
 
 

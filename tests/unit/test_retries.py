@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from timers.config import ConfigError, settings_from_env
-from timers.models import InvalidCallback
+from timers.models import InvalidField
 from timers.retries import DeliveryResult, RetryPolicy, next_delay
 
 FAILED = DeliveryResult("HTTP 503", 503)
@@ -28,7 +28,7 @@ FAILED = DeliveryResult("HTTP 503", 503)
 def test_a_policy_beyond_the_limits_is_refused_naming_the_field(
     config: dict[str, Any], field: str
 ) -> None:
-    with pytest.raises(InvalidCallback) as refused:
+    with pytest.raises(InvalidField) as refused:
         RetryPolicy.from_config(config)
     assert str(refused.value).startswith(f"{field}:"), str(refused.value)
 

@@ -88,5 +88,5 @@ class Kind:
     # Checks a config; with a policy, also refuses destinations it forbids (at the API).
     parse: Callable[[Any, str, OutboundPolicy | None], Callback]
     # Refuses a parsed callback the deployment's rules forbid (allow-lists); raises
-    # InvalidCallback naming the field.
+    # InvalidField naming the field.
     permit: Callable[[Any, CallbackRules, str], None] = _no_rules

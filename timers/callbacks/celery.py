@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from timers.callbacks.base import DeliveryContext, Kind
-from timers.models import InvalidCallback, check_json
+from timers.models import InvalidField, check_json
 from timers.retries import DeliveryResult
 
 if TYPE_CHECKING:
@@ -112,15 +112,15 @@ class CeleryCallback:
 
     @classmethod
     def from_config(cls, config: Any, field_prefix: str = "callback_config") -> CeleryCallback:
-        """Parse and validate a `callback_config` object; raise InvalidCallback naming the field."""
+        """Parse and validate a `callback_config` object; raise InvalidField naming the field."""
         if not isinstance(config, Mapping):
-            raise InvalidCallback(field_prefix, "must be an object")
+            raise InvalidField(field_prefix, "must be an object")
         known = {"type", "task", "args", "kwargs", "queue", "priority", "headers"}
         unknown = sorted(set(config) - known)
         if unknown:
-            raise InvalidCallback(field_prefix, f"unknown field {unknown[0]!r}")
+            raise InvalidField(field_prefix, f"unknown field {unknown[0]!r}")
         if config.get("type") != "celery":
-            raise InvalidCallback(
+            raise InvalidField(
                 f"{field_prefix}.type", f"must be 'celery', got {config.get('type')!r}"
             )
         task = config.get("task")
@@ -129,52 +129,52 @@ class CeleryCallback:
             or len(task) > MAX_NAME_LENGTH
             or not re.fullmatch(TASK_NAME_PATTERN, task)
         ):
-            raise InvalidCallback(
+            raise InvalidField(
                 f"{field_prefix}.task", "is required: a task name such as shop.tasks.expire_order"
             )
         args = config.get("args", [])
         if not isinstance(args, list):
-            raise InvalidCallback(f"{field_prefix}.args", "must be a list")
+            raise InvalidField(f"{field_prefix}.args", "must be a list")
         kwargs = config.get("kwargs", {})
         if not isinstance(kwargs, Mapping):
-            raise InvalidCallback(f"{field_prefix}.kwargs", "must be an object")
+            raise InvalidField(f"{field_prefix}.kwargs", "must be an object")
         for name in kwargs:
             if not isinstance(name, str) or not name.isidentifier():
-                raise InvalidCallback(f"{field_prefix}.kwargs", f"{name!r} is not an argument name")
+                raise InvalidField(f"{field_prefix}.kwargs", f"{name!r} is not an argument name")
         queue = config.get("queue")
         if queue is not None and (
             not isinstance(queue, str)
             or len(queue) > MAX_NAME_LENGTH
             or not re.fullmatch(QUEUE_PATTERN, queue)
         ):
-            raise InvalidCallback(f"{field_prefix}.queue", "must be a queue name such as shop")
+            raise InvalidField(f"{field_prefix}.queue", "must be a queue name such as shop")
         priority = config.get("priority")
         if priority is not None and (
             isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 255
         ):
-            raise InvalidCallback(f"{field_prefix}.priority", "must be a whole number 0-255")
+            raise InvalidField(f"{field_prefix}.priority", "must be a whole number 0-255")
         headers = config.get("headers", {})
         if not isinstance(headers, Mapping):
-            raise InvalidCallback(f"{field_prefix}.headers", "must be an object")
+            raise InvalidField(f"{field_prefix}.headers", "must be an object")
         for name in headers:
             if name in PROTOCOL_HEADERS:
-                raise InvalidCallback(
+                raise InvalidField(
                     f"{field_prefix}.headers.{name}", "is set by Celery's message protocol"
                 )
         for name, value in (("args", args), ("kwargs", kwargs), ("headers", headers)):
             check_json(value, f"{field_prefix}.{name}")
         size = json_size([args, kwargs])
         if size > MAX_ARGUMENTS_BYTES:
-            raise InvalidCallback(
+            raise InvalidField(
                 field_prefix, f"args and kwargs take {size} bytes as JSON, at most 32 KiB"
             )
         if len(headers) > MAX_HEADERS:
-            raise InvalidCallback(
+            raise InvalidField(
                 f"{field_prefix}.headers", f"at most {MAX_HEADERS} headers, got {len(headers)}"
             )
         size = json_size(headers)
         if size > MAX_HEADERS_BYTES:
-            raise InvalidCallback(
+            raise InvalidField(
                 f"{field_prefix}.headers", f"take {size} bytes as JSON, at most 4 KiB"
             )
         return cls(task, list(args), dict(kwargs), queue, priority, dict(headers))
@@ -232,25 +232,25 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
 def _permit(callback: CeleryCallback, rules: CallbackRules, field_prefix: str) -> None:
     """Refuse a task or queue off the allow-lists, or one never reachable whatever they say."""
     if not rules.task_broker:
-        raise InvalidCallback("callback_type", CALLBACKS_OFF)
+        raise InvalidField("callback_type", CALLBACKS_OFF)
     if callback.task.startswith(RESERVED_TASKS):
-        raise InvalidCallback(
+        raise InvalidField(
             f"{field_prefix}.task",
             "celery.* tasks are Celery's own and timers.* this service's: never sent",
         )
     if not _matches(callback.task, rules.celery_tasks):
-        raise InvalidCallback(
+        raise InvalidField(
             f"{field_prefix}.task", f"{callback.task!r} is not allowed by TIMERS_CELERY_TASKS"
         )
     queue = callback.queue or DEFAULT_QUEUE
     if _matches(queue, RESERVED_QUEUES):
-        raise InvalidCallback(
+        raise InvalidField(
             f"{field_prefix}.queue",
             f"{queue!r} is reserved (this service's queue, Celery's mailboxes or the broker's "
             "own keys)",
         )
     if not _matches(queue, rules.celery_queues):
-        raise InvalidCallback(
+        raise InvalidField(
             f"{field_prefix}.queue", f"{queue!r} is not allowed by TIMERS_CELERY_QUEUES"
         )
 

@@ -27,7 +27,7 @@ from yarl import URL
 
 from timers import __version__
 from timers.callbacks.base import DeliveryContext, Kind
-from timers.models import InvalidCallback, check_json
+from timers.models import InvalidField, check_json
 from timers.outbound import Blocked, OutboundPolicy, literal_address
 from timers.retries import DeliveryResult, retryable_status
 from timers.signing import SIGNATURE_HEADERS, signature_headers
@@ -112,36 +112,36 @@ class HttpCallback:
 
     @classmethod
     def from_config(cls, config: Any, field_prefix: str = "callback_config") -> HttpCallback:
-        """Parse and validate a `callback_config` object; raise InvalidCallback naming the field."""
+        """Parse and validate a `callback_config` object; raise InvalidField naming the field."""
         if not isinstance(config, Mapping):
-            raise InvalidCallback(field_prefix, "must be an object")
+            raise InvalidField(field_prefix, "must be an object")
         unknown = sorted(set(config) - {"type", "url", "headers", "payload"})
         if unknown:
-            raise InvalidCallback(field_prefix, f"unknown field {unknown[0]!r}")
+            raise InvalidField(field_prefix, f"unknown field {unknown[0]!r}")
         kind = config.get("type", "http")
         if kind != "http":
-            raise InvalidCallback(f"{field_prefix}.type", f"must be 'http', got {kind!r}")
+            raise InvalidField(f"{field_prefix}.type", f"must be 'http', got {kind!r}")
         url = config.get("url")
         if not isinstance(url, str) or not url:
-            raise InvalidCallback(f"{field_prefix}.url", "is required and must be a string")
+            raise InvalidField(f"{field_prefix}.url", "is required and must be a string")
         _check_url(url, f"{field_prefix}.url")
         headers = config.get("headers", {}) or {}
         if not isinstance(headers, Mapping):
-            raise InvalidCallback(f"{field_prefix}.headers", "must be an object of strings")
+            raise InvalidField(f"{field_prefix}.headers", "must be an object of strings")
         for name, value in headers.items():
             if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-                raise InvalidCallback(f"{field_prefix}.headers", f"invalid header name {name!r}")
+                raise InvalidField(f"{field_prefix}.headers", f"invalid header name {name!r}")
             if name.lower() in FORBIDDEN_HEADERS:
-                raise InvalidCallback(
+                raise InvalidField(
                     f"{field_prefix}.headers.{name}",
                     "is set by the HTTP client (framing and hop-by-hop headers can't be given)",
                 )
             if not isinstance(value, str):
-                raise InvalidCallback(
+                raise InvalidField(
                     f"{field_prefix}.headers.{name}", "header values must be strings"
                 )
             if not _HEADER_VALUE.fullmatch(value):
-                raise InvalidCallback(
+                raise InvalidField(
                     f"{field_prefix}.headers.{name}",
                     "header values may hold only visible ASCII characters, spaces and tabs",
                 )
@@ -182,31 +182,31 @@ def _parse(config: Any, field_name: str, policy: OutboundPolicy | None) -> HttpC
         try:
             policy.check_url(callback.url)
         except Blocked as exc:
-            raise InvalidCallback(f"{field_name}.url", f"refused: {exc}") from None
+            raise InvalidField(f"{field_name}.url", f"refused: {exc}") from None
     return callback
 
 
 def _check_url(url: str, field_name: str) -> None:
     if len(url) > MAX_URL_LENGTH:
-        raise InvalidCallback(field_name, f"must be at most {MAX_URL_LENGTH} characters")
+        raise InvalidField(field_name, f"must be at most {MAX_URL_LENGTH} characters")
     if not url.isascii():
-        raise InvalidCallback(field_name, "must be ASCII (encode non-ASCII host names as IDNA)")
+        raise InvalidField(field_name, "must be ASCII (encode non-ASCII host names as IDNA)")
     if any(c.isspace() for c in url):
-        raise InvalidCallback(field_name, "must not contain whitespace")
+        raise InvalidField(field_name, "must not contain whitespace")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError as exc:
-        raise InvalidCallback(field_name, f"is not a valid URL ({exc})") from None
+        raise InvalidField(field_name, f"is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
-        raise InvalidCallback(field_name, "must be an absolute http:// or https:// URL")
+        raise InvalidField(field_name, "must be an absolute http:// or https:// URL")
     if not parts.hostname:
-        raise InvalidCallback(field_name, "must have a host")
+        raise InvalidField(field_name, "must have a host")
     host = parts.hostname.rstrip(".")
     if not host.startswith("[") and ":" not in host:
         labels = host.split(".")
         if len(host) > 253 or any(not 0 < len(label) < 64 for label in labels):
-            raise InvalidCallback(field_name, f"host {parts.hostname!r} is not a valid name")
+            raise InvalidField(field_name, f"host {parts.hostname!r} is not a valid name")
 
 
 USER_AGENT = f"timers/{__version__}"

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from timers.callbacks.base import DeliveryContext, Kind
 from timers.callbacks.http import HeaderName, HeaderValue
 from timers.callbacks.nats_connection import NatsConnection, close_connection, reason_of
-from timers.models import InvalidCallback, check_json
+from timers.models import InvalidField, check_json
 
 if TYPE_CHECKING:
     from timers.callbacks.rules import CallbackRules
@@ -111,42 +111,42 @@ class NatsCallback:
 
     @classmethod
     def from_config(cls, config: Any, field_prefix: str = "callback_config") -> NatsCallback:
-        """Parse and validate a `callback_config` object; raise InvalidCallback naming the field."""
+        """Parse and validate a `callback_config` object; raise InvalidField naming the field."""
         if not isinstance(config, Mapping):
-            raise InvalidCallback(field_prefix, "must be an object")
+            raise InvalidField(field_prefix, "must be an object")
         known = {"type", "subject", "topic", "key", "headers", "payload", "jetstream"}
         unknown = sorted(set(config) - known)
         if unknown:
-            raise InvalidCallback(field_prefix, f"unknown field {unknown[0]!r}")
+            raise InvalidField(field_prefix, f"unknown field {unknown[0]!r}")
         if config.get("type") != "nats":
-            raise InvalidCallback(
+            raise InvalidField(
                 f"{field_prefix}.type", f"must be 'nats', got {config.get('type')!r}"
             )
         subject, topic, key = _subject_of(config, field_prefix)
         headers = config.get("headers", {}) or {}
         if not isinstance(headers, Mapping):
-            raise InvalidCallback(f"{field_prefix}.headers", "must be an object of strings")
+            raise InvalidField(f"{field_prefix}.headers", "must be an object of strings")
         for name, value in headers.items():
             if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-                raise InvalidCallback(f"{field_prefix}.headers", f"invalid header name {name!r}")
+                raise InvalidField(f"{field_prefix}.headers", f"invalid header name {name!r}")
             if name.lower().startswith(RESERVED_HEADERS):
-                raise InvalidCallback(
+                raise InvalidField(
                     f"{field_prefix}.headers.{name}",
                     "is reserved: Nats-* and KV-* headers are NATS's own (the timer id goes as "
                     "Nats-Msg-Id)",
                 )
             if not isinstance(value, str):
-                raise InvalidCallback(
+                raise InvalidField(
                     f"{field_prefix}.headers.{name}", "header values must be strings"
                 )
             if not _HEADER_VALUE.fullmatch(value):
-                raise InvalidCallback(
+                raise InvalidField(
                     f"{field_prefix}.headers.{name}",
                     "header values may hold only visible ASCII characters, spaces and tabs",
                 )
         jetstream = config.get("jetstream", False)
         if not isinstance(jetstream, bool):
-            raise InvalidCallback(f"{field_prefix}.jetstream", "must be true or false")
+            raise InvalidField(f"{field_prefix}.jetstream", "must be true or false")
         payload = config.get("payload")
         check_json(payload, f"{field_prefix}.payload")
         return cls(subject, dict(headers), payload, jetstream, topic, key)
@@ -183,34 +183,34 @@ def _subject_of(config: Mapping[str, Any], prefix: str) -> tuple[str, str | None
         assert isinstance(subject, str)
         return subject, None, None
     if "subject" in config:
-        raise InvalidCallback(prefix, "give either subject or topic (with key), not both")
+        raise InvalidField(prefix, "give either subject or topic (with key), not both")
     topic, key = config.get("topic"), config.get("key")
     if not isinstance(topic, str) or not topic.strip():
-        raise InvalidCallback(f"{prefix}.topic", "must not be empty, e.g. orders.expired")
+        raise InvalidField(f"{prefix}.topic", "must not be empty, e.g. orders.expired")
     check_subject(topic, f"{prefix}.topic")
     if key is None:
         return topic, topic, None
     if not isinstance(key, str) or not key:
-        raise InvalidCallback(f"{prefix}.key", "must be a non-empty string (or left out)")
+        raise InvalidField(f"{prefix}.key", "must be a non-empty string (or left out)")
     check_subject(f"{topic}.{key}", f"{prefix}.key")
     return f"{topic}.{key}", topic, key
 
 
 def check_subject(subject: Any, field_name: str) -> None:
-    """Raise InvalidCallback naming `field_name` unless `subject` is a subject one may publish to."""
+    """Raise InvalidField naming `field_name` unless `subject` is a subject one may publish to."""
     if not isinstance(subject, str) or not subject:
-        raise InvalidCallback(field_name, "is required: a subject such as orders.expired")
+        raise InvalidField(field_name, "is required: a subject such as orders.expired")
     if len(subject) > MAX_SUBJECT_LENGTH:
-        raise InvalidCallback(field_name, f"must be at most {MAX_SUBJECT_LENGTH} characters")
+        raise InvalidField(field_name, f"must be at most {MAX_SUBJECT_LENGTH} characters")
     if "*" in subject or ">" in subject:
-        raise InvalidCallback(field_name, "must not contain wildcards (* or >)")
+        raise InvalidField(field_name, "must not contain wildcards (* or >)")
     if not re.fullmatch(SUBJECT_PATTERN, subject):
-        raise InvalidCallback(
+        raise InvalidField(
             field_name,
             "must be dot-separated tokens of visible ASCII characters, none empty, no spaces",
         )
     if subject.startswith(RESERVED_SUBJECTS):
-        raise InvalidCallback(
+        raise InvalidField(
             field_name,
             "is reserved: subjects starting with $ (the server's and JetStream's own), _INBOX. "
             "or _R_. (replies) are never published to",
@@ -288,7 +288,7 @@ def _parse(config: Any, field_name: str, policy: Any) -> NatsCallback:
 def _permit(callback: NatsCallback, rules: CallbackRules, field_prefix: str) -> None:
     """With TIMERS_NATS_SUBJECTS, refuse a subject under none of its prefixes."""
     if rules.nats_subjects and not callback.subject.startswith(rules.nats_subjects):
-        raise InvalidCallback(
+        raise InvalidField(
             f"{field_prefix}.subject",
             f"{callback.subject!r} is under none of the prefixes TIMERS_NATS_SUBJECTS allows",
         )

@@ -140,13 +140,13 @@ def _principal_names(name: str, raw: str) -> tuple[str, ...]:
 def _retry_policy(name: str, raw: str) -> Any:
     import json
 
-    from timers.models import InvalidCallback
+    from timers.models import InvalidField
     from timers.retries import RetryPolicy
 
     try:
         return RetryPolicy.from_config(json.loads(raw), name)
-    except ValueError as exc:  # bad JSON, or InvalidCallback naming the field
-        message = str(exc) if isinstance(exc, InvalidCallback) else f"{name}: not JSON ({exc})"
+    except ValueError as exc:  # bad JSON, or InvalidField naming the field
+        message = str(exc) if isinstance(exc, InvalidField) else f"{name}: not JSON ({exc})"
         raise ConfigError(message) from None
 
 

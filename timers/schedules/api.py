@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from timers import callbacks
 from timers.callbacks import CallbackRules
-from timers.models import DEFAULT_OWNER, InvalidCallback, check_json, check_timer_bounds
+from timers.models import DEFAULT_OWNER, InvalidField, check_json, check_timer_bounds
 from timers.schedules.model import Schedule, ScheduleSpec
 from timers.schedules.slots import InvalidSchedule, Timing
 from timers.schedules.store import ScheduleStore
@@ -62,7 +62,7 @@ class Schedules:
             if metadata is not None:
                 check_json(dict(metadata), "metadata")
             check_timer_bounds(config, metadata, retry)
-        except InvalidCallback as exc:
+        except InvalidField as exc:
             raise InvalidSchedule(exc.field, exc.reason) from None
         timing = Timing(
             start_at=start_at or now, cron=cron, every=every, timezone=timezone, end_at=end_at

@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from timers import callbacks
 from timers.callbacks import CallbackRules, DeliveryContext
 from timers.metrics import DeliveryMetrics
-from timers.models import InvalidCallback, Timer
+from timers.models import InvalidField, Timer
 from timers.retries import DeliveryResult, RetryPolicy, next_delay
 from timers.storage import Claim, Outcome, clip_error
 from timers.worker.destinations import DestinationSlots, current_slots
@@ -167,7 +167,7 @@ class DeliveryEngine:
     async def _attempt(self, timer: Timer) -> DeliveryResult:
         try:
             callback = callbacks.parse(timer.callback_type, timer.callback_config, rules=self.rules)
-        except InvalidCallback as exc:
+        except InvalidField as exc:
             return DeliveryResult(f"invalid callback_config: {exc}", retryable=False)
         with current_slots(self._destinations):
             async with self._destinations.take(callback.destination()):
@@ -183,7 +183,7 @@ class DeliveryEngine:
         default), or the final status."""
         try:
             policy = RetryPolicy.from_config(timer.retry) if timer.retry else self.default_retry
-        except InvalidCallback:
+        except InvalidField:
             policy = self.default_retry
         attempt = timer.delivery_attempts + 1
         retry_in = next_delay(policy, attempt, result)
