@@ -21,9 +21,10 @@ test: $(INSTALLED)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## The fault-injection suite: kills and restarts real processes and private servers (~7 min; the
-## 6-minute PostgreSQL outage runs beside the other scenarios, in a second pytest-xdist worker).
+## 6-minute PostgreSQL outage, the other scenarios, and the schedules' minutes-long runs with
+## two beats and a killed scheduler each in a pytest-xdist worker of its own).
 test-faults: $(INSTALLED)
-	$(BIN)/python -m pytest -m faults tests/faults -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m faults tests/faults -n 3 --dist loadgroup $(PYTEST_ARGS)
 
 ## The package as a user gets it: sdist and wheel built, the wheel installed alone into a fresh
 ## virtualenv outside the checkout, every command and one timer end to end run from there.

@@ -1,7 +1,8 @@
 """Schedules with the real commands as subprocesses: two `timers api`, two `python -m
 timers.scheduler` (one of them killed with SIGKILL and restarted), a `celery -A timers.celery_app
 worker`, real PostgreSQL and Redis, and a real HTTP receiver on 127.0.0.1. Each schedule calls a
-path of its own on the receiver, so its arrivals are told apart."""
+path of its own on the receiver, so its arrivals are told apart. Kills processes and takes
+minutes: it runs with the fault suite (`make test-faults`), beside the other scenarios."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from tests.support.receiver import Receiver, wait_until
 from tests.support.services import API_KEY, LOCAL_NETWORKS, Services
 from timers.embedded import free_port
 from timers.store import database_engine
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(420), pytest.mark.xdist_group("schedules")]
 
 FINAL = ("completed", "failed", "canceled")
 
