@@ -141,7 +141,9 @@ def test_durable_eta_publishes_the_users_task_under_the_timer_id(
 ) -> None:
     runs: list[tuple[str, int]] = []
 
-    @celery_app.task(name="shop.tasks.expire_order", bind=True)
+    # A name of this test's own, not shared with other apps: another module's task of a common
+    # name (a shared task) would otherwise be the one this app runs.
+    @celery_app.task(name="shop.tasks.expire_order_in_process", bind=True, shared=False)
     def expire_order(self: Any, order_id: int) -> None:
         runs.append((self.request.id, order_id))
 
