@@ -163,7 +163,8 @@ def test_every_slot_fires_once_with_a_scheduler_killed_twice(live: dict[str, Any
     # scheduler is recovered and fires).
     time.sleep(max(0.0, (end - datetime.now(UTC)).total_seconds()))
     engine = live["engine"]
-    assert wait_until(lambda: all(s in FINAL for _, _, s in occurrences(engine, sid)), 60), (
+    # A lost claim is recovered once the callback queue looks idle: generous, under load.
+    assert wait_until(lambda: all(s in FINAL for _, _, s in occurrences(engine, sid)), 150), (
         occurrences(engine, sid)
     )
     rows = occurrences(engine, sid)
@@ -223,9 +224,11 @@ def test_nothing_arrives_after_end_at(live: dict[str, Any]) -> None:
     end = datetime.now(UTC) + timedelta(seconds=5)
     sid = create(live, "end", every=1, end_at=end.isoformat())
     assert wait_until(lambda: datetime.now(UTC) > end + timedelta(seconds=1), 10)
-    assert settled(live, sid)
+    # Every slot made is fired (a late one, under load, included); none is made after end_at.
+    engine = live["engine"]
+    assert wait_until(lambda: all(s in FINAL for _, _, s in occurrences(engine, sid)), 60)
     assert quiet(live, "end")
-    rows = occurrences(live["engine"], sid)
+    rows = occurrences(engine, sid)
     assert rows and all(slot < end for _, slot, _ in rows), rows
     assert len(arrivals(live, "end")) == len(rows)
     assert call(live["apis"][1], "GET", f"/schedules/{sid}")["state"] == "ended"
