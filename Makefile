@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test test-faults test-wheel test-unit lint format run bench clean
+.PHONY: install test test-faults test-schedules-live test-wheel test-unit lint format run bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(INSTALLED)
 ## two beats and a killed scheduler each in a pytest-xdist worker of its own).
 test-faults: $(INSTALLED)
 	$(BIN)/python -m pytest -m faults tests/faults -n 3 --dist loadgroup $(PYTEST_ARGS)
+
+## Schedules with real processes for minutes: two API processes and two schedulers, one killed
+## twice, live PUT, pause, delete, trigger and end_at (~2 min; run it on an idle machine).
+test-schedules-live: $(INSTALLED)
+	$(BIN)/python -m pytest -m live tests/live $(PYTEST_ARGS)
 
 ## The package as a user gets it: sdist and wheel built, the wheel installed alone into a fresh
 ## virtualenv outside the checkout, every command and one timer end to end run from there.

@@ -22,7 +22,11 @@ class Group:
 BROWSER = Group("browser", "no chromium", "apt-get install chromium")
 COMPOSE = Group("compose", "no docker compose", "apt-get install docker-compose")
 # Deselected by default (pyproject's addopts); each has its own make target.
-MARKED = {"faults": "make test-faults", "wheel": "make test-wheel"}
+MARKED = {
+    "faults": "make test-faults",
+    "wheel": "make test-wheel",
+    "live": "make test-schedules-live",
+}
 
 _TAG = re.compile(r"\[(\w+)\]")
 _GROUPS = {group.name: group for group in (BROWSER, COMPOSE)}
