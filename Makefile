@@ -16,9 +16,12 @@ $(INSTALLED): pyproject.toml | $(BIN)/python
 
 install: $(INSTALLED)
 
-## Run the whole test suite (uses DATABASE_URL/REDIS_URL, else local services, else embedded ones).
+## Run the whole test suite (uses DATABASE_URL/REDIS_URL, else local services, else embedded ones),
+## a test file at a time in each of TEST_WORKERS pytest-xdist workers (workers after the first get
+## an embedded Redis of their own: the suites pick fixed numbered databases).
+TEST_WORKERS ?= 2
 test: $(INSTALLED)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## The fault-injection suite: kills and restarts real processes and private servers (~7 min; the
 ## 6-minute PostgreSQL outage, the other scenarios, and the schedules' minutes-long runs with

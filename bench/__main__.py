@@ -69,6 +69,7 @@ from bench.report import table, write_json
 from bench.workloads.catalogue import ALL_WORKLOADS, EXTRAS, OPT_IN, workloads
 from bench.workloads.celery_tasks import run_celery_tasks
 from bench.workloads.claim_size import ClaimSizeReport, claim_size_lines, run_claim_size
+from bench.workloads.herd import HERDS
 from bench.workloads.idle import idle_statements
 from bench.workloads.page import run_page
 from bench.workloads.page_report import PageReport, page_table
@@ -135,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedules-count", type=int, default=10_000)
     parser.add_argument("--schedules-minutes", type=int, default=3)
     parser.add_argument("--schedules-stored", type=int, default=100_000)
+    parser.add_argument(
+        "--schedules-herds",
+        default=",".join(HERDS),
+        help="schedules: which herd cells to run (default: %(default)s)",
+    )
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "latest.json"))
     args = parser.parse_args(argv)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
@@ -199,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
             claims = run_claim_size(bench, args.claim_size_rounds)
         if "schedules" in chosen:
             recurring = run_schedules(
-                bench, args.schedules_count, args.schedules_minutes, args.schedules_stored
+                bench,
+                args.schedules_count,
+                args.schedules_minutes,
+                args.schedules_stored,
+                tuple(h.strip() for h in args.schedules_herds.split(",") if h.strip()),
             )
             cells.extend(recurring.cells)
     finally:

@@ -50,11 +50,11 @@ def create_app(broker_url: str) -> Celery:
     return app
 
 
-def runs(broker_url: str) -> list[dict[str, Any]]:
-    """Every run recorded so far, oldest first."""
+def runs(broker_url: str, key: str = RUNS) -> list[dict[str, Any]]:
+    """Every run recorded so far (or what else is recorded under `key`), oldest first."""
     client = redis.Redis.from_url(broker_url)
     try:
-        return [json.loads(raw) for raw in client.lrange(RUNS, 0, -1)]
+        return [json.loads(raw) for raw in client.lrange(key, 0, -1)]
     finally:
         client.close()
 

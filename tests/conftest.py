@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +24,10 @@ from timers.store import TimerStore, database_engine
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    found = find_services(tmp_path_factory.mktemp("services"))
+    # Under pytest-xdist (make test), the first worker uses the configured or local Redis and
+    # every other worker a server of its own, as the suites pick fixed numbered databases.
+    own_redis = os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0"
+    found = find_services(tmp_path_factory.mktemp("services"), own_redis=own_redis)
     yield found
     found.stop()
 

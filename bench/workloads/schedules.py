@@ -7,10 +7,13 @@ with `jitter` 30 s. Against plain `celery beat` (bench/beat_app.py: the same ent
 crontab every minute calling the same task with the same number) run once, with Celery's default
 scheduler and a schedule file of its own. The same user worker runs the task in every cell.
 
-Each slot is one row: timers by occurrence (task id = timer id; lateness is the run minus its
+Each slot is one row: timers by occurrence (task id = timer id; lateness is measured from its
 `execute_at`, the slot itself at the herd, slot + jitter otherwise); beat by (entry, minute), the
-minute being the one the run falls in (a run over 60 s late would be counted against the next
-minute). `twice` counts duplicates, `never` the slots not run within 60 s (+ jitter) of the last.
+minute being the one the send or run falls in (one over 60 s late would be counted against the
+next minute). `twice` counts duplicates, `never` the slots not run within 60 s (+ jitter) of the
+last. Each system has a `sent` row (when its scheduler handed the task to the broker) and a `ran`
+row (when the user's worker ran it), and `floor` is the user's worker alone draining the herd
+(bench/workloads/herd.py). `--schedules-herds` picks among herd, jitter, beat and floor.
 
 Stored: `stored` schedules (default 100,000) of one principal, each `0 3 * * *` (stored, not
 firing): the creation rate of the first `rate_sample` through the Python API (8 threads) and of
@@ -21,27 +24,21 @@ then the scheduler's load statement with its schedule sweep, run under EXPLAIN A
 
 from __future__ import annotations
 
-import math
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psutil
-import redis
 import requests
 from sqlalchemy import event, text
 
-from bench.cell import Cell, summarize
-from bench.harness import API_KEY, BIN, Bench, say, scheduler_usage, start_api
+from bench.cell import Cell
+from bench.harness import API_KEY, Bench, say, scheduler_usage, start_api
+from bench.workloads.herd import HERDS, THREADS, create_many, run_herds, stored_config, task_env
 from timers.schema import schedules as schedules_table
 from timers.storage import RecoveryRules
 from timers.store import TimerStore, database_engine
 
-THREADS = 8
-LATE_WAIT = 60.0  # seconds after the last slot's due time before a slot counts as never
 DAILY = "0 3 * * *"
 
 
@@ -58,16 +55,16 @@ class SchedulesReport:
 
 
 def run_schedules(
-    bench: Bench, count: int, minutes: int, stored: int, jitter: float = 30.0
+    bench: Bench,
+    count: int,
+    minutes: int,
+    stored: int,
+    herds: tuple[str, ...] = HERDS,
+    jitter: float = 30.0,
 ) -> SchedulesReport:
     report = SchedulesReport()
-    herds = (("timers", 0.0), ("timers", jitter), ("celery-beat", 0.0)) if count > 0 else ()
-    for system, spread in herds:
-        say(f"schedules: {count} every minute, {system}, jitter {spread:.0f}s …")
-        if system == "timers":
-            report.cells.append(_herd(bench, count, minutes, spread))
-        else:
-            report.cells.append(_plain_beat(bench, count, minutes))
+    if count > 0:
+        report.cells = run_herds(bench, count, minutes, herds, jitter)
     if stored > 0:
         say(f"schedules: {stored} stored …")
         try:
@@ -79,185 +76,18 @@ def run_schedules(
     return report
 
 
-def _env(bench: Bench, url: str) -> dict[str, str]:
-    from bench import user_app
-
-    return {
-        **bench.env(url),
-        "TIMERS_TASK_BROKER_URL": bench.user_broker,
-        "TIMERS_CELERY_TASKS": user_app.TASK,
-        "TIMERS_CELERY_QUEUES": user_app.QUEUE,
-    }
-
-
-def _config(n: int) -> dict[str, Any]:
-    from bench import user_app
-
-    return {"type": "celery", "task": user_app.TASK, "args": [n], "queue": user_app.QUEUE}
-
-
-def _stored_config(n: int) -> dict[str, Any]:
-    """The stored schedules' callback: they never fire in the run, and the API (started without
-    a task broker) takes `http` callbacks."""
-    return {"type": "http", "url": "http://127.0.0.1:9/stored", "payload": {"n": n}}
-
-
-def _create_many(
-    env: dict[str, str], numbers: range, cron: str, jitter: float, stored: bool = False
-) -> float:
-    """Create one schedule per number through the Python API, THREADS at a time; per second."""
-    from timers.config import settings_from_env
-    from timers.library import Timers
-
-    library = Timers(settings=settings_from_env(env))
-    began = time.perf_counter()
-    try:
-        with ThreadPoolExecutor(THREADS) as pool:
-            list(
-                pool.map(
-                    lambda n: library.create_schedule(
-                        *(("http", _stored_config(n)) if stored else ("celery", _config(n))),
-                        cron=cron,
-                        jitter=jitter,
-                    ),
-                    numbers,
-                )
-            )
-    finally:
-        library.close()
-    return len(numbers) / (time.perf_counter() - began)
-
-
-def _boundaries(after: float, minutes: int) -> list[float]:
-    """The first `minutes` minute boundaries at least 10 s after `after`."""
-    first = math.ceil((after + 10) / 60) * 60
-    return [first + 60 * k for k in range(minutes)]
-
-
-def _wait_runs(bench: Bench, expected: int, since: float, last: float, until: float) -> float:
-    """Wait past the unix time `last`, then until `expected` runs at or after `since` are recorded
-    or the unix time `until`; when it stopped."""
-    from bench import user_app
-
-    while time.time() < last:
-        time.sleep(1.0)
-    while time.time() < until:
-        runs = user_app.runs(bench.user_broker)
-        if sum(1 for run in runs if float(run["at"]) >= since) >= expected:
-            break
-        time.sleep(2.0)
-    time.sleep(2.0)  # second runs come together with the first ones
-    return time.time()
-
-
-def _herd(bench: Bench, count: int, minutes: int, jitter: float) -> Cell:
-    from bench import user_app
-
-    tag = f"schedules-{'jitter' if jitter else 'herd'}"
-    cell = Cell("timers", "schedules", variant="jitter" if jitter else "herd")
-    for url in (bench.broker, bench.user_broker):
-        redis.Redis.from_url(url).flushdb()
-    db_url = bench.database(f"bench_{tag.replace('-', '_')}")
-    env = _env(bench, db_url)
-    store = TimerStore(database_engine(db_url))
-    try:
-        bench.start_user_worker(tag)
-        bench.start_worker("timers", env, tag)
-        scheduler = bench.start_scheduler(env, tag)
-        rate = _create_many(env, range(count), "* * * * *", jitter)
-        slots = _boundaries(time.time(), minutes)
-        say(f"  {count} schedules made ({rate:,.0f}/s); slots from {_hms(slots[0])}")
-        gave_up_at = _wait_runs(
-            bench, count * minutes, slots[0], slots[-1] + jitter, slots[-1] + jitter + LATE_WAIT
-        )
-        scheduler_usage(cell, scheduler)
-    finally:
-        bench.stop_all()
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT id, execute_at FROM timers WHERE schedule_id IS NOT NULL"
-                " AND scheduled_for = ANY(:slots)"
-            ),
-            {"slots": [datetime.fromtimestamp(s, UTC) for s in slots]},
-        ).all()
-    store.engine.dispose()
-    due = {str(r[0]): r[1].timestamp() for r in rows}
-    arrivals: dict[str, list[float]] = {}
-    for run in user_app.runs(bench.user_broker):
-        arrivals.setdefault(str(run["id"]), []).append(float(run["at"]))
-    summarize(cell, due, arrivals, gave_up_at)
-    unmade = count * minutes - len(due)
-    if unmade:
-        cell.never += unmade
-        cell.notes.append(f"{unmade} slots with no occurrence made")
-    cell.timers = count * minutes
-    cell.notes.append(
-        f"{count} schedules `* * * * *`, jitter {jitter:.0f}s, {minutes} minute slots; "
-        f"made through the Python API at {rate:,.0f}/s ({THREADS} threads)"
-    )
-    return cell
-
-
-def _plain_beat(bench: Bench, count: int, minutes: int) -> Cell:
-    from bench import user_app
-
-    tag = "schedules-beat"
-    cell = Cell("celery-beat", "schedules", variant="herd")
-    redis.Redis.from_url(bench.user_broker).flushdb()
-    beat_log = f"beat-{tag}"
-    try:
-        bench.start_user_worker(tag)
-        proc = bench.spawn(
-            [
-                str(BIN / "celery"),
-                "-A",
-                "bench.beat_app",
-                "beat",
-                "-s",
-                str(bench.workdir / f"beat-schedule-{uuid.uuid4().hex[:6]}"),
-                "--loglevel=WARNING",
-            ],
-            {"BENCH_USER_BROKER_URL": bench.user_broker, "BENCH_BEAT_ENTRIES": str(count)},
-            beat_log,
-        )
-        slots = _boundaries(time.time(), minutes)
-        gave_up_at = _wait_runs(bench, count * minutes, slots[0], slots[-1], slots[-1] + LATE_WAIT)
-        if proc.poll() is None:
-            cpu = psutil.Process(proc.pid).cpu_times()
-            cell.scheduler_cpu_s = cpu.user + cpu.system
-    finally:
-        bench.stop_all()
-    due = {f"{n}@{s:.0f}": s for n in range(count) for s in slots}
-    arrivals: dict[str, list[float]] = {}
-    for run in user_app.runs(bench.user_broker):
-        at = float(run["at"])
-        minute = math.floor(at / 60) * 60
-        arrivals.setdefault(f"{run['n']}@{minute:.0f}", []).append(at)
-    summarize(cell, due, arrivals, gave_up_at)
-    cell.notes.append(
-        f"{count} beat_schedule entries crontab() (every minute), one plain `celery beat`, "
-        f"{minutes} minute slots; beat cpu s in the sched cpu column"
-    )
-    return cell
-
-
-def _hms(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S")
-
-
 def _stored(bench: Bench, stored: int, report: SchedulesReport) -> None:
     db_url = bench.database("bench_schedules_stored")
-    env = _env(bench, db_url)
+    env = task_env(bench, db_url)
     rate_sample = min(stored, 5000)
     api_sample = min(stored - rate_sample, 1000)
-    report.python_per_s = _create_many(env, range(rate_sample), DAILY, 0.0, stored=True)
+    report.python_per_s = create_many(env, range(rate_sample), DAILY, 0.0, stored=True)
     base = start_api(bench, db_url, "api-schedules")
     began = time.perf_counter()
     with requests.Session() as http:
         http.headers["X-API-Key"] = API_KEY
         for n in range(api_sample):
-            body = {"cron": DAILY, "callback_type": "http", "callback_config": _stored_config(n)}
+            body = {"cron": DAILY, "callback_type": "http", "callback_config": stored_config(n)}
             answer = http.post(f"{base}/schedules", json=body, timeout=30)
             answer.raise_for_status()
     if api_sample:
@@ -342,13 +172,13 @@ def _explain_load(store: TimerStore) -> tuple[float | None, int]:
 def schedules_lines(report: SchedulesReport) -> str:
     by = {c.variant: c for c in report.cells if c.system == "timers"}
     lines = []
-    herd = by.get("herd")
-    if herd:
-        ok = herd.p99_ms <= 1000 and herd.twice == 0 and herd.never == 0
+    sent, ran = by.get("herd:sent"), by.get("herd:ran")
+    if sent and ran:
+        ok = sent.p99_ms <= 1000 and ran.twice == 0 and ran.never == 0
         lines.append(
-            f"target schedules/timers :00 herd p99 <= 1 s, 0 duplicates, 0 missed: "
-            f"{'met' if ok else 'MISSED'} ({herd.p99_ms:.0f} ms, {herd.twice} duplicates, "
-            f"{herd.never} missed)"
+            f"target schedules/timers :00 herd handed to the broker p99 <= 1 s, 0 duplicates, "
+            f"0 missed: {'met' if ok else 'MISSED'} (sent p99 {sent.p99_ms:.0f} ms, ran p99 "
+            f"{ran.p99_ms:.0f} ms, {ran.twice} duplicates, {ran.never} missed)"
         )
     if report.error:
         lines.append(f"failed: {report.error}")

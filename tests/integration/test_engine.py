@@ -373,7 +373,7 @@ def test_a_broker_that_never_answers_fails_the_tasks_at_the_callback_timeout() -
             context=DeliveryContext(timeout=timeout, policy=LOCAL, task_broker_url=url),
             rules=SHOP,
         )
-        tasks = [started_task() for _ in range(8)]  # more than the publishing threads
+        tasks = [started_task() for _ in range(8)]  # more than one delivery at a time
         try:
             engine.submit(tasks)
             assert wait_until(lambda: len(outcomes) == len(tasks), 3 * timeout)

@@ -70,8 +70,10 @@ def _postgres_reachable(url: str) -> bool:
         return False
 
 
-def find_services(scratch: Path, *, nats: bool = True) -> Services:
-    """PostgreSQL and Redis, and NATS unless `nats` is False (the benchmark needs none)."""
+def find_services(scratch: Path, *, nats: bool = True, own_redis: bool = False) -> Services:
+    """PostgreSQL and Redis, and NATS unless `nats` is False (the benchmark needs none). With
+    `own_redis`, a Redis server of its own (embedded) whatever is configured: test suites pick
+    fixed numbered databases, so suites running side by side each need a server."""
     embedded: list[Any] = []
     pg_url = os.environ.get("DATABASE_URL")
     if not pg_url:
@@ -82,9 +84,9 @@ def find_services(scratch: Path, *, nats: bool = True) -> Services:
             pg = start_postgres(scratch / "pg")
             embedded.append(pg)
             pg_url = pg.url
-    redis_url = os.environ.get("REDIS_URL")
+    redis_url = None if own_redis else os.environ.get("REDIS_URL")
     if not redis_url:
-        if port_is_open("127.0.0.1", 6379):
+        if port_is_open("127.0.0.1", 6379) and not own_redis:
             redis_url = "redis://127.0.0.1:6379/9"  # a database of its own on a shared server
         else:
             rd = start_redis(scratch / "redis")

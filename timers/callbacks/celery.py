@@ -26,7 +26,6 @@ import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Literal
@@ -34,12 +33,11 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from timers.callbacks.base import DeliveryContext, Kind
+from timers.callbacks.task_publisher import DEFAULT_QUEUE, Publisher
 from timers.models import InvalidField, check_json
 from timers.retries import DeliveryResult
 
 if TYPE_CHECKING:
-    from celery import Celery
-
     from timers.callbacks.rules import CallbackRules
 
 TASK_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
@@ -54,7 +52,6 @@ PROTOCOL_HEADERS = frozenset(
     }
 )  # fmt: skip
 RETRY_EVERY = 0.5  # seconds between attempts to publish while the broker refuses
-DEFAULT_QUEUE = "celery"  # where Celery sends a task no route names
 # Never sent, whatever TIMERS_CELERY_TASKS says: Celery's own tasks and this service's.
 RESERVED_TASKS = ("celery.", "timers.")
 # Never published to, whatever TIMERS_CELERY_QUEUES says (globs, case-sensitive like the names):
@@ -253,53 +250,6 @@ def _permit(callback: CeleryCallback, rules: CallbackRules, field_prefix: str) -
         raise InvalidField(
             f"{field_prefix}.queue", f"{queue!r} is not allowed by TIMERS_CELERY_QUEUES"
         )
-
-
-class Publisher:
-    """A Celery app on the task broker, used only to publish; its connection pool is shared by
-    the threads that publish (kombu's calls block, so they run off the delivery loop). Each
-    attempt makes one try to connect and gives up on a broker silent for `timeout` seconds,
-    so a thread is never held for long by a broker that hangs."""
-
-    def __init__(self, broker_url: str, timeout: float) -> None:
-        from celery import Celery
-
-        self.app: Celery = Celery("timers-publisher", broker=broker_url, set_as_current=False)
-        conf = self.app.conf
-        conf.task_serializer = "json"
-        conf.broker_connection_retry_on_startup = False
-        conf.broker_connection_timeout = timeout
-        conf.broker_connection_max_retries = 0
-        conf.broker_transport_options = {
-            "max_retries": 0,  # kombu: one try to connect per attempt (the default is forever)
-            "socket_connect_timeout": timeout,  # Redis
-            "socket_timeout": timeout,
-            "read_timeout": timeout,  # AMQP
-            "write_timeout": timeout,
-        }
-        self.threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="task-publisher")
-
-    async def publish(self, callback: CeleryCallback, timer_id: uuid.UUID) -> str | None:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.threads, self._publish, callback, timer_id)
-
-    def _publish(self, callback: CeleryCallback, timer_id: uuid.UUID) -> str | None:
-        options: dict[str, Any] = {"task_id": str(timer_id), "retry": False}
-        if callback.queue is not None:
-            options["queue"] = callback.queue
-        if callback.priority is not None:
-            options["priority"] = callback.priority
-        if callback.headers:
-            options["headers"] = dict(callback.headers)
-        try:
-            self.app.send_task(callback.task, args=callback.args, kwargs=callback.kwargs, **options)
-        except Exception as exc:  # the broker refused or is unreachable: retried by deliver
-            return " ".join(str(exc).split()) or type(exc).__name__
-        return None
-
-    def close(self) -> None:
-        self.threads.shutdown(wait=False)
-        self.app.close()
 
 
 async def _close_publisher(publisher: Publisher) -> None:

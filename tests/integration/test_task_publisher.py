@@ -1,0 +1,109 @@
+"""`celery` callbacks due together, published in batches to a real Redis broker: every task once,
+as Celery's own `send_task` would have written it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from kombu import Connection
+
+from tests.support.services import TASK_BROKER_DATABASE, Services
+from timers.callbacks.celery import CeleryCallback
+from timers.callbacks.task_publisher import Publisher
+
+QUEUE = "shop"
+
+
+@pytest.fixture
+def broker_url(services: Services) -> str:
+    url = services.redis_database(TASK_BROKER_DATABASE)
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def publish_all(
+    publisher: Publisher, calls: list[tuple[CeleryCallback, uuid.UUID]]
+) -> list[str | None]:
+    async def run() -> list[str | None]:
+        return list(await asyncio.gather(*(publisher.publish(c, i) for c, i in calls)))
+
+    return asyncio.run(run())
+
+
+def queued(url: str, queue: str) -> list[dict[str, Any]]:
+    """The messages waiting in `queue`, decoded by kombu as a worker would (oldest first)."""
+    found = []
+    with Connection(url) as conn:
+        simple = conn.SimpleQueue(queue, no_ack=True)
+        try:
+            while True:
+                try:
+                    message = simple.get(timeout=0.5)
+                except simple.Empty:
+                    break
+                found.append(
+                    {"headers": message.headers, "body": message.decode(), **message.properties}
+                )
+        finally:
+            simple.close()
+    return found
+
+
+def test_tasks_due_together_are_each_published_once_as_send_task_would(broker_url: str) -> None:
+    publisher = Publisher(broker_url, timeout=5)
+    calls = [
+        (CeleryCallback("shop.tasks.expire_order", [n], {"reason": "unpaid"}, QUEUE), uuid.uuid4())
+        for n in range(1200)  # more than one batch
+    ]
+    try:
+        reasons = publish_all(publisher, calls)
+        # The same call through Celery's send_task, for comparison.
+        publisher.app.send_task(
+            "shop.tasks.expire_order",
+            args=[0],
+            kwargs={"reason": "unpaid"},
+            queue=QUEUE,
+            task_id="x",
+        )
+    finally:
+        publisher.close()
+    assert reasons == [None] * len(calls)
+    messages = queued(broker_url, QUEUE)
+    reference = messages.pop()
+    assert reference["headers"]["id"] == "x"
+    assert sorted(m["headers"]["id"] for m in messages) == sorted(str(i) for _, i in calls)
+    by_id = {m["headers"]["id"]: m for m in messages}
+    for callback, timer_id in calls[:3]:
+        message = by_id[str(timer_id)]
+        assert message["body"] == [callback.args, callback.kwargs, reference["body"][2]]
+        assert set(message["headers"]) == set(reference["headers"])
+        assert message["headers"]["task"] == "shop.tasks.expire_order"
+        assert message["headers"]["root_id"] == str(timer_id)
+        assert message["correlation_id"] == str(timer_id)
+
+
+def test_a_timers_headers_go_where_send_task_puts_them(broker_url: str) -> None:
+    publisher = Publisher(broker_url, timeout=5)
+    timer_id = uuid.uuid4()
+    call = CeleryCallback("shop.tasks.expire_order", [1], {}, QUEUE, None, {"tenant": "acme"})
+    try:
+        assert publish_all(publisher, [(call, timer_id)]) == [None]
+    finally:
+        publisher.close()
+    (message,) = queued(broker_url, QUEUE)
+    assert message["headers"]["tenant"] == "acme"
+    assert message["headers"]["id"] == str(timer_id)
+
+
+def test_a_publisher_without_a_broker_says_why_for_each_task() -> None:
+    publisher = Publisher("redis://127.0.0.1:1/0", timeout=1)
+    calls = [(CeleryCallback("shop.tasks.expire_order", [n]), uuid.uuid4()) for n in range(5)]
+    try:
+        reasons = publish_all(publisher, calls)
+    finally:
+        publisher.close()
+    assert all(reason and "refused" in reason.lower() for reason in reasons), reasons

@@ -1,0 +1,151 @@
+"""Publishing Celery task messages for `celery` callbacks, in batches, off the delivery loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+DEFAULT_QUEUE = "celery"  # where Celery sends a task no route names
+BATCH = 500  # messages per publishing batch (one Redis pipeline)
+
+
+class TaskCall(Protocol):
+    """What to publish: a task by name, its arguments, and where."""
+
+    @property
+    def task(self) -> str: ...
+    @property
+    def args(self) -> list[Any]: ...
+    @property
+    def kwargs(self) -> dict[str, Any]: ...
+    @property
+    def queue(self) -> str | None: ...
+    @property
+    def priority(self) -> int | None: ...
+    @property
+    def headers(self) -> Mapping[str, Any]: ...
+
+
+class Publisher:
+    """A Celery app on the task broker, used only to publish, from one thread of its own (kombu's
+    calls block, so they run off the delivery loop).
+
+    Deliveries that come due together are published together: while one batch goes out, the next
+    gathers, and each batch is built by Celery's own message functions (`create_task_message`,
+    `send_task_message`, so the messages are what `send_task` makes) and sent through kombu's
+    batch publishing where the transport has it (Redis: one pipeline per `BATCH` messages). A
+    delivery that stopped waiting (its deadline passed) before its turn is not published.
+
+    Each attempt makes one try to connect and gives up on a broker silent for `timeout` seconds,
+    so the thread is never held for long by a broker that hangs."""
+
+    def __init__(self, broker_url: str, timeout: float) -> None:
+        from celery import Celery
+
+        self.app: Celery = Celery("timers-publisher", broker=broker_url, set_as_current=False)
+        conf = self.app.conf
+        conf.task_serializer = "json"
+        conf.broker_connection_retry_on_startup = False
+        conf.broker_connection_timeout = timeout
+        conf.broker_connection_max_retries = 0
+        conf.broker_transport_options = {
+            "max_retries": 0,  # kombu: one try to connect per attempt (the default is forever)
+            "socket_connect_timeout": timeout,  # Redis
+            "socket_timeout": timeout,
+            "read_timeout": timeout,  # AMQP
+            "write_timeout": timeout,
+        }
+        self._waiting: list[_Publication] = []
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="task-publisher", daemon=True)
+        self._thread.start()
+
+    async def publish(self, callback: TaskCall, timer_id: uuid.UUID) -> str | None:
+        """Publish the task; None once the broker took it, else why not."""
+        publication = _Publication(callback, timer_id)
+        with self._ready:
+            if self._closed:
+                return "the publisher is closed"
+            self._waiting.append(publication)
+            self._ready.notify()
+        # Cancelling the wait (the delivery's deadline) cancels the publication if not yet begun.
+        return await asyncio.wrap_future(publication.done)
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._waiting and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    abandoned, self._waiting = self._waiting, []
+                    for publication in abandoned:
+                        publication.done.cancel()
+                    return
+                batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
+            # A publication whose delivery stopped waiting is dropped here, never sent late.
+            batch = [p for p in batch if p.done.set_running_or_notify_cancel()]
+            for publication, reason in zip(batch, self._publish(batch), strict=True):
+                publication.done.set_result(reason)
+
+    def _publish(self, batch: list[_Publication]) -> list[str | None]:
+        """Publish these; for each, None if the broker took it, else the reason it did not."""
+        amqp = self.app.amqp
+        reasons: list[str | None] = []
+        try:
+            with self.app.producer_or_acquire() as producer, _batched(producer, len(batch)):
+                for publication in batch:
+                    callback, task_id = publication.callback, str(publication.timer_id)
+                    message = amqp.create_task_message(
+                        task_id,
+                        callback.task,
+                        callback.args,
+                        callback.kwargs,
+                        reply_to=self.app.thread_oid,
+                    )
+                    options: dict[str, Any] = {"queue": callback.queue or DEFAULT_QUEUE}
+                    if callback.priority is not None:
+                        options["priority"] = callback.priority
+                    if callback.headers:
+                        options["headers"] = dict(callback.headers)
+                    try:
+                        amqp.send_task_message(
+                            producer, callback.task, message, retry=False, **options
+                        )
+                    except Exception as exc:  # the broker refused it: retried by deliver
+                        reasons.append(_reason(exc))
+                    else:
+                        reasons.append(None)
+        except Exception as exc:  # no connection, or the batch could not be flushed
+            return [_reason(exc)] * len(batch)
+        return reasons
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join(timeout=1.0)
+        self.app.close()
+
+
+@dataclass(eq=False)
+class _Publication:
+    callback: TaskCall
+    timer_id: uuid.UUID
+    done: Future[str | None] = field(default_factory=Future)
+
+
+def _batched(producer: Any, size: int) -> AbstractContextManager[Any]:
+    """kombu's batch publishing (5.7 and later), where the producer has it."""
+    batch = getattr(producer, "batch", None)
+    return batch(max_size=max(size, 1)) if batch is not None else nullcontext()
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
