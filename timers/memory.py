@@ -104,7 +104,7 @@ class MemoryTimers(Timers):
             if not due:
                 return fired
             for claimed in self.memory.claim_due(due):
-                fired.append(self._deliver((claimed.id, claimed.attempt)))
+                fired.append(self._deliver((claimed.id, claimed.claim)))
         raise RuntimeError(f"still firing after {MAX_ROUNDS} rounds: timers due at once, again")
 
     def _deliver(self, claim: Claim) -> Fired:
@@ -118,7 +118,7 @@ class MemoryTimers(Timers):
             error = None if 200 <= status < 300 else f"HTTP {status}"
         # As in the service, a celery timer is completed once its task is published: the task's
         # own outcome belongs to Celery (and is raised here, to the test).
-        self.memory.finish_many([Outcome(timer.id, timer.attempts, error)])
+        self.memory.finish_many([Outcome(timer.id, timer.claims, error)])
         done = Fired(timer, ran=task is not None)
         self.fired.append(done)
         if task is not None:

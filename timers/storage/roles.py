@@ -162,7 +162,7 @@ class SchedulerStore(Protocol):
     def changes(self) -> ChangeFeed: ...
 
     def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Claimed]:
-        """Flip to `executing` (a new claim: `attempts` + 1) those of `timer_ids` still `pending`
+        """Flip to `executing` (a new claim: `claims` + 1) those of `timer_ids` still `pending`
         and due by the store's clock; returns exactly those, as their id, claim number and due
         time (a claim reads none of a timer's JSON: its cost does not grow with the timer)."""
         ...

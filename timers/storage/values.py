@@ -23,7 +23,7 @@ MAX_ERROR_LENGTH = 500
 LOST_CLAIM = "recovered: claimed but never picked up by a worker"
 LOST_DELIVERY = "recovered: the worker delivering it stopped renewing its lease"
 
-# A claim: the timer's id and the claim number (`attempts`) it was enqueued under.
+# A claim: the timer's id and the claim number (its `claims`) it was enqueued under.
 Claim = tuple[uuid.UUID, int]
 
 
@@ -109,7 +109,7 @@ class Outcome:
     else `failed`). `entry` is the attempt as the history shows it."""
 
     timer_id: uuid.UUID
-    attempt: int  # the claim number
+    claim: int  # the claim number the delivery ran under
     error: str | None
     retry_in: float | None = None
     entry: Mapping[str, Any] | None = None

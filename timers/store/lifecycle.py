@@ -108,23 +108,23 @@ PENDING_BY_IDS = select(timers.c.id, timers.c.execute_at).where(
     timers.c.status == PENDING,
 )
 
-CLAIMS = unnest("claim", id=UUID(as_uuid=True), attempt=Integer())
+CLAIMS = unnest("claim", id=UUID(as_uuid=True), number=Integer())
 
 
 def claims_params(claims: Sequence[Claim]) -> dict[str, list[Any]]:
     """The parameters of `CLAIMS`."""
     return {
         "claim_id": [tid for tid, _ in claims],
-        "claim_attempt": [int(attempt) for _, attempt in claims],
+        "claim_number": [int(number) for _, number in claims],
     }
 
 
 def _update_claimed(*, unstarted: bool = False) -> Any:
-    """An UPDATE of the rows still `executing` under one of the `CLAIMS` (id, attempt) (and, with
+    """An UPDATE of the rows still `executing` under one of the `CLAIMS` (id, claim number) (and, with
     `unstarted`, not started by a worker yet)."""
     conditions = [
         timers.c.id == CLAIMS.c.id,
-        timers.c.attempts == CLAIMS.c.attempt,
+        timers.c.attempts == CLAIMS.c.number,
         timers.c.status == EXECUTING,
     ]
     if unstarted:
@@ -152,7 +152,7 @@ RENEW = _update_claimed().values(leased_until=LEASE_END)
 OUTCOMES = unnest(
     "outcome",
     id=UUID(as_uuid=True),
-    attempt=Integer(),
+    claim=Integer(),
     status=Text(),
     error=Text(),
     retry_in=Float(),
@@ -163,7 +163,7 @@ FINISH = (
     timers.update()
     .where(
         timers.c.id == OUTCOMES.c.id,
-        timers.c.attempts == OUTCOMES.c.attempt,
+        timers.c.attempts == OUTCOMES.c.claim,
         timers.c.status == EXECUTING,
     )
     .values(

@@ -40,7 +40,7 @@ class RecordingEnqueuer:
             self._refused = True
             return [t.id for t in timers]
         for start in range(0, len(timers), self.per_task):
-            self.messages.append([(t.id, t.attempt) for t in timers[start : start + self.per_task]])
+            self.messages.append([(t.id, t.claim) for t in timers[start : start + self.per_task]])
         return []
 
     @property

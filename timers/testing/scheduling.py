@@ -108,10 +108,10 @@ class InMemoryScheduling(TimerTable):
                         claimed_at=now,
                         started_at=None,
                         leased_until=None,
-                        attempts=timer.attempts + 1,
+                        claims=timer.claims + 1,
                     )
                 )
-            return [Claimed(t.id, t.attempts, t.execute_at) for t in claimed]
+            return [Claimed(t.id, t.claims, t.execute_at) for t in claimed]
 
     def release(self, claims: Sequence[Claim]) -> int:
         with self._operation() as now:

@@ -102,11 +102,11 @@ class TimerTable:
         """The timers still `executing` under one of these claims (and, with `unstarted`, not
         started by a worker yet)."""
         found: dict[uuid.UUID, Timer] = {}
-        for timer_id, attempt in claims:
+        for timer_id, number in claims:
             timer = self._timers.get(timer_id)
             if timer is None or timer.status is not TimerStatus.EXECUTING:
                 continue
-            if timer.attempts != attempt or (unstarted and timer.started_at is not None):
+            if timer.claims != number or (unstarted and timer.started_at is not None):
                 continue
             found[timer.id] = timer
         return list(found.values())
