@@ -350,6 +350,5 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "body too large (code 2)",
         429: "the principal's quota of pending timers is full (code 2)",
         500: "internal error or database unavailable (code 1)",
-        501: "schedules on a store that keeps none, the in-memory twin (code 1)",
     }
     return {s: {"model": ErrorEnvelope, "description": meaning[s]} for s in statuses}

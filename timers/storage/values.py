@@ -242,6 +242,42 @@ LATENESS_MINUTES = 15
 EXACT_COUNT_LIMIT = 100_000  # rows; beyond this, counts by status are estimates
 
 
+# -- schedules (0012) ------------------------------------------------------------------------------
+
+SCHEDULES_PER_LOAD = 1000  # schedules a load names for their next slots, and one top-up makes
+
+
+class ScheduleNotFound(StoreError):
+    def __init__(self, schedule_id: uuid.UUID) -> None:
+        super().__init__(f"schedule {schedule_id} not found")
+        self.schedule_id = schedule_id
+
+
+class ScheduleNameTaken(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"name: {name!r} is taken by another schedule of this key")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class ToppedUp:
+    """What a top-up did: occurrences planned (each made unless its slot existed already), missed
+    slots skipped, schedules looked at."""
+
+    made: int = 0
+    skipped: int = 0
+    schedules: int = 0
+
+
+class ScheduleCounts(NamedTuple):
+    """Schedules by state, and the slots skipped as counted on the schedules."""
+
+    active: int
+    paused: int
+    ended: int
+    skipped: int
+
+
 @dataclass(frozen=True)
 class Change:
     """A timer that became pending, changed while pending, or was canceled. `pending`: whether

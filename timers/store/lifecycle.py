@@ -32,6 +32,7 @@ from timers.storage import (
     HISTORY_LENGTH,
     LOST_CLAIM,
     LOST_DELIVERY,
+    SCHEDULES_PER_LOAD,
     Claim,
     RecoveryRules,
 )
@@ -189,20 +190,20 @@ FINISH = (
 )
 
 
-SCHEDULES_PER_LOAD = 1000
+# A live schedule: not paused, and slots left before its `end_at`.
+LIVE_SCHEDULE = (
+    ~schedules.c.paused,
+    or_(schedules.c.end_at.is_(None), schedules.c.materialized_until < schedules.c.end_at),
+)
 
 
 def schedules_to_top_up(within: float, mark: str) -> Any:
-    """The live schedules (not paused, not past `end_at`) whose latest occurrence made is due
-    within `within` seconds, earliest first (at most SCHEDULES_PER_LOAD): (id, that slot, `mark`),
-    a branch of the load's statement (the index on `materialized_until` of 0012 serves it)."""
+    """The live schedules whose latest occurrence made is due within `within` seconds, earliest
+    first (at most SCHEDULES_PER_LOAD): (id, that slot, `mark`), a branch of the load's statement
+    (the index on `materialized_until` of 0012 serves it)."""
     return (
         select(schedules.c.id, schedules.c.materialized_until, literal(mark, Text()))
-        .where(
-            ~schedules.c.paused,
-            or_(schedules.c.end_at.is_(None), schedules.c.materialized_until < schedules.c.end_at),
-            schedules.c.materialized_until <= func.now() + seconds(within),
-        )
+        .where(*LIVE_SCHEDULE, schedules.c.materialized_until <= func.now() + seconds(within))
         .order_by(schedules.c.materialized_until)
         .limit(SCHEDULES_PER_LOAD)
     )
