@@ -42,8 +42,7 @@ from timers.models import DEFAULT_OWNER, utc_now
 from timers.schedules.api import Schedules
 from timers.schedules.model import Schedule, ScheduleSpec
 from timers.schedules.slots import InvalidSchedule
-from timers.schedules.store import ScheduleNameTaken, ScheduleNotFound
-from timers.storage import StoreError
+from timers.storage import ScheduleNameTaken, ScheduleNotFound, StoreError
 
 log = logging.getLogger(__name__)
 

@@ -213,5 +213,6 @@ def timer_from(data: Mapping[str, Any]) -> Timer:
         executed_at=at("executed_at"),
         last_error=data.get("last_error"),
         metadata=data.get("metadata"),
-        attempts=data.get("attempts", 0),
+        # `attempts` is the deprecated name of `claims` (servers before it answer only that).
+        claims=data.get("claims", data.get("attempts", 0)),
     )

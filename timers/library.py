@@ -217,13 +217,10 @@ class Timers:
 
     @property
     def schedules(self) -> Any:
-        """`timers.schedules.api.Schedules` on this store's database (PostgreSQL only)."""
+        """`timers.schedules.api.Schedules` on this store's schedules."""
         from timers.schedules.api import Schedules
 
-        engine = getattr(self.store, "engine", None)
-        if engine is None:
-            raise TypeError("schedules need the PostgreSQL store")
-        return Schedules(engine, self.rules)
+        return Schedules(self.store.schedules, self.rules)
 
     def create_schedule(
         self, callback_type: str, callback_config: Mapping[str, Any], **options: Any

@@ -10,7 +10,9 @@ What is due fires as the real service fires it (claimed, delivered once, recorde
 callback runs its task in this process (`task.apply`, with task id = timer id) when `celery_app`
 has it registered, and is only recorded otherwise; an `http` callback is recorded, or handed to
 `http_handler`, whose status decides the outcome; a `nats` callback is recorded. Every delivery is
-in `fired`. Retry policies are not followed: a failed delivery fails its timer.
+in `fired`. Retry policies are not followed: a failed delivery fails its timer. A recurring
+schedule (`create_schedule`) fires each slot, its next slot made as each one fires, as the
+scheduler makes it.
 
 The pytest plugin (`timers.pytest_plugin`) gives one as the `memory_timers` fixture.
 """
@@ -25,6 +27,7 @@ from typing import Any
 from timers.config import Settings
 from timers.library import Timers
 from timers.models import Timer
+from timers.schedules.keeper import ScheduleKeeper
 from timers.storage import Claim, Outcome
 from timers.testing import InMemoryStore, ManualClock
 
@@ -70,6 +73,7 @@ class MemoryTimers(Timers):
         )
         self.celery_app = celery_app
         self.http_handler = http_handler
+        self.keeper = ScheduleKeeper(self.memory.schedules)
         self.fired: list[Fired] = []
 
     @property
@@ -103,8 +107,10 @@ class MemoryTimers(Timers):
             due = [t.id for t in self.memory.load_near_term(None, self.now).timers]
             if not due:
                 return fired
-            for claimed in self.memory.claim_due(due):
-                fired.append(self._deliver((claimed.id, claimed.attempt)))
+            claims = self.memory.claim_due(due)
+            for claimed in claims:
+                fired.append(self._deliver((claimed.id, claimed.claim)))
+            self.keeper.after_claim(claims)  # the next slots of the schedules among them
         raise RuntimeError(f"still firing after {MAX_ROUNDS} rounds: timers due at once, again")
 
     def _deliver(self, claim: Claim) -> Fired:
@@ -118,7 +124,7 @@ class MemoryTimers(Timers):
             error = None if 200 <= status < 300 else f"HTTP {status}"
         # As in the service, a celery timer is completed once its task is published: the task's
         # own outcome belongs to Celery (and is raised here, to the test).
-        self.memory.finish_many([Outcome(timer.id, timer.attempts, error)])
+        self.memory.finish_many([Outcome(timer.id, timer.claims, error)])
         done = Fired(timer, ran=task is not None)
         self.fired.append(done)
         if task is not None:

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import prometheus_client
 import prometheus_client.multiprocess
@@ -26,6 +26,8 @@ import prometheus_client.values
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from timers.storage import ScheduleCounts
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +124,6 @@ class SchedulerMetrics:
     def watch_schedules(self, counts: Callable[[], ScheduleCounts], every: float = 5.0) -> None:
         """Read the schedules' counts when scraped, at most once per `every` seconds."""
         self.registry.register(ScheduleGauges(counts, every))
-
-
-class ScheduleCounts(NamedTuple):
-    """Schedules by state, and the slots skipped as counted on the schedules."""
-
-    active: int
-    paused: int
-    ended: int
-    skipped: int
 
 
 class ScheduleGauges(Collector):

@@ -165,7 +165,7 @@ class Timer:
     executed_at: datetime | None = None
     last_error: str | None = None
     metadata: Mapping[str, Any] | None = None
-    attempts: int = 0
+    claims: int = 0  # times the scheduler claimed it (the `attempts` column)
     claimed_at: datetime | None = None
     started_at: datetime | None = None
     leased_until: datetime | None = None
@@ -205,7 +205,7 @@ class Timer:
             executed_at=row.get("executed_at"),
             last_error=row.get("last_error"),
             metadata=row.get("metadata"),
-            attempts=row.get("attempts", 0),
+            claims=row.get("attempts", 0),
             claimed_at=row.get("claimed_at"),
             started_at=row.get("started_at"),
             leased_until=row.get("leased_until"),
@@ -227,11 +227,11 @@ class DueTime(NamedTuple):
 
 class Claimed(NamedTuple):
     """A timer a claim took, as the scheduler enqueues it: which one, the claim number it is
-    enqueued under (its `attempts` after the claim) and when it was due. Nothing of its callback:
+    enqueued under (its `claims` after the claim) and when it was due. Nothing of its callback:
     the worker reads that when it starts the delivery."""
 
     id: uuid.UUID
-    attempt: int
+    claim: int
     execute_at: datetime
     schedule_id: uuid.UUID | None = None  # an occurrence's schedule (its next slots follow)
 

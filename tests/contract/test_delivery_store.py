@@ -61,10 +61,10 @@ def test_a_retry_goes_back_to_pending_at_its_time_and_the_history_stays_bounded(
     a = world.add()
     for n in range(1, HISTORY_LENGTH + 3):
         [claimed] = world.store.claim_due([a])
-        world.store.begin_deliveries([(a, claimed.attempt)], lease=60)
+        world.store.begin_deliveries([(a, claimed.claim)], lease=60)
         entry = {"attempt": n, "outcome": "retrying", "error": "HTTP 503", "status": 503}
         before = world.now()
-        assert world.store.finish_many([Outcome(a, claimed.attempt, "HTTP 503", 0.0, entry)]) == 1
+        assert world.store.finish_many([Outcome(a, claimed.claim, "HTTP 503", 0.0, entry)]) == 1
         timer = world.store.get(a)
         assert timer.status is TimerStatus.PENDING and timer.last_error == "HTTP 503"
         assert timer.started_at is None and timer.claimed_at is None
@@ -72,8 +72,8 @@ def test_a_retry_goes_back_to_pending_at_its_time_and_the_history_stays_bounded(
     assert timer.delivery_attempts == HISTORY_LENGTH + 2
     assert [e["attempt"] for e in timer.history] == list(range(3, HISTORY_LENGTH + 3))
     [claimed] = world.store.claim_due([a])
-    world.store.begin_deliveries([(a, claimed.attempt)], lease=60)
-    later = Outcome(a, claimed.attempt, "HTTP 503", 3600.0, {"attempt": 99})
+    world.store.begin_deliveries([(a, claimed.claim)], lease=60)
+    later = Outcome(a, claimed.claim, "HTTP 503", 3600.0, {"attempt": 99})
     world.store.finish_many([later])
     waiting = world.store.get(a)
     assert waiting.execute_at >= world.now() + timedelta(seconds=3590)

@@ -29,7 +29,7 @@ def test_a_claim_takes_only_pending_timers_due_by_the_stores_clock(world: World)
     claimed = world.store.claim_due([due, future, canceled, uuid.uuid4()])
     timer = world.store.get(due)
     assert claimed == [Claimed(due, 1, timer.execute_at)]  # what the scheduler enqueues, no more
-    assert timer.status is TimerStatus.EXECUTING and timer.attempts == 1
+    assert timer.status is TimerStatus.EXECUTING and timer.claims == 1
     assert timer.claimed_at is not None and timer.started_at is None
     assert world.store.claim_due([due]) == []  # a second claim never wins
 
@@ -42,7 +42,7 @@ def test_release_undoes_only_the_same_claim_that_no_worker_started(world: World)
     assert world.status(unsent) is TimerStatus.PENDING
     assert world.status(started) is TimerStatus.EXECUTING
     assert world.status(other) is TimerStatus.EXECUTING
-    assert world.store.claim_due([unsent])[0].attempt == 2
+    assert world.store.claim_due([unsent])[0].claim == 2
 
 
 def test_pending_by_ids_and_fail_missed(world: World) -> None:
@@ -97,7 +97,7 @@ def test_a_claim_never_started_is_recovered_after_the_enqueue_timeout_when_the_q
     assert recovered(world) == {a}
     timer = world.store.get(a)
     assert timer.status is TimerStatus.PENDING and timer.last_error == LOST_CLAIM
-    assert world.store.claim_due([a])[0].attempt == 2
+    assert world.store.claim_due([a])[0].claim == 2
 
 
 def test_a_delivery_is_recovered_only_once_its_lease_lapsed(world: World) -> None:

@@ -31,7 +31,7 @@ from timers.storage import (
 def test_created_timers_read_back_as_pending_with_fresh_ids(world: World) -> None:
     a = world.add(5, n=1)
     timer = world.store.get(a)
-    assert timer.status is TimerStatus.PENDING and timer.attempts == 0
+    assert timer.status is TimerStatus.PENDING and timer.claims == 0
     assert timer.callback_config["payload"] == {"n": 1}
     batch = world.store.create_many([NewTimer(world.now(), "http", {"url": "x"})] * 3)
     assert len({t.id for t in batch}) == 3
@@ -150,8 +150,8 @@ def test_a_timer_is_redriven_at_most_ten_times(world: World) -> None:
     a = world.add()
     for redrive in range(11):
         [claimed] = world.store.claim_due([a])
-        world.store.begin_deliveries([(a, claimed.attempt)], lease=60)
-        world.store.finish_many([Outcome(a, claimed.attempt, "HTTP 500", None, {})])
+        world.store.begin_deliveries([(a, claimed.claim)], lease=60)
+        world.store.finish_many([Outcome(a, claimed.claim, "HTTP 500", None, {})])
         if redrive == 10:
             break
         assert world.store.redrive(a).status is TimerStatus.PENDING

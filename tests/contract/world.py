@@ -31,5 +31,5 @@ class World:
 def finish(world: World, timer_id: uuid.UUID, error: str | None = None) -> None:
     """Claim, start and record one delivery of this timer (error None: completed)."""
     [claimed] = world.store.claim_due([timer_id])
-    world.store.begin_deliveries([(timer_id, claimed.attempt)], lease=60)
-    assert world.store.finish_many([Outcome(timer_id, claimed.attempt, error)]) == 1
+    world.store.begin_deliveries([(timer_id, claimed.claim)], lease=60)
+    assert world.store.finish_many([Outcome(timer_id, claimed.claim, error)]) == 1

@@ -252,7 +252,7 @@ def test_redelivered_task_for_a_completed_timer_does_nothing(
     before = e2e_store.get(timer_id)
     app = create_celery_app(e2e_settings)
     try:
-        app.send_task(BATCH_TASK_NAME, args=[[[str(timer_id), before.attempts]]])
+        app.send_task(BATCH_TASK_NAME, args=[[[str(timer_id), before.claims]]])
         app.send_task(BATCH_TASK_NAME, args=[[["not-a-uuid", 1], [str(uuid.uuid4()), 1]]])
         app.send_task(BATCH_TASK_NAME, args=["not a list"])
         app.send_task(BATCH_TASK_NAME, args=[])  # not even the right arguments

@@ -70,7 +70,7 @@ def started_timer(url: str, **config: Any) -> Timer:
         status=TimerStatus.EXECUTING,
         created_at=now,
         updated_at=now,
-        attempts=1,
+        claims=1,
         started_at=now,
     )
 
@@ -331,7 +331,7 @@ def started_task() -> Timer:
         status=TimerStatus.EXECUTING,
         created_at=now,
         updated_at=now,
-        attempts=1,
+        claims=1,
         started_at=now,
     )
 

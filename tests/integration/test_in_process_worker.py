@@ -83,7 +83,7 @@ def claim(store: TimerStore, timer_id: uuid.UUID) -> list[list[Any]]:
     """What the scheduler does when the timer is due: claim it, and name the claim."""
     claimed: list[Any] = []
     assert wait_until(lambda: claimed.extend(store.claim_due([timer_id])) or claimed, WAIT)  # type: ignore[func-returns-value]
-    return [[str(timer_id), claimed[0].attempt]]
+    return [[str(timer_id), claimed[0].claim]]
 
 
 def http_timer(store: TimerStore, receiver: Receiver) -> uuid.UUID:

@@ -188,5 +188,5 @@ def test_a_slow_delivery_outliving_several_leases_is_sent_once(
     [timer_id] = insert(store, datetime.now(UTC), [{"url": receiver.url("/slow/4")}])
     assert wait_until(lambda: store.get(timer_id).status in FINAL, 3 * CALLBACK_TIMEOUT)
     assert store.get(timer_id).status is TimerStatus.COMPLETED
-    assert store.get(timer_id).attempts == 1
+    assert store.get(timer_id).claims == 1
     assert len(receiver.for_timer(timer_id)) == 1

@@ -1,4 +1,6 @@
-"""The OpenAPI contract (tests/support/openapi.py) of the schedules' operations, on PostgreSQL."""
+"""The OpenAPI contract (tests/support/openapi.py) of the schedules' operations on PostgreSQL, whose
+refusals (of text it can't store, say) the in-memory store of tests/unit/test_openapi.py may not
+share."""
 
 from __future__ import annotations
 

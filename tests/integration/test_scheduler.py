@@ -193,7 +193,7 @@ def test_errors_in_one_timer_dont_affect_other_timers(
     # The released timer fires on a later tick once it is loaded again.
     loader_for(store, cache).load()
     assert ExecutionLoop(store, cache, CeleryEnqueuer(celery_app)).tick() == 1
-    assert store.get(refused).attempts == 2
+    assert store.get(refused).claims == 2
 
 
 def test_broker_down_stops_the_tick_and_claims_nothing_until_it_is_back(
@@ -207,12 +207,12 @@ def test_broker_down_stops_the_tick_and_claims_nothing_until_it_is_back(
     loop = ExecutionLoop(store, cache, enqueuer, batch_size=2)
     assert loop.tick() == 0
     # The first batch was claimed, refused and released; the tick stopped there.
-    assert sorted(store.get(t.id).attempts for t in timers) == [0, 0, 0, 0, 1, 1]
+    assert sorted(store.get(t.id).claims for t in timers) == [0, 0, 0, 0, 1, 1]
     assert all(store.get(t.id).status is TimerStatus.PENDING for t in timers)
     loader_for(store, cache).load()
     for _ in range(3):  # ticks while the broker stays down: no claim, no release
         assert loop.tick() == 0
-    assert sorted(store.get(t.id).attempts for t in timers) == [0, 0, 0, 0, 1, 1]
+    assert sorted(store.get(t.id).claims for t in timers) == [0, 0, 0, 0, 1, 1]
     # The broker is back (here: the enqueuer's app points at a live one).
     enqueuer.app = celery_app
     assert loop.tick() == 6
@@ -374,7 +374,7 @@ def test_a_timer_created_after_the_load_fires_without_waiting_for_the_next_load(
         timer = add_timer(store, now() + timedelta(seconds=1))
         assert wait_status(store, timer.id, TimerStatus.EXECUTING, 10)
         claimed = store.get(timer.id)
-        assert claimed.attempts == 1
+        assert claimed.claims == 1
     finally:
         scheduler.stop()
     assert queued_timer_ids(broker_url) == [str(timer.id)]

@@ -18,7 +18,7 @@ def test_a_claim_of_big_timers_returns_only_id_claim_number_and_due_time(
     made = big_timers(store, 5, datetime.now(UTC) - timedelta(seconds=1))
     claimed = store.claim_due([t.id for t in made])
     assert {type(c).__name__ for c in claimed} == {"Claimed"}
-    assert {c._fields for c in claimed} == {("id", "attempt", "execute_at", "schedule_id")}
+    assert {c._fields for c in claimed} == {("id", "claim", "execute_at", "schedule_id")}
     assert sorted(tuple(c) for c in claimed) == sorted((t.id, 1, t.execute_at, None) for t in made)
     assert {store.get(t.id).status for t in made} == {TimerStatus.EXECUTING}
     # What a claim that missed some re-reads: their ids and due times alone.

@@ -1,5 +1,5 @@
 """The OpenAPI contract check shared by the unit suite (the in-memory store) and the integration
-suite (the schedules, which live in PostgreSQL alone): an API fuzzer driven by the document
+suite (the schedules again, on PostgreSQL): an API fuzzer driven by the document
 (schemathesis) finds no server error, no undocumented status code and no response that breaks its
 schema. Every request carries a valid key, so that invalid ones reach validation rather than
 stopping at authentication. Valid and invalid requests alike, a fixed number of each per operation

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from tests.support.services import API_KEY
 from timers.api import create_app
+from timers.client import timer_from as client_timer
 from timers.config import Settings
 from timers.models import TimerStatus
 from timers.storage import NewTimer, Outcome
@@ -102,6 +103,26 @@ def test_get_returns_the_full_timer(client: TestClient, store: InMemoryStore) ->
     }
     assert data["metadata"] == {"tenant": "acme"}
     assert data["last_error"] is None and data["executed_at"] is None
+
+
+def test_claims_count_the_claims_and_attempts_is_their_deprecated_name(
+    client: TestClient, store: InMemoryStore
+) -> None:
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    timer_id = store.create(NewTimer(due, "http", {"type": "http", "url": HOOK})).id
+    [claimed] = store.claim_due([timer_id])
+    store.release([(timer_id, claimed.claim)])
+    store.claim_due([timer_id])
+    data = client.get(f"/timers/{timer_id}").json()["data"]
+    assert data["claims"] == data["attempts"] == 2
+    assert data["delivery_attempts"] == 0  # claimed twice, never delivered
+    listed = client.get("/timers").json()["data"]["timers"]
+    assert listed[0]["claims"] == listed[0]["attempts"] == 2
+    fields = client.get("/openapi.json").json()["components"]["schemas"]["TimerOut"]["properties"]
+    assert fields["attempts"]["deprecated"] is True and "deprecated" not in fields["claims"]
+    assert client_timer(data).claims == 2
+    older_server = {k: v for k, v in data.items() if k != "claims"}
+    assert client_timer(older_server).claims == 2
 
 
 def test_list_filters_sorts_and_pages(client: TestClient, store: InMemoryStore) -> None:
@@ -530,10 +551,10 @@ def test_a_timer_is_redriven_at_most_ten_times(client: TestClient, store: InMemo
 
     def fail() -> None:
         [claimed] = store.claim_due([timer_id])
-        store.begin_deliveries([(timer_id, claimed.attempt)], lease=60)
+        store.begin_deliveries([(timer_id, claimed.claim)], lease=60)
         attempt = {"attempt": 1, "started_at": datetime.now(UTC).isoformat(), "duration_ms": 1}
         entry = {**attempt, "outcome": "failed", "status": 500, "error": "HTTP 500"}
-        store.finish_many([Outcome(timer_id, claimed.attempt, "HTTP 500", None, entry)])
+        store.finish_many([Outcome(timer_id, claimed.claim, "HTTP 500", None, entry)])
 
     for _ in range(10):
         fail()

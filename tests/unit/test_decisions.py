@@ -80,14 +80,14 @@ def test_a_refused_enqueue_releases_its_claims_and_ends_the_tick() -> None:
     w.loader.load()
     w.enqueuer.down = True
     assert w.execution.tick() == 0
-    attempts = sorted(w.store.get(i).attempts for i in ids)
-    assert attempts == [0, 0, 0, 0, 1, 1]  # one batch claimed, refused, released; then stop
+    claims = sorted(w.store.get(i).claims for i in ids)
+    assert claims == [0, 0, 0, 0, 1, 1]  # one batch claimed, refused, released; then stop
     assert all(w.status(i) is TimerStatus.PENDING for i in ids)
     w.loader.load()
     for _ in range(5):  # the broker stays down: no claim, no release
         w.clock.advance(1)
         assert w.execution.tick() == 0
-    assert sorted(w.store.get(i).attempts for i in ids) == attempts
+    assert sorted(w.store.get(i).claims for i in ids) == claims
     w.enqueuer.down = False
     assert w.execution.tick() == 6
     assert sorted(w.sent()) == sorted(ids)

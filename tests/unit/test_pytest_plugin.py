@@ -151,6 +151,18 @@ def test_durable_eta_on_the_memory_timers(mt: MemoryTimers, shop: Shop) -> None:
     assert shop.ran == [("expire", 5, result.id)]
 
 
+def test_a_schedule_fires_each_slot_as_the_clock_passes_it(mt: MemoryTimers) -> None:
+    config = {"type": "http", "url": "https://shop.example/report"}
+    made = mt.create_schedule("http", config, every=600)
+    fired = mt.advance(timedelta(hours=1))
+    start = made.spec.timing.start_at
+    assert [f.timer.scheduled_for for f in fired] == [
+        start + timedelta(minutes=10 * k) for k in range(7)
+    ]
+    assert all(mt.get(f.timer.id).status is TimerStatus.COMPLETED for f in fired)
+    assert mt.delete_schedule(made.id) == 2  # the two slots ahead
+
+
 def test_the_clock_only_moves_forward(mt: MemoryTimers) -> None:
     with pytest.raises(ValueError, match="forward"):
         mt.advance(-1)

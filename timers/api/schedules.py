@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,7 +30,7 @@ from timers.api.schemas import (
 from timers.schedules.model import Schedule, ScheduleSpec
 from timers.schedules.plan import next_fire_times
 from timers.schedules.slots import InvalidSchedule, Timing
-from timers.schedules.store import ScheduleNameTaken, ScheduleNotFound, ScheduleStore
+from timers.storage import ScheduleNameTaken, ScheduleNotFound, ScheduleStore
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
 
@@ -73,20 +73,13 @@ class ScheduleUpdate(ScheduleCreate):
     paused: bool | None = None  # type: ignore[assignment]
 
 
-def schedule_store(request: Request) -> ScheduleStore:
-    """The schedules' store, on the timers store's engine (made once per app)."""
-    state = request.app.state
-    if getattr(state, "schedules", None) is None:
-        engine = getattr(state.store, "engine", None)
-        if engine is None:  # the in-memory twin keeps timers only
-            raise ApiError(
-                Code.INTERNAL,
-                "schedules need the PostgreSQL store; this app's store keeps no schedules",
-                status=501,
-            )
-        state.schedules = ScheduleStore(engine)
-    found: ScheduleStore = state.schedules
+async def schedule_store(request: Request) -> ScheduleStore:
+    """The schedules of the app's store (PostgreSQL's, or the in-memory twin's)."""
+    found: ScheduleStore = request.app.state.store.schedules
     return found
+
+
+Schedules = Annotated[ScheduleStore, Depends(schedule_store)]
 
 
 def _spec(body: ScheduleCreate, rules: Any, owner: str, now: datetime) -> ScheduleSpec:
@@ -177,27 +170,25 @@ Answer = Envelope[dict[str, Any]]
     "",
     status_code=201,
     response_model=Answer,
-    responses=errors(400, 401, 413, 500, 501),
+    responses=errors(400, 401, 413, 500),
     summary="Create a schedule",
 )
 def create_schedule(
-    body: ScheduleCreate, request: Request, clock: Clock, rules: Rules, caller: Caller
+    body: ScheduleCreate, schedules: Schedules, clock: Clock, rules: Rules, caller: Caller
 ) -> JSONResponse:
     """Answers its id and its next 5 fire times; its next slots exist as pending timers."""
     now = clock()
     spec = _spec(body, rules, caller.name, now)
     try:
-        schedule = schedule_store(request).create(spec)
+        schedule = schedules.create(spec)
     except ScheduleNameTaken as exc:
         raise _taken(exc) from None
     return envelope(shown(schedule, now), message="created", status=201)
 
 
-@router.get(
-    "", response_model=Answer, responses=errors(400, 401, 500, 501), summary="List schedules"
-)
+@router.get("", response_model=Answer, responses=errors(400, 401, 500), summary="List schedules")
 def list_schedules(
-    request: Request,
+    schedules: Schedules,
     clock: Clock,
     caller: Caller,
     name: str | None = Query(None, max_length=200),
@@ -209,9 +200,7 @@ def list_schedules(
 ) -> JSONResponse:
     if cursor is not None and offset:
         raise ApiError(Code.VALIDATION, "cursor: give either cursor or offset, not both")
-    found, after = schedule_store(request).page(
-        caller.scope, name=name, limit=limit, offset=offset, after=cursor
-    )
+    found, after = schedules.page(caller.scope, name=name, limit=limit, offset=offset, after=cursor)
     now = clock()
     return envelope(
         {
@@ -226,15 +215,16 @@ def list_schedules(
 @router.get(
     "/{schedule_id}",
     response_model=Answer,
-    responses=errors(400, 401, 404, 500, 501),
+    responses=errors(400, 401, 404, 500),
     summary="Get",
 )
-def get_schedule(schedule_id: UUID, request: Request, clock: Clock, caller: Caller) -> JSONResponse:
+def get_schedule(
+    schedule_id: UUID, schedules: Schedules, clock: Clock, caller: Caller
+) -> JSONResponse:
     """Its config, state (active, paused, ended), next 5 fire times in UTC and in its zone, and
     its last occurrences (`GET /timers?schedule_id=…` pages through all of them)."""
-    store = schedule_store(request)
     try:
-        schedule = store.get(schedule_id, caller.scope)
+        schedule = schedules.get(schedule_id, caller.scope)
     except ScheduleNotFound:
         raise _not_found(schedule_id) from None
     out = shown(schedule, clock(), detail=True)
@@ -244,7 +234,7 @@ def get_schedule(schedule_id: UUID, request: Request, clock: Clock, caller: Call
             "scheduled_for": t.scheduled_for,
             "last_error": t.last_error,
         }
-        for t in store.occurrences(schedule_id, LAST_OCCURRENCES)
+        for t in schedules.occurrences(schedule_id, LAST_OCCURRENCES)
     ]
     return envelope(out)
 
@@ -252,22 +242,21 @@ def get_schedule(schedule_id: UUID, request: Request, clock: Clock, caller: Call
 @router.put(
     "/{schedule_id}",
     response_model=Answer,
-    responses=errors(400, 401, 404, 500, 501),
+    responses=errors(400, 401, 404, 500),
     summary="Change",
 )
 def update_schedule(
     schedule_id: UUID,
     body: ScheduleUpdate,
-    request: Request,
+    schedules: Schedules,
     clock: Clock,
     rules: Rules,
     caller: Caller,
 ) -> JSONResponse:
     """Applies from the next unfired slot: its pending occurrences are replaced by ones under the
     new config (one executing goes on). Fields not given stay."""
-    store = schedule_store(request)
     try:
-        current = store.get(schedule_id, caller.scope)
+        current = schedules.get(schedule_id, caller.scope)
     except ScheduleNotFound:
         raise _not_found(schedule_id) from None
     given = body.model_dump(exclude_unset=True)
@@ -286,7 +275,7 @@ def update_schedule(
     now = clock()
     spec = _spec(full, rules, current.spec.owner, now)
     try:
-        schedule = store.replace(schedule_id, spec, caller.scope)
+        schedule = schedules.replace(schedule_id, spec, caller.scope)
     except ScheduleNotFound:
         raise _not_found(schedule_id) from None
     except ScheduleNameTaken as exc:
@@ -297,52 +286,50 @@ def update_schedule(
 @router.delete(
     "/{schedule_id}",
     response_model=Answer,
-    responses=errors(400, 401, 404, 500, 501),
+    responses=errors(400, 401, 404, 500),
     summary="Delete",
 )
-def delete_schedule(schedule_id: UUID, request: Request, caller: Caller) -> JSONResponse:
+def delete_schedule(schedule_id: UUID, schedules: Schedules, caller: Caller) -> JSONResponse:
     """Deletes it and cancels its pending occurrences; the fired ones stay as history."""
     try:
-        canceled = schedule_store(request).delete(schedule_id, caller.scope)
+        canceled = schedules.delete(schedule_id, caller.scope)
     except ScheduleNotFound:
         raise _not_found(schedule_id) from None
     return envelope({"id": str(schedule_id), "deleted": True, "canceled": canceled})
 
 
-def _pause(schedule_id: UUID, request: Request, clock: Clock, caller: Caller, paused: bool) -> Any:
+def _pause(
+    schedule_id: UUID, schedules: Schedules, clock: Clock, caller: Caller, paused: bool
+) -> Any:
     try:
-        schedule = schedule_store(request).set_paused(schedule_id, paused, caller.scope)
+        schedule = schedules.set_paused(schedule_id, paused, caller.scope)
     except ScheduleNotFound:
         raise _not_found(schedule_id) from None
     return envelope(shown(schedule, clock()), message="paused" if paused else "resumed")
 
 
-@router.post(
-    "/{schedule_id}/pause", response_model=Answer, responses=errors(400, 401, 404, 500, 501)
-)
-def pause_schedule(schedule_id: UUID, request: Request, clock: Clock, caller: Caller) -> Any:
+@router.post("/{schedule_id}/pause", response_model=Answer, responses=errors(400, 401, 404, 500))
+def pause_schedule(schedule_id: UUID, schedules: Schedules, clock: Clock, caller: Caller) -> Any:
     """No slot fires until resumed (its pending occurrences are removed)."""
-    return _pause(schedule_id, request, clock, caller, True)
+    return _pause(schedule_id, schedules, clock, caller, True)
 
 
-@router.post(
-    "/{schedule_id}/resume", response_model=Answer, responses=errors(400, 401, 404, 500, 501)
-)
-def resume_schedule(schedule_id: UUID, request: Request, clock: Clock, caller: Caller) -> Any:
+@router.post("/{schedule_id}/resume", response_model=Answer, responses=errors(400, 401, 404, 500))
+def resume_schedule(schedule_id: UUID, schedules: Schedules, clock: Clock, caller: Caller) -> Any:
     """Slots fire again from now on; those that fell while paused do not."""
-    return _pause(schedule_id, request, clock, caller, False)
+    return _pause(schedule_id, schedules, clock, caller, False)
 
 
 @router.post(
     "/{schedule_id}/trigger",
     status_code=201,
     response_model=Answer,
-    responses=errors(400, 401, 404, 500, 501),
+    responses=errors(400, 401, 404, 500),
 )
-def trigger_schedule(schedule_id: UUID, request: Request, caller: Caller) -> JSONResponse:
+def trigger_schedule(schedule_id: UUID, schedules: Schedules, caller: Caller) -> JSONResponse:
     """One extra occurrence, due now (the slots go on as before)."""
     try:
-        timer = schedule_store(request).trigger(schedule_id, caller.scope)
+        timer = schedules.trigger(schedule_id, caller.scope)
     except ScheduleNotFound:
         raise _not_found(schedule_id) from None
     out = {**TimerSummary.of(timer).model_dump(mode="json"), "schedule_id": str(schedule_id)}

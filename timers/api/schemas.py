@@ -200,7 +200,12 @@ class TimerOut(BaseModel):
     executed_at: datetime | None
     last_error: str | None
     metadata: dict[str, Any] | None
-    attempts: int = Field(description="How many times the scheduler claimed it.")
+    claims: int = Field(description="How many times the scheduler claimed it.")
+    attempts: int = Field(
+        deprecated=True,
+        description="Deprecated: the same value as `claims` (its name before), kept for the "
+        "clients that read it. Delivery attempts are `delivery_attempts`.",
+    )
     retry: dict[str, Any] | None
     delivery_attempts: int = Field(description="Delivery attempts under the current budget.")
     next_attempt_at: datetime | None = Field(
@@ -221,7 +226,8 @@ class TimerOut(BaseModel):
             executed_at=timer.executed_at,
             last_error=timer.last_error,
             metadata=None if timer.metadata is None else dict(timer.metadata),
-            attempts=timer.attempts,
+            claims=timer.claims,
+            attempts=timer.claims,
             retry=None if timer.retry is None else dict(timer.retry),
             delivery_attempts=timer.delivery_attempts,
             next_attempt_at=(
@@ -344,6 +350,5 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "body too large (code 2)",
         429: "the principal's quota of pending timers is full (code 2)",
         500: "internal error or database unavailable (code 1)",
-        501: "schedules on a store that keeps none, the in-memory twin (code 1)",
     }
     return {s: {"model": ErrorEnvelope, "description": meaning[s]} for s in statuses}

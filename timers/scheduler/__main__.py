@@ -24,7 +24,6 @@ from timers.scheduler.recovery import Recovery
 from timers.scheduler.retention import Retention
 from timers.scheduler.runner import Scheduler
 from timers.schedules.keeper import ScheduleKeeper
-from timers.schedules.store import ScheduleStore
 from timers.store import TimerStore
 from timers.worker.enqueuer import CeleryEnqueuer
 
@@ -65,7 +64,7 @@ def build_scheduler(
         recovery_window=settings.recovery_window,
     )
     keeper = ScheduleKeeper(
-        ScheduleStore(engine),
+        store.schedules,
         lookahead=settings.lookahead,
         registry=metrics.registry,
         background=True,

@@ -111,7 +111,7 @@ class ExecutionLoop:
                 )
         self.metrics.enqueued.inc(len(claimed) - len(failed))
         if failed:
-            self._release([(t.id, t.attempt) for t in claimed if t.id in failed])
+            self._release([(t.id, t.claim) for t in claimed if t.id in failed])
         self._after_claim(claimed)
         return len(claimed) - len(failed), bool(failed)
 

@@ -1,4 +1,4 @@
-"""Schedules from Python: `Schedules` on a database, used by `timers.library.Timers` (its
+"""Schedules from Python: `Schedules` on a store's schedules, used by `timers.library.Timers` (its
 `create_schedule`, `get_schedule`, … methods). Checks what the REST API checks: the callback by
 the same kind parsers and rules, the timer bounds, the timing (`InvalidSchedule`, naming the
 field)."""
@@ -10,19 +10,17 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
-
 from timers import callbacks
 from timers.callbacks import CallbackRules
 from timers.models import DEFAULT_OWNER, InvalidField, check_json, check_timer_bounds
 from timers.schedules.model import Schedule, ScheduleSpec
 from timers.schedules.slots import InvalidSchedule, Timing
-from timers.schedules.store import ScheduleStore
+from timers.storage import ScheduleStore
 
 
 class Schedules:
-    def __init__(self, engine: Engine, rules: CallbackRules) -> None:
-        self.store = ScheduleStore(engine)
+    def __init__(self, store: ScheduleStore, rules: CallbackRules) -> None:
+        self.store = store
         self.rules = rules
 
     def create(

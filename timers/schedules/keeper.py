@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter
 
 from timers.models import Claimed, Claims
-from timers.schedules.store import ScheduleStore, ToppedUp
-from timers.store.lifecycle import SCHEDULES_PER_LOAD
+from timers.storage import SCHEDULES_PER_LOAD, ScheduleSlots, ToppedUp
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +23,7 @@ class ScheduleKeeper:
 
     def __init__(
         self,
-        store: ScheduleStore,
+        store: ScheduleSlots,
         *,
         lookahead: float = 60.0,
         registry: CollectorRegistry | None = None,

@@ -386,7 +386,7 @@
       ["updated_at", iso(timer.updated_at)],
       ["executed_at", iso(timer.executed_at)],
       ["next_attempt_at", iso(timer.next_attempt_at)],
-      ["attempts (claims)", String(timer.attempts)],
+      ["claims", String(timer.claims)],
       ["delivery_attempts", String(timer.delivery_attempts)],
       ["last_error", timer.last_error || "–"],
       ["metadata", json(timer.metadata)],

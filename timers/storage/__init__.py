@@ -1,12 +1,16 @@
-"""What the rest of the package needs from a store of timers: the role protocols (`roles`), the
-values they take and return, and their errors (`values`). Nothing here imports a database driver.
+"""What the rest of the package needs from a store of timers and schedules: the role protocols
+(`roles`), the values they take and return, and their errors (`values`), and the rules every store
+follows alike (`batches`, `occurrences`). Nothing here imports a database driver.
 """
 
 from timers.storage.roles import (
     ChangeFeed,
     DeliveryStore,
     Housekeeping,
+    ScheduleRepository,
     SchedulerStore,
+    ScheduleSlots,
+    ScheduleStore,
     Store,
     TimerRepository,
 )
@@ -20,6 +24,7 @@ from timers.storage.values import (
     LOST_DELIVERY,
     MAX_ERROR_LENGTH,
     PENDING_CHANGES,
+    SCHEDULES_PER_LOAD,
     SORT_COLUMNS,
     SORT_ORDERS,
     Change,
@@ -36,6 +41,9 @@ from timers.storage.values import (
     PurgePosition,
     Recovered,
     RecoveryRules,
+    ScheduleCounts,
+    ScheduleNameTaken,
+    ScheduleNotFound,
     Stats,
     StoreError,
     StoreUnavailable,
@@ -43,6 +51,7 @@ from timers.storage.values import (
     TimerNotFound,
     TimerNotPending,
     TimerPage,
+    ToppedUp,
     check_changes,
     check_sort,
     clip_error,
@@ -58,6 +67,7 @@ __all__ = [
     "LOST_DELIVERY",
     "MAX_ERROR_LENGTH",
     "PENDING_CHANGES",
+    "SCHEDULES_PER_LOAD",
     "SORT_COLUMNS",
     "SORT_ORDERS",
     "Change",
@@ -77,6 +87,12 @@ __all__ = [
     "PurgePosition",
     "Recovered",
     "RecoveryRules",
+    "ScheduleCounts",
+    "ScheduleNameTaken",
+    "ScheduleNotFound",
+    "ScheduleRepository",
+    "ScheduleSlots",
+    "ScheduleStore",
     "SchedulerStore",
     "Stats",
     "Store",
@@ -87,6 +103,7 @@ __all__ = [
     "TimerNotPending",
     "TimerPage",
     "TimerRepository",
+    "ToppedUp",
     "check_changes",
     "check_sort",
     "clip_error",

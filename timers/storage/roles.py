@@ -4,12 +4,13 @@ APScheduler 4's `DataStore` holds only the scheduling life cycle):
 - `TimerRepository`: the API and the Python API (create, read, list, change, cancel, redrive);
 - `SchedulerStore`: the scheduler (load, claim, release, recover, fail what it missed);
 - `DeliveryStore`: the workers (start deliveries, renew their leases, record their outcomes);
-- `Housekeeping`: monitoring and retention (counts, backlog, lateness, purge).
+- `Housekeeping`: monitoring and retention (counts, backlog, lateness, purge);
+- `ScheduleStore`, a store's `schedules`: recurring schedules, as the API sees them
+  (`ScheduleRepository`) and as the scheduler keeps their next slots made (`ScheduleSlots`).
 
 `Store` is all of them: `timers.store.TimerStore` is the PostgreSQL one (the truth in production),
 `timers.testing.InMemoryStore` its in-memory twin for fast tests of the decisions built on it. One
-contract suite (tests/contract, one file per role) runs against both, so they can't drift. A new
-resource (recurring schedules) adds a role beside these.
+contract suite (tests/contract, one file per role) runs against both, so they can't drift.
 
 Each operation is one transaction. "Now" is the store's own clock (the database's `now()` for
 PostgreSQL), the one that every scheduler and worker compares against. Every method may raise
@@ -24,6 +25,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from timers.models import Claimed, DueTime, Timer
+from timers.schedules.model import Schedule, ScheduleSpec
 from timers.storage.values import (
     Change,
     Claim,
@@ -37,9 +39,11 @@ from timers.storage.values import (
     Purged,
     PurgePosition,
     RecoveryRules,
+    ScheduleCounts,
     Stats,
     TimerFilter,
     TimerPage,
+    ToppedUp,
 )
 
 
@@ -162,9 +166,15 @@ class SchedulerStore(Protocol):
     def changes(self) -> ChangeFeed: ...
 
     def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Claimed]:
-        """Flip to `executing` (a new claim: `attempts` + 1) those of `timer_ids` still `pending`
-        and due by the store's clock; returns exactly those, as their id, claim number and due
-        time (a claim reads none of a timer's JSON: its cost does not grow with the timer)."""
+        """Flip to `executing` (a new claim: `claims` + 1) those of `timer_ids` still `pending`
+        and due by the store's clock; returns exactly those (a `Claims`), as their id, claim
+        number, due time and schedule (a claim reads none of a timer's JSON: its cost does not
+        grow with the timer). An occurrence of a schedule is skipped instead (`canceled`,
+        `last_error` `skipped: …`, counted in its schedule's `skipped`) when, never claimed
+        before, it is later than its late limit (under catch-up `latest`: only while a later
+        occurrence of its schedule is due), or when its schedule's overlap is `skip` and another
+        of its occurrences is executing or waiting for a retry; their schedules are the claim's
+        `skipped_schedules`. Every verdict reads the timers as they were before the claim."""
         ...
 
     def release(self, claims: Sequence[Claim]) -> int:
@@ -225,5 +235,88 @@ class Housekeeping(Protocol):
         ...
 
 
+class ScheduleRepository(Protocol):
+    """Schedules as the API, the Python API and the beat sync see them. Each slot of a schedule is
+    one timer in the timers' table, an occurrence (`schedule_id`, `scheduled_for`), unique per
+    (schedule, slot) whoever makes it; which slots to make is `timers.schedules.plan`'s to say
+    (`timers.storage.occurrences`), the store's is to make them in the same transaction. Given an
+    owner, a schedule of another owner is not found (ScheduleNotFound)."""
+
+    def create(self, spec: ScheduleSpec) -> Schedule:
+        """Insert a schedule with a fresh UUIDv7 id and, unless paused, its first occurrences; its
+        first slot is the first at or after both `start_at` and a second before now
+        (`occurrences.made_until_at_creation`). A name the owner gave another schedule raises
+        ScheduleNameTaken."""
+        ...
+
+    def get(self, schedule_id: uuid.UUID, owner: str | None = None) -> Schedule: ...
+
+    def page(
+        self,
+        owner: str | None,
+        *,
+        name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        after: uuid.UUID | None = None,
+    ) -> tuple[list[Schedule], uuid.UUID | None]:
+        """Schedules in creation order (by id), `limit` of them after the id `after` (a cursor)
+        or from `offset`; and the cursor of the next page (None: the last)."""
+        ...
+
+    def replace(self, schedule_id: uuid.UUID, spec: ScheduleSpec, owner: str | None) -> Schedule:
+        """Give the schedule a new spec (its owner stays) from its next unfired slot: its `pending`
+        occurrences are deleted and its slots after now made again (unless paused); one executing
+        goes on. ScheduleNameTaken changes nothing."""
+        ...
+
+    def set_paused(self, schedule_id: uuid.UUID, paused: bool, owner: str | None) -> Schedule:
+        """Pause (its `pending` occurrences deleted) or resume (its slots after now made again,
+        those missed while paused not); nothing changes when it is so already."""
+        ...
+
+    def delete(self, schedule_id: uuid.UUID, owner: str | None) -> int:
+        """Delete the schedule and cancel its `pending` occurrences (the others stay, its
+        history); how many were canceled."""
+        ...
+
+    def trigger(self, schedule_id: uuid.UUID, owner: str | None) -> Timer:
+        """Insert one extra occurrence, due now, with `scheduled_for` now."""
+        ...
+
+    def occurrences(self, schedule_id: uuid.UUID, limit: int = 10) -> list[Timer]:
+        """The schedule's latest occurrences, latest slot first."""
+        ...
+
+
+class ScheduleSlots(Protocol):
+    """Schedules as the scheduler keeps them: their next slots made, their counts for metrics."""
+
+    def top_up(
+        self, schedule_ids: Sequence[uuid.UUID] | None = None, lookahead: float = 60.0
+    ) -> ToppedUp:
+        """Make the next slots of the given live schedules (not paused, slots left before
+        `end_at`), or with None of those whose latest slot made is due within `lookahead`
+        seconds, at most SCHEDULES_PER_LOAD, earliest first: each one's planned occurrences are
+        inserted unless their slot exists, its `materialized_until` advanced (never moved back)
+        and the missed slots added to its `skipped`. A schedule another process is topping up
+        right now is left to it."""
+        ...
+
+    def counts(self) -> ScheduleCounts:
+        """Every schedule by state (paused; ended: not paused, its `end_at` passed; else active)
+        and the sum of their `skipped`."""
+        ...
+
+
+class ScheduleStore(ScheduleRepository, ScheduleSlots, Protocol):
+    """Both roles of schedules: a store's `schedules`."""
+
+
 class Store(TimerRepository, SchedulerStore, DeliveryStore, Housekeeping, Protocol):
     """Every role: what one database (or its twin) serves."""
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        """The schedules kept in the same database as the timers they make."""
+        ...

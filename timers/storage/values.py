@@ -23,7 +23,7 @@ MAX_ERROR_LENGTH = 500
 LOST_CLAIM = "recovered: claimed but never picked up by a worker"
 LOST_DELIVERY = "recovered: the worker delivering it stopped renewing its lease"
 
-# A claim: the timer's id and the claim number (`attempts`) it was enqueued under.
+# A claim: the timer's id and the claim number (its `claims`) it was enqueued under.
 Claim = tuple[uuid.UUID, int]
 
 
@@ -109,7 +109,7 @@ class Outcome:
     else `failed`). `entry` is the attempt as the history shows it."""
 
     timer_id: uuid.UUID
-    attempt: int  # the claim number
+    claim: int  # the claim number the delivery ran under
     error: str | None
     retry_in: float | None = None
     entry: Mapping[str, Any] | None = None
@@ -240,6 +240,42 @@ class Stats:
 BACKLOG_CAP = 100_000
 LATENESS_MINUTES = 15
 EXACT_COUNT_LIMIT = 100_000  # rows; beyond this, counts by status are estimates
+
+
+# -- schedules (0012) ------------------------------------------------------------------------------
+
+SCHEDULES_PER_LOAD = 1000  # schedules a load names for their next slots, and one top-up makes
+
+
+class ScheduleNotFound(StoreError):
+    def __init__(self, schedule_id: uuid.UUID) -> None:
+        super().__init__(f"schedule {schedule_id} not found")
+        self.schedule_id = schedule_id
+
+
+class ScheduleNameTaken(StoreError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"name: {name!r} is taken by another schedule of this key")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class ToppedUp:
+    """What a top-up did: occurrences planned (each made unless its slot existed already), missed
+    slots skipped, schedules looked at."""
+
+    made: int = 0
+    skipped: int = 0
+    schedules: int = 0
+
+
+class ScheduleCounts(NamedTuple):
+    """Schedules by state, and the slots skipped as counted on the schedules."""
+
+    active: int
+    paused: int
+    ended: int
+    skipped: int
 
 
 @dataclass(frozen=True)

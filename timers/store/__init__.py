@@ -8,6 +8,7 @@ One module per caller's seam, all sharing one engine (`connection.Connected`):
 - `lifecycle`: the statements of a timer's life after its creation, run by `scheduling` (load,
   claim, release, recover, fail what was missed) and `delivery` (start, renew, finish);
 - `retention`: counts, backlog, lateness, purge; `notifications`: the change feed;
+- `schedules`: recurring schedules and the occurrences they make (a store's `schedules`);
 - `sql/queries.sql`: the SQL written as text, loaded by name.
 
 Each public method is one transaction: a method that runs a single statement runs it in autocommit
@@ -17,6 +18,8 @@ from the database's `now()`.
 """
 
 from __future__ import annotations
+
+from functools import cached_property
 
 from timers.storage import (
     NearTerm,
@@ -38,12 +41,14 @@ from timers.store.listing import ListingStatements, label_of
 from timers.store.notifications import NotificationFeed
 from timers.store.repository import TimerStatements
 from timers.store.retention import RetentionStatements
+from timers.store.schedules import ScheduleStatements
 from timers.store.scheduling import SchedulerStatements
 
 __all__ = [
     "NearTerm",
     "NewTimer",
     "NotificationFeed",
+    "ScheduleStatements",
     "StoreError",
     "StoreUnavailable",
     "TimerNotFound",
@@ -66,3 +71,8 @@ class TimerStore(
     RetentionStatements,
 ):
     """The `Store` protocol on PostgreSQL: every role, on one engine."""
+
+    @cached_property
+    def schedules(self) -> ScheduleStatements:
+        """The schedules, on the same engine."""
+        return ScheduleStatements(self.engine)

@@ -14,7 +14,7 @@ from timers.store.lifecycle import BEGIN, FINISH, RENEW, claims_params
 
 class DeliveryStatements(Connected):
     def begin_deliveries(self, claims: Sequence[Claim], lease: float) -> list[Timer]:
-        """Start the deliveries of the (id, attempt) claims that are `executing` under that claim
+        """Start the deliveries of the (id, claim number) claims that are `executing` under that claim
         and not started yet: stamp `started_at` and a lease until now + `lease` seconds, in one
         statement. Returns the timers the caller now delivers; a claim already started (a
         redelivered copy of its message), finished, canceled or claimed again is left alone."""
@@ -25,7 +25,7 @@ class DeliveryStatements(Connected):
         return [Timer.from_row(r) for r in rows]
 
     def renew_leases(self, claims: Sequence[Claim], lease: float) -> int:
-        """Extend to now + `lease` seconds the leases of the (id, attempt) claims still `executing`
+        """Extend to now + `lease` seconds the leases of the (id, claim number) claims still `executing`
         under that claim; returns how many were renewed."""
         if not claims:
             return 0
@@ -43,7 +43,7 @@ class DeliveryStatements(Connected):
             return 0
         params = {
             "outcome_id": [o.timer_id for o in outcomes],
-            "outcome_attempt": [o.attempt for o in outcomes],
+            "outcome_claim": [o.claim for o in outcomes],
             "outcome_status": [o.status.value for o in outcomes],
             "outcome_error": [clip_error(o.error) for o in outcomes],
             "outcome_retry_in": [o.retry_in for o in outcomes],

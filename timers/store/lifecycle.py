@@ -32,6 +32,7 @@ from timers.storage import (
     HISTORY_LENGTH,
     LOST_CLAIM,
     LOST_DELIVERY,
+    SCHEDULES_PER_LOAD,
     Claim,
     RecoveryRules,
 )
@@ -108,23 +109,23 @@ PENDING_BY_IDS = select(timers.c.id, timers.c.execute_at).where(
     timers.c.status == PENDING,
 )
 
-CLAIMS = unnest("claim", id=UUID(as_uuid=True), attempt=Integer())
+CLAIMS = unnest("claim", id=UUID(as_uuid=True), number=Integer())
 
 
 def claims_params(claims: Sequence[Claim]) -> dict[str, list[Any]]:
     """The parameters of `CLAIMS`."""
     return {
         "claim_id": [tid for tid, _ in claims],
-        "claim_attempt": [int(attempt) for _, attempt in claims],
+        "claim_number": [int(number) for _, number in claims],
     }
 
 
 def _update_claimed(*, unstarted: bool = False) -> Any:
-    """An UPDATE of the rows still `executing` under one of the `CLAIMS` (id, attempt) (and, with
+    """An UPDATE of the rows still `executing` under one of the `CLAIMS` (id, claim number) (and, with
     `unstarted`, not started by a worker yet)."""
     conditions = [
         timers.c.id == CLAIMS.c.id,
-        timers.c.attempts == CLAIMS.c.attempt,
+        timers.c.attempts == CLAIMS.c.number,
         timers.c.status == EXECUTING,
     ]
     if unstarted:
@@ -152,7 +153,7 @@ RENEW = _update_claimed().values(leased_until=LEASE_END)
 OUTCOMES = unnest(
     "outcome",
     id=UUID(as_uuid=True),
-    attempt=Integer(),
+    claim=Integer(),
     status=Text(),
     error=Text(),
     retry_in=Float(),
@@ -163,7 +164,7 @@ FINISH = (
     timers.update()
     .where(
         timers.c.id == OUTCOMES.c.id,
-        timers.c.attempts == OUTCOMES.c.attempt,
+        timers.c.attempts == OUTCOMES.c.claim,
         timers.c.status == EXECUTING,
     )
     .values(
@@ -189,20 +190,20 @@ FINISH = (
 )
 
 
-SCHEDULES_PER_LOAD = 1000
+# A live schedule: not paused, and slots left before its `end_at`.
+LIVE_SCHEDULE = (
+    ~schedules.c.paused,
+    or_(schedules.c.end_at.is_(None), schedules.c.materialized_until < schedules.c.end_at),
+)
 
 
 def schedules_to_top_up(within: float, mark: str) -> Any:
-    """The live schedules (not paused, not past `end_at`) whose latest occurrence made is due
-    within `within` seconds, earliest first (at most SCHEDULES_PER_LOAD): (id, that slot, `mark`),
-    a branch of the load's statement (the index on `materialized_until` of 0012 serves it)."""
+    """The live schedules whose latest occurrence made is due within `within` seconds, earliest
+    first (at most SCHEDULES_PER_LOAD): (id, that slot, `mark`), a branch of the load's statement
+    (the index on `materialized_until` of 0012 serves it)."""
     return (
         select(schedules.c.id, schedules.c.materialized_until, literal(mark, Text()))
-        .where(
-            ~schedules.c.paused,
-            or_(schedules.c.end_at.is_(None), schedules.c.materialized_until < schedules.c.end_at),
-            schedules.c.materialized_until <= func.now() + seconds(within),
-        )
+        .where(*LIVE_SCHEDULE, schedules.c.materialized_until <= func.now() + seconds(within))
         .order_by(schedules.c.materialized_until)
         .limit(SCHEDULES_PER_LOAD)
     )

@@ -97,7 +97,7 @@ class SchedulerStatements(Connected):
     def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Claimed]:
         """Flip to `executing` those of `timer_ids` that are still `pending` and due by the
         database's clock, in one statement; return exactly the rows it flipped, each as its id,
-        new claim number (`attempts` + 1) and `execute_at` (no JSON column is read back).
+        new claim number (`claims` + 1; the `attempts` column) and `execute_at` (no JSON column is read back).
 
         A timer canceled, postponed or claimed by another scheduler since it was cached is not
         touched, so only the returned timers may be enqueued. Nor is one that another transaction
@@ -118,7 +118,7 @@ class SchedulerStatements(Connected):
     def release(self, claims: Sequence[Claim]) -> int:
         """Put claimed timers whose message could not be enqueued back to `pending`.
 
-        Touches only rows that are still `executing` under the same claim (id and `attempts`) and
+        Touches only rows that are still `executing` under the same claim (id and claim number) and
         that no worker has started: a message that reached a worker after all is never undone.
         """
         if not claims:

@@ -1,6 +1,6 @@
 """In-memory twins of the scheduler's outside world, for tests that must run in milliseconds:
-`InMemoryStore` (the `Store` protocol on dicts, with a clock you can move) and `RecordingEnqueuer`
-(an `Enqueuer` that keeps its messages and can be told the broker is down).
+`InMemoryStore` (the `Store` protocol on dicts, with a clock you can move; its schedules too) and
+`RecordingEnqueuer` (an `Enqueuer` that keeps its messages and can be told the broker is down).
 
 They behave as PostgreSQL and the Celery broker do for everything the scheduler and the workers
 rely on: tests/contract runs the same suite against each twin and its real counterpart. Where a
@@ -11,18 +11,23 @@ what is storage: the rules above it (`timers.storage`) are shared.
 
 from __future__ import annotations
 
-from timers.testing.clock import ManualClock
+from collections.abc import Callable
+from datetime import datetime
+
+from timers.testing.clock import ManualClock, utc_now
 from timers.testing.delivery import InMemoryDelivery
 from timers.testing.enqueuer import RecordingEnqueuer
 from timers.testing.feed import InMemoryFeed
 from timers.testing.housekeeping import InMemoryHousekeeping
 from timers.testing.listing import InMemoryListing
 from timers.testing.repository import InMemoryRepository
+from timers.testing.schedules import InMemorySchedules
 from timers.testing.scheduling import InMemoryScheduling
 from timers.testing.table import contains
 
 __all__ = [
     "InMemoryFeed",
+    "InMemorySchedules",
     "InMemoryStore",
     "ManualClock",
     "RecordingEnqueuer",
@@ -38,5 +43,9 @@ class InMemoryStore(
     InMemoryHousekeeping,
 ):
     """The `Store` protocol on a dict of timers, one lock around every operation (each is atomic,
-    as each PostgreSQL statement is). Set `unavailable` to make every call raise StoreUnavailable,
-    as an unreachable database does."""
+    as each PostgreSQL statement is), and its `schedules` on the same table. Set `unavailable` to
+    make every call raise StoreUnavailable, as an unreachable database does."""
+
+    def __init__(self, clock: Callable[[], datetime] = utc_now) -> None:
+        super().__init__(clock)
+        self.schedules = InMemorySchedules(self)

@@ -36,10 +36,10 @@ class InMemoryDelivery(TimerTable):
 
     def finish_many(self, outcomes: Sequence[Outcome]) -> int:
         with self._operation() as now:
-            by_claim = {(o.timer_id, o.attempt): o for o in outcomes}
+            by_claim = {(o.timer_id, o.claim): o for o in outcomes}
             finished = self._under_claim(list(by_claim))
             for timer in finished:
-                outcome = by_claim[(timer.id, timer.attempts)]
+                outcome = by_claim[(timer.id, timer.claims)]
                 history = list(timer.history)
                 if outcome.entry is not None:
                     history = [*history, dict(outcome.entry)][-HISTORY_LENGTH:]

@@ -11,12 +11,15 @@ from timers.storage import Claim
 
 class RecordingEnqueuer:
     """The twin of `CeleryEnqueuer`: keeps the claims it was given, one list per message of up to
-    `per_task`; while `down`, it refuses every message and `ready()` is False."""
+    `per_task` (`messages`, as a worker reads them), and the claimed timers themselves as given
+    (`enqueued`: with their due time and schedule); while `down`, it refuses every message and
+    `ready()` is False."""
 
     def __init__(self, per_task: int = 50) -> None:
         self.per_task = per_task
         self.down = False
         self.messages: list[list[Claim]] = []
+        self.enqueued: list[Claimed] = []
         self.consumed = 0  # messages taken from the queue by workers
         self._refused = False
 
@@ -40,7 +43,8 @@ class RecordingEnqueuer:
             self._refused = True
             return [t.id for t in timers]
         for start in range(0, len(timers), self.per_task):
-            self.messages.append([(t.id, t.attempt) for t in timers[start : start + self.per_task]])
+            self.messages.append([(t.id, t.claim) for t in timers[start : start + self.per_task]])
+        self.enqueued.extend(timers)
         return []
 
     @property

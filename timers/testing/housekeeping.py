@@ -85,7 +85,7 @@ class InMemoryHousekeeping(TimerTable):
             )
             doomed = [t for t in doomed if start is None or position(t) > start][:limit]
             for timer in doomed:
-                del self._timers[timer.id]
+                self._delete(timer)
         last = doomed[-1] if len(doomed) >= limit else None
         return Purged(
             len(doomed), PurgePosition(last.status, last.updated_at, last.id) if last else None

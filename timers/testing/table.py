@@ -1,6 +1,7 @@
-"""The twin's table of timers: the rows, one lock around every operation, the unique index of
-idempotency keys, and the notifications the migrations' trigger sends. Each role's twin
-(`repository`, `listing`, `scheduling`, `delivery`, `housekeeping`) works on it."""
+"""The twin's tables: the timers' rows, one lock around every operation, the unique indexes of
+idempotency keys and of occurrences' slots, the notifications the migrations' trigger sends, and
+the schedules' rows. Each role's twin (`repository`, `listing`, `scheduling`, `delivery`,
+`housekeeping`, `schedules`) works on them."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from timers.models import Timer, TimerStatus
-from timers.storage import Change, Claim, StoreUnavailable, TimerFilter
+from timers.storage import Change, Claim, StoreError, StoreUnavailable, TimerFilter
+from timers.storage.occurrences import CLAIM_RULES
 from timers.testing.clock import utc_now
 from timers.testing.feed import InMemoryFeed
 
@@ -47,6 +49,19 @@ def matches(timer: Timer, where: TimerFilter) -> bool:
     )
 
 
+def is_live(schedule: dict[str, Any]) -> bool:
+    """Whether a schedule's row is live: not paused, and slots left before its `end_at`."""
+    end_at = schedule["end_at"]
+    return not schedule["paused"] and (end_at is None or schedule["materialized_until"] < end_at)
+
+
+class ClaimRules(NamedTuple):
+    """An occurrence's columns that `Timer` does not carry (`occurrences.CLAIM_RULES`)."""
+
+    late_limit: float | None
+    skip_if_running: bool
+
+
 def owned(timer: Timer | None, owner: str | None) -> Timer | None:
     """The timer, if it is this owner's (any owner's for None)."""
     return timer if timer is not None and owner in (None, timer.owner) else None
@@ -66,6 +81,10 @@ class TimerTable:
         self._keys: dict[tuple[str, str], tuple[uuid.UUID, str]] = {}
         # The `redrives` column, which Timer doesn't carry: a timer's redrives so far.
         self._redrives: dict[uuid.UUID, int] = {}
+        # The schedules' rows (0012), as `Schedule.from_row` reads them.
+        self._schedules: dict[uuid.UUID, dict[str, Any]] = {}
+        # Per occurrence: the columns `Timer` doesn't carry.
+        self._claim_rules: dict[uuid.UUID, ClaimRules] = {}
         self._lock = threading.RLock()
         self._feeds: list[InMemoryFeed] = []
 
@@ -102,11 +121,35 @@ class TimerTable:
         """The timers still `executing` under one of these claims (and, with `unstarted`, not
         started by a worker yet)."""
         found: dict[uuid.UUID, Timer] = {}
-        for timer_id, attempt in claims:
+        for timer_id, number in claims:
             timer = self._timers.get(timer_id)
             if timer is None or timer.status is not TimerStatus.EXECUTING:
                 continue
-            if timer.attempts != attempt or (unstarted and timer.started_at is not None):
+            if timer.claims != number or (unstarted and timer.started_at is not None):
                 continue
             found[timer.id] = timer
         return list(found.values())
+
+    def _insert_occurrence(
+        self, row: dict[str, Any], now: datetime, *, on_conflict_skip: bool = True
+    ) -> Timer | None:
+        """Insert an occurrence's row (`timers.storage.occurrences`); one whose (schedule, slot)
+        is taken (the unique index of 0012) inserts nothing (None), or with `on_conflict_skip`
+        False raises StoreError, as an INSERT without ON CONFLICT does."""
+        slot = (row["schedule_id"], row["scheduled_for"])
+        if any((t.schedule_id, t.scheduled_for) == slot for t in self._timers.values()):
+            if on_conflict_skip:
+                return None
+            raise StoreError(
+                'duplicate key value violates unique constraint "ux_timers_schedule_slot"'
+            )
+        values = {k: v for k, v in row.items() if k not in CLAIM_RULES}
+        timer = Timer(**values, created_at=now, updated_at=now)
+        self._claim_rules[timer.id] = ClaimRules(row["late_limit"], row["skip_if_running"])
+        self._put(timer, None)
+        return timer
+
+    def _delete(self, timer: Timer) -> None:
+        """Delete a timer's row."""
+        del self._timers[timer.id]
+        self._claim_rules.pop(timer.id, None)

@@ -94,7 +94,7 @@ class DeliveryEngine:
                     batch = []
                     self._slots.acquire()
                 with self._lock:
-                    self._running[timer.id] = timer.attempts
+                    self._running[timer.id] = timer.claims
                 batch.append(timer)
         finally:
             # Every timer counted as running gets started, whatever interrupted the loop.
@@ -200,7 +200,7 @@ class DeliveryEngine:
             "error": clip_error(result.error),
         }
         late = ((timer.started_at or timer.execute_at) - timer.execute_at).total_seconds() * 1000
-        return Outcome(timer.id, timer.attempts, result.error, retry_in, entry, late)
+        return Outcome(timer.id, timer.claims, result.error, retry_in, entry, late)
 
     def _done(self, timer: Timer, outcome: Outcome | None = None) -> None:
         if outcome is not None:

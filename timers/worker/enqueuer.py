@@ -55,7 +55,7 @@ class CeleryEnqueuer:
                     self._connection = self.app.connection_for_write()
                 self.app.send_task(
                     BATCH_TASK_NAME,
-                    args=[[[str(t.id), t.attempt] for t in group]],
+                    args=[[[str(t.id), t.claim] for t in group]],
                     connection=self._connection,
                     retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
                 )

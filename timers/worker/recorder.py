@@ -125,7 +125,7 @@ class OutcomeRecorder:
 
     def _renew(self) -> None:
         claims = dict(self.running())
-        claims.update((o.timer_id, o.attempt) for o in self._unwritten)
+        claims.update((o.timer_id, o.claim) for o in self._unwritten)
         if not claims:
             return
         try:

@@ -174,3 +174,8 @@ WITH due AS (
 SELECT id, attempts, execute_at, schedule_id, true AS claimed FROM claimed
 UNION ALL
 SELECT id, 0, NULL, schedule_id, false FROM skipped
+
+-- drop_pending_occurrences --
+-- The pending occurrences of schedule `:sid`, deleted as the changes that re-make them remove them
+-- (a new spec, a pause): never fired, nothing to keep, so their slots can be made again.
+DELETE FROM timers WHERE schedule_id = :sid AND status = 'pending'

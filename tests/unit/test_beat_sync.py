@@ -1,5 +1,6 @@
-"""The beat sync alone (timers.beat): `beat_schedule` entries become `beat:` schedules on
-PostgreSQL. Two beats running for minutes are in tests/faults/test_beat_twice.py."""
+"""The beat sync alone (timers.beat): `beat_schedule` entries become `beat:` schedules, here on the
+in-memory store (its schedules held to PostgreSQL's contract by tests/contract). Two beats running
+for minutes on PostgreSQL are in tests/faults/test_beat_twice.py."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from celery.schedules import crontab
 from timers.beat import Synced, beat_schedules, sync
 from timers.config import Settings
 from timers.library import Timers
+from timers.testing import InMemoryStore
 
 
-def test_a_sync_creates_updates_keeps_and_deletes_by_entry_name(settings: Settings) -> None:
-    """The sync alone, on PostgreSQL: entries become `beat:` schedules once, a changed entry is
+def test_a_sync_creates_updates_keeps_and_deletes_by_entry_name(
+    settings: Settings, store: InMemoryStore
+) -> None:
+    """The sync alone: entries become `beat:` schedules once, a changed entry is
     updated in place (a paused one stays paused), a refused one keeps its schedule, a removed
     one's schedule is deleted; schedules it did not make are left alone."""
     app = Celery("shop", set_as_current=False)
@@ -22,7 +26,7 @@ def test_a_sync_creates_updates_keeps_and_deletes_by_entry_name(settings: Settin
         "nightly": {"task": "shop.tasks.report", "schedule": crontab(minute=30, hour=2)},
         "often": {"task": "shop.tasks.poll", "schedule": 90.0, "args": [1]},
     }
-    library = Timers(settings=settings)
+    library = Timers(settings=settings, store=store)
     with library:
         schedules = library.schedules
         other = library.create_schedule(
