@@ -9,20 +9,26 @@ Systems:
               one UPDATE and one task per timer, no notifications or wake-ups
   timers      our scheduler with its defaults
 
-Workloads: burst (5,000 due in the same second), isolation (2,000 timers to the healthy receiver
-and 200 to 200 receivers that never answer, interleaved, all due within 5 s; measured on the
-healthy 2,000 only), steady (500/s coming due for 60 s), short (200 timers each created 2 s before
-due, while running), scale (steady with 1,000,000 pending rows over the next 30 days; timers
-only), celery-tasks (2,000 delayed calls of a user's own Celery task, below; celery-eta and
-timers only), flaky and signing (below; timers only); then idle (PostgreSQL statements of an idle scheduler for a minute) and rates (timer
-creation through the API). Prints one table, with the ratios against celery-eta, and writes the
-raw numbers as JSON. `--only isolation,burst` runs just those. Three more run only when named in
-`--only`: page (keyset pages of `GET /timers` over 10,000,000 rows) and retention (steady load while
-the scheduler deletes 5,000,000 finished rows, against the same load without), see
-bench/workloads/page.py and retention.py; claim-size (the scheduler's claim of 50 timers of 60 KiB
-against 50 small ones), see bench/workloads/claim_size.py; schedules (10,000 schedules every
-minute, at :00 and jittered, against plain `celery beat` with the same entries; and 100,000 stored
-schedules: creation rate, the load statement, the scheduler's RSS), see bench/workloads/schedules.py.
+Workloads: burst (10,000 due in the same second, `--burst-count`), isolation (2,000 timers to the
+healthy receiver and 200 to 200 receivers that never answer, interleaved, all due within 5 s;
+measured on the healthy 2,000 only), steady (500/s coming due for 60 s), steady-2000 (2,000/s for
+the same time; celery-eta and timers only), short (200 timers each created 2 s before due, while
+running), scale (steady with 1,000,000 pending rows over the next 30 days, `--scale-pending`;
+timers only; see bench/workloads/scale.py), celery-tasks (2,000 delayed calls of a user's own
+Celery task, below; celery-eta and timers only), flaky and signing (below; timers only); then idle
+(PostgreSQL statements of an idle scheduler for a minute), rates (timer creation through the API)
+and claim-path (50,000 timers due at once and no worker: the scheduler's claims and enqueues per
+second of its CPU, see bench/workloads/claim_path.py). Prints one table, with the ratios against
+celery-eta and the targets, and writes the raw numbers as JSON. `--only isolation,burst` runs just
+those. More run only when named in `--only`: page (keyset pages of `GET /timers` over 10,000,000
+rows) and retention (steady load while the scheduler deletes 5,000,000 finished rows, against the
+same load without), see bench/workloads/page.py and retention.py; claim-size (the scheduler's claim
+of 50 timers of 60 KiB against 50 small ones), see bench/workloads/claim_size.py; schedules (10,000
+schedules every minute, at :00 and jittered, against plain `celery beat` with the same entries; and
+100,000 stored schedules: creation rate, the load statement, the scheduler's RSS), see
+bench/workloads/schedules.py; scale-10m (scale over 10,000,000 pending rows; `--scale-keep` keeps
+them for the next run; `--only steady,scale-10m --systems timers` gives the empty-table row its
+p99 is held to).
 
 celery-tasks: a user's Celery app (bench/user_app.py: its own broker, queue and worker, Redis's
 visibility timeout 10 s, swept every 10 s) makes 2,000 calls `task.apply_async((n,), countdown=30)` from this
@@ -66,8 +72,16 @@ from pathlib import Path
 from bench.cell import Cell
 from bench.harness import ROOT, Bench
 from bench.report import table, write_json
-from bench.workloads.catalogue import ALL_WORKLOADS, EXTRAS, OPT_IN, workloads
+from bench.workloads.catalogue import (
+    ALL_WORKLOADS,
+    BURST,
+    EXTRAS,
+    OPT_IN,
+    SCALE_PENDING,
+    workloads,
+)
 from bench.workloads.celery_tasks import run_celery_tasks
+from bench.workloads.claim_path import ClaimPathReport, claim_path_lines, run_claim_path
 from bench.workloads.claim_size import ClaimSizeReport, claim_size_lines, run_claim_size
 from bench.workloads.herd import HERDS
 from bench.workloads.idle import idle_statements
@@ -87,6 +101,24 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--burst-count",
+        type=int,
+        default=BURST,
+        help="burst: timers due in one second (%(default)s)",
+    )
+    parser.add_argument(
+        "--scale-pending",
+        type=int,
+        default=SCALE_PENDING,
+        help="scale: pending rows due over the next 30 days beside the steady load (%(default)s)",
+    )
+    parser.add_argument(
+        "--scale-keep",
+        action="store_true",
+        help="scale, scale-10m: keep the filled rows (a template database) and reuse them on the "
+        "next run when it holds as many",
+    )
     parser.add_argument(
         "--signing-seconds",
         type=float,
@@ -133,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--claim-size-rounds", type=int, default=200, help="claim-size: rounds per set"
     )
+    parser.add_argument(
+        "--claim-path-timers",
+        type=int,
+        default=50_000,
+        help="claim-path: timers due at once (%(default)s)",
+    )
     parser.add_argument("--schedules-count", type=int, default=10_000)
     parser.add_argument("--schedules-minutes", type=int, default=3)
     parser.add_argument("--schedules-stored", type=int, default=100_000)
@@ -158,10 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     page: PageReport | None = None
     retention: RetentionReport | None = None
     claims: ClaimSizeReport | None = None
+    claim_path: ClaimPathReport | None = None
     recurring: SchedulesReport | None = None
     started = time.monotonic()
     try:
-        for wl in workloads(args.steady_seconds, args.signing_seconds):
+        chosen_workloads = workloads(
+            args.steady_seconds,
+            args.signing_seconds,
+            burst=args.burst_count,
+            scale_pending=args.scale_pending,
+            scale_keep=args.scale_keep,
+        )
+        for wl in chosen_workloads:
             if wl.name not in chosen:
                 continue
             for system in systems:
@@ -185,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         if "rates" in chosen:
             print("creation rates …", file=sys.stderr, flush=True)
             rates = creation_rates(bench, 10.0)
+        if "claim-path" in chosen:
+            claim_path = run_claim_path(bench, args.claim_path_timers)
         if "page" in chosen:
             print("page …", file=sys.stderr, flush=True)
             page = run_page(
@@ -217,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         services.stop()
     if cells or idle or rates:
         print(table(cells, idle, rates))
+    if claim_path is not None:
+        print("\n" + claim_path_lines(claim_path))
     if retention is not None:
         print("\n" + retention_lines(retention))
     if page is not None:
@@ -226,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if recurring is not None:
         print("\n" + schedules_lines(recurring))
     print(f"\n(total {time.monotonic() - started:.0f}s; logs in {workdir})")
-    write_json(Path(args.json), cells, idle, rates, page, retention, claims)
+    write_json(Path(args.json), cells, idle, rates, page, retention, claims, claim_path)
     return 0
 
 

@@ -37,6 +37,9 @@ class Cell:
     other_outcomes: dict[str, int] | None = None
     # Requests that carried a webhook-signature header (Standard Webhooks).
     signed_requests: int | None = None
+    # scale: pending rows beside the load, and the scheduler's load statement over them (ms).
+    background_rows: int | None = None
+    loader_ms: float | None = None
     notes: list[str] = field(default_factory=list)
 
 

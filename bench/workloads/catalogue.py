@@ -13,16 +13,20 @@ ALL_WORKLOADS = (
     "burst",
     "isolation",
     "steady",
+    "steady-2000",
     "short",
     "scale",
     "celery-tasks",
     "flaky",
     "signing",
 )
-EXTRAS = ("idle", "rates")
+EXTRAS = ("idle", "rates", "claim-path")
 # Only when named in --only: page and retention fill millions of rows first; schedules runs for
 # some 15 minutes (bench/workloads/schedules.py).
-OPT_IN = ("page", "retention", "claim-size", "schedules")
+OPT_IN = ("page", "retention", "claim-size", "schedules", "scale-10m")
+BURST = 10_000  # timers due within one second
+STEADY_RATES = (500, 2000)  # timers coming due per second: steady, steady-2000
+SCALE_PENDING = 1_000_000  # scale's background rows (scale-10m: 10,000,000)
 
 
 @dataclass
@@ -36,6 +40,8 @@ class Workload:
     # Timers to receivers that never answer, interleaved with the `count` measured ones (each to
     # a receiver of its own); only the `count` healthy timers are measured.
     hanging: int = 0
+    # Reuse the background rows of an earlier run (a template database, bench.workloads.scale).
+    keep_background: bool = False
     # How long to wait for arrivals after the last due time (None: 20 s, 45 s for the seed).
     wait_after_due: float | None = None
     systems: tuple[str, ...] | None = None  # None: every system
@@ -48,21 +54,44 @@ class Workload:
     count_signed: bool = False  # report the requests that carried webhook-signature
 
 
-def workloads(steady_seconds: float, signing_seconds: float = 45.0) -> list[Workload]:
-    rate = 500
+def workloads(
+    steady_seconds: float,
+    signing_seconds: float = 45.0,
+    *,
+    burst: int = BURST,
+    scale_pending: int = SCALE_PENDING,
+    scale_keep: bool = False,
+) -> list[Workload]:
+    rate, fast = STEADY_RATES
     return [
-        Workload("burst", 5000, 1.0),
+        Workload("burst", burst, 1.0),
         # celery-eta's prefork processes sit on the hanging receivers (30 s each), so its healthy
         # timers queue behind them: wait 120 s after the last due time, then count the rest never.
         Workload("isolation", 2000, 5.0, hanging=200, wait_after_due=120.0),
         Workload("steady", int(rate * steady_seconds), steady_seconds),
+        # The seed's one UPDATE and one task per timer is far behind at 500/s already.
+        Workload(
+            "steady-2000",
+            int(fast * steady_seconds),
+            steady_seconds,
+            systems=("celery-eta", "timers"),
+        ),
         Workload("short", 200, 10.0, live=True),
         Workload(
             "scale",
             int(rate * steady_seconds),
             steady_seconds,
-            background_rows=1_000_000,
-            systems=("timers",),  # the 1,000,000-row table is about our scheduler's loader
+            background_rows=scale_pending,
+            keep_background=scale_keep,
+            systems=("timers",),  # the large table is about our scheduler's loader
+        ),
+        Workload(
+            "scale-10m",
+            int(rate * steady_seconds),
+            steady_seconds,
+            background_rows=10_000_000,
+            keep_background=scale_keep,
+            systems=("timers",),
         ),
         # 2,000 delayed calls of a user's task, each due 30 s after it is made (bench.workloads.celery_tasks).
         Workload(

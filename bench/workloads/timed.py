@@ -20,6 +20,7 @@ from bench.cell import Cell, summarize
 from bench.harness import (
     Bench,
     Receiver,
+    drop_database,
     foreign_workers,
     read_count,
     scheduler_log,
@@ -30,7 +31,7 @@ from bench.harness import (
 )
 from bench.workloads.catalogue import Workload
 from bench.workloads.flaky import Settled, settle, summarize_retries
-from bench.workloads.scale import fill_background, loader_query_plan
+from bench.workloads.scale import loader_query_plan, scale_database
 from timers.models import uuid7
 from timers.schema import timers as timers_table
 from timers.store import NewTimer, TimerStore, database_engine
@@ -117,7 +118,10 @@ def run_cell(
     receiver = bench.receiver(tag, wl.path)
     redis.Redis.from_url(bench.broker).flushdb()
     db_name = f"bench_{system.replace('-', '_')}_{wl.name}" + (f"_{variant}" if variant else "")
-    url = bench.database(db_name)
+    if wl.background_rows:
+        url, filled = scale_database(bench, db_name, wl.background_rows, wl.keep_background)
+    else:
+        url = bench.database(db_name)
     run = Run(
         bench,
         system,
@@ -130,6 +134,9 @@ def run_cell(
         bench.env(url),
         wl.wait_after_due or (45.0 if system == "seed" else 20.0),
     )
+    if wl.background_rows:
+        run.cell.background_rows = wl.background_rows
+        run.cell.notes.append(filled)
     try:
         worker = start(run, worker_env)
         if not wl.live:
@@ -150,23 +157,19 @@ def run_cell(
         run.store.engine.dispose()
         if run.eta_app is not None:
             run.eta_app.close()
+        if wl.background_rows:  # gigabytes: not left behind (a kept template stays)
+            drop_database(bench, db_name)
     return conclude(run, arrivals)
 
 
 def start(run: Run, worker_env: Mapping[str, str | None] | None) -> subprocess.Popen[bytes]:
-    """The hanging receivers and background rows the workload asks for, then the worker (and
-    celery-eta's app, to send with)."""
+    """The hanging receivers the workload asks for, then the worker (and celery-eta's app, to
+    send with)."""
     bench, wl, cell = run.bench, run.wl, run.cell
     if wl.hanging:
         # Lives through the lead, the due window and the wait, then exits by itself.
         lifetime = 60 + wl.spread + run.wait_after_due + 60
         run.hanging_urls, run.hang_count = bench.hanging_receivers(run.tag, wl.hanging, lifetime)
-    if wl.background_rows:
-        started = time.monotonic()
-        fill_background(run.store, wl.background_rows)
-        cell.notes.append(
-            f"{wl.background_rows:,} background rows inserted in {time.monotonic() - started:.0f}s"
-        )
     worker = bench.start_worker(run.system, {**run.env, **(worker_env or {})}, run.tag)
     if worker_env:
         cell.notes.append(worker_environment(worker, worker_env))
@@ -200,10 +203,11 @@ def make_ahead(run: Run) -> None:
             conn.execute(text("VACUUM ANALYZE timers"))
         if wl.background_rows:
             ms, rows, uses_index = loader_query_plan(store)
+            cell.loader_ms = ms
             cell.notes.append(
-                f"loader query with {wl.background_rows + wl.count:,} pending rows: "
-                f"{ms:.1f} ms for {rows:,} rows, partial index "
-                f"{'used' if uses_index else 'NOT used'}"
+                f"load statement (recovery and schedule sweep included) with "
+                f"{wl.background_rows + wl.count:,} pending rows: {ms:.1f} ms for {rows:,} rows, "
+                f"partial index {'used' if uses_index else 'NOT used'}"
             )
     # Only the timers to the healthy receiver are measured.
     run.due = {str(tid): at.timestamp() for tid, at, target in plan if target == receiver.url}

@@ -120,13 +120,26 @@ def claims_params(claims: Sequence[Claim]) -> dict[str, list[Any]]:
     }
 
 
+def still_executing() -> Any:
+    """`status = 'executing'`, for statements that join the timers they touch by id: written so
+    that no index on `status` can serve it, and each row is found by its primary key.
+
+    The planner estimates `status = 'executing'` from statistics gathered when few timers were
+    executing (usually none), so it would read every `executing` row through an index on status
+    and hash-join them with the ids: each statement then costs as much as the whole backlog of
+    executing timers (30 ms for 50 rows beside 30,000 executing, against 1.5 ms by the primary
+    key), which a burst or a worker falling behind makes large. IS NOT DISTINCT FROM means the
+    same for this NOT NULL column and is no index condition."""
+    return timers.c.status.is_not_distinct_from(EXECUTING)
+
+
 def _update_claimed(*, unstarted: bool = False) -> Any:
     """An UPDATE of the rows still `executing` under one of the `CLAIMS` (id, claim number) (and, with
     `unstarted`, not started by a worker yet)."""
     conditions = [
         timers.c.id == CLAIMS.c.id,
         timers.c.attempts == CLAIMS.c.number,
-        timers.c.status == EXECUTING,
+        still_executing(),
     ]
     if unstarted:
         conditions.append(timers.c.started_at.is_(None))
@@ -165,7 +178,7 @@ FINISH = (
     .where(
         timers.c.id == OUTCOMES.c.id,
         timers.c.attempts == OUTCOMES.c.claim,
-        timers.c.status == EXECUTING,
+        still_executing(),
     )
     .values(
         status=OUTCOMES.c.status,

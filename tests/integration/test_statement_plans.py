@@ -1,0 +1,83 @@
+"""The plans of the claim's and the workers' statements when many timers are executing and the
+table's statistics were gathered while none was (as after a burst, or a worker falling behind):
+each finds its rows by primary key, so its cost does not grow with the backlog."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event, text
+
+from tests.support.timers import now
+from timers.storage import NewTimer, Outcome
+from timers.store import TimerStore
+
+EXECUTING = 3000
+FUTURE = 30_000  # pending beside them, due tomorrow: a table where a full scan costs what it does
+STATUS_INDEXES = ("ix_timers_status_created_at_id", "ix_timers_executing_claimed_at")
+
+
+def plan_of(store: TimerStore, call: Callable[[], Any], verb: str) -> str:
+    """EXPLAIN (without running it again) of the last statement starting with `verb` that `call()`
+    sent."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if " ".join(statement.split()).upper().startswith(verb):
+            seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    statement, parameters = seen[-1]
+    raw = store.engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("EXPLAIN " + statement, parameters)
+        return "\n".join(row[0] for row in cursor.fetchall())
+    finally:
+        raw.close()
+
+
+def test_statements_on_claimed_timers_find_them_by_primary_key_beside_a_backlog(
+    store: TimerStore,
+) -> None:
+    config = {"type": "http", "url": "http://127.0.0.1:9/hook"}
+    made = store.create_many(
+        [NewTimer(now() - timedelta(seconds=1), "http", config) for _ in range(EXECUTING)]
+    )
+    with store.engine.connect() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO timers (id, execute_at, callback_type, callback_config, status) "
+                "SELECT gen_random_uuid(), now() + interval '1 day', 'http', "
+                "CAST(:config AS jsonb), 'pending' FROM generate_series(1, :rows)"
+            ),
+            {"config": json.dumps(config), "rows": FUTURE},
+        )
+        conn.execute(text("ANALYZE timers"))  # every row pending: `executing` looks rare
+    ids = [t.id for t in made]
+    claims = []
+    for start in range(0, len(ids), 500):
+        claims += [(c.id, c.attempt) for c in store.claim_due(ids[start : start + 500])]
+    assert len(claims) == EXECUTING
+
+    plans = {
+        "claim": plan_of(store, lambda: store.claim_due(ids[:500]), "WITH"),
+        "begin": plan_of(store, lambda: store.begin_deliveries(claims[:50], 15.0), "UPDATE"),
+        "renew": plan_of(store, lambda: store.renew_leases(claims[:50], 15.0), "UPDATE"),
+        "finish": plan_of(
+            store,
+            lambda: store.finish_many([Outcome(i, a, None) for i, a in claims[50:100]]),
+            "UPDATE",
+        ),
+        "release": plan_of(store, lambda: store.release(claims[100:150]), "UPDATE"),
+    }
+    for name, plan in plans.items():
+        assert "timers_pkey" in plan, f"{name}:\n{plan}"
+        assert not any(index in plan for index in STATUS_INDEXES), f"{name}:\n{plan}"
