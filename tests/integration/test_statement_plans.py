@@ -64,7 +64,7 @@ def test_statements_on_claimed_timers_find_them_by_primary_key_beside_a_backlog(
     ids = [t.id for t in made]
     claims = []
     for start in range(0, len(ids), 500):
-        claims += [(c.id, c.attempt) for c in store.claim_due(ids[start : start + 500])]
+        claims += [(c.id, c.claim) for c in store.claim_due(ids[start : start + 500])]
     assert len(claims) == EXECUTING
 
     plans = {
