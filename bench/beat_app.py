@@ -47,3 +47,9 @@ def _app_from_env() -> Celery:
 def sent(broker_url: str) -> list[dict[str, Any]]:
     """Every message beat sent so far, oldest first."""
     return runs(broker_url, SENT)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return _app_from_env()
+    raise AttributeError(name)
