@@ -8,17 +8,18 @@ import json
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import redis
 import requests
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from tests.support import processes
 from tests.support.databases import create_database, drop_database
+from tests.support.plans import explained
 from tests.support.receiver import Receiver, wait_until
 from tests.support.services import LOCAL_NETWORKS, Services
 from tests.support.timers import add_timer, now
@@ -339,30 +340,6 @@ def fill(store: TimerStore, rows: int) -> None:
 def captured_plan(store: TimerStore, **page: Any) -> str:
     """EXPLAIN of exactly the statement `store.page(**page)` runs."""
     return explained(store, lambda: store.page(with_total=False, **page), "SELECT")
-
-
-def explained(store: TimerStore, call: Callable[[], Any], start: str) -> str:
-    """EXPLAIN of the last statement starting with `start` that `call()` ran."""
-    seen: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        head = " ".join(statement.split()).upper()
-        if head.startswith(start) and not head.startswith("SELECT COUNT("):
-            seen.append((statement, parameters))
-
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
-        call()
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
-    statement, parameters = seen[-1]
-    raw = store.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        cursor.execute("EXPLAIN " + statement, parameters)
-        return "\n".join(row[0] for row in cursor.fetchall())
-    finally:
-        raw.close()
 
 
 @pytest.fixture

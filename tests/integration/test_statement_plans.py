@@ -5,12 +5,11 @@ each finds its rows by primary key, so its cost does not grow with the backlog."
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 
+from tests.support.plans import explained
 from tests.support.timers import now
 from timers.storage import NewTimer, Outcome
 from timers.store import TimerStore
@@ -18,30 +17,6 @@ from timers.store import TimerStore
 EXECUTING = 3000
 FUTURE = 30_000  # pending beside them, due tomorrow: a table where a full scan costs what it does
 STATUS_INDEXES = ("ix_timers_status_created_at_id", "ix_timers_executing_claimed_at")
-
-
-def plan_of(store: TimerStore, call: Callable[[], Any], verb: str) -> str:
-    """EXPLAIN (without running it again) of the last statement starting with `verb` that `call()`
-    sent."""
-    seen: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if " ".join(statement.split()).upper().startswith(verb):
-            seen.append((statement, parameters))
-
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
-        call()
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
-    statement, parameters = seen[-1]
-    raw = store.engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        cursor.execute("EXPLAIN " + statement, parameters)
-        return "\n".join(row[0] for row in cursor.fetchall())
-    finally:
-        raw.close()
 
 
 def test_statements_on_claimed_timers_find_them_by_primary_key_beside_a_backlog(
@@ -68,15 +43,15 @@ def test_statements_on_claimed_timers_find_them_by_primary_key_beside_a_backlog(
     assert len(claims) == EXECUTING
 
     plans = {
-        "claim": plan_of(store, lambda: store.claim_due(ids[:500]), "WITH"),
-        "begin": plan_of(store, lambda: store.begin_deliveries(claims[:50], 15.0), "UPDATE"),
-        "renew": plan_of(store, lambda: store.renew_leases(claims[:50], 15.0), "UPDATE"),
-        "finish": plan_of(
+        "claim": explained(store, lambda: store.claim_due(ids[:500]), "WITH"),
+        "begin": explained(store, lambda: store.begin_deliveries(claims[:50], 15.0), "UPDATE"),
+        "renew": explained(store, lambda: store.renew_leases(claims[:50], 15.0), "UPDATE"),
+        "finish": explained(
             store,
             lambda: store.finish_many([Outcome(i, a, None) for i, a in claims[50:100]]),
             "UPDATE",
         ),
-        "release": plan_of(store, lambda: store.release(claims[100:150]), "UPDATE"),
+        "release": explained(store, lambda: store.release(claims[100:150]), "UPDATE"),
     }
     for name, plan in plans.items():
         assert "timers_pkey" in plan, f"{name}:\n{plan}"
