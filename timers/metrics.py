@@ -72,10 +72,22 @@ class DeliveryMetrics:
             multiprocess_mode="livesum",
         )
 
+        # The labelled series by (kind, outcome), looked up once: `labels()` costs more than
+        # the observation itself, and there are only a few of them.
+        self._series: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+
     def finished(self, kind: str, outcome: str, late_seconds: float, took: float) -> None:
-        self.lateness.labels(kind).observe(max(late_seconds, 0.0))
-        self.deliveries.labels(kind, outcome).inc()
-        self.duration.labels(kind).observe(took)
+        series = self._series.get((kind, outcome))
+        if series is None:
+            series = self._series[kind, outcome] = (
+                self.lateness.labels(kind),
+                self.deliveries.labels(kind, outcome),
+                self.duration.labels(kind),
+            )
+        lateness, deliveries, duration = series
+        lateness.observe(max(late_seconds, 0.0))
+        deliveries.inc()
+        duration.observe(took)
 
 
 class SchedulerMetrics:

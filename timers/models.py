@@ -153,6 +153,17 @@ def require_aware(value: datetime, name: str) -> datetime:
     return value.astimezone(UTC)
 
 
+_TIMER_TIMES = (
+    "execute_at",
+    "created_at",
+    "updated_at",
+    "executed_at",
+    "claimed_at",
+    "started_at",
+    "leased_until",
+)
+
+
 @dataclass(frozen=True)
 class Timer:
     id: uuid.UUID
@@ -178,19 +189,12 @@ class Timer:
     scheduled_for: datetime | None = None
 
     def __post_init__(self) -> None:
-        for name in (
-            "execute_at",
-            "created_at",
-            "updated_at",
-            "executed_at",
-            "claimed_at",
-            "started_at",
-            "leased_until",
-        ):
+        for name in _TIMER_TIMES:
             value = getattr(self, name)
-            if value is not None:
+            if value is not None and value.tzinfo is not UTC:  # UTC already: as PostgreSQL gives
                 object.__setattr__(self, name, require_aware(value, name))
-        object.__setattr__(self, "status", TimerStatus(self.status))
+        if type(self.status) is not TimerStatus:
+            object.__setattr__(self, "status", TimerStatus(self.status))
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Timer:

@@ -17,6 +17,7 @@ Checked twice:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -90,12 +91,33 @@ def _kind(ip: IPAddress) -> str | None:
     return None
 
 
+# How many answers each policy remembers (per address, per URL): a worker delivers to the same
+# few receivers over and over, and its answer for one never changes (DNS names are resolved and
+# checked at each delivery all the same).
+REMEMBERED = 4096
+
+
 class OutboundPolicy:
+    """The networks `allowed` beyond the public ones; fixed once made, so its answers are
+    remembered."""
+
     def __init__(self, allowed: Iterable[Network | str] = ()) -> None:
         self.allowed = tuple(ipaddress.ip_network(str(n), strict=False) for n in allowed)
+        self._refusals: dict[IPAddress, str | None] = {}
+        self._url_refusals: dict[str, str | None] = {}
 
     def refusal(self, ip: IPAddress) -> str | None:
         """Why a connection to `ip` is refused, or None if it may go ahead."""
+        try:
+            return self._refusals[ip]
+        except KeyError:
+            pass
+        if len(self._refusals) >= REMEMBERED:
+            self._refusals.clear()
+        why = self._refusals[ip] = self._refusal(ip)
+        return why
+
+    def _refusal(self, ip: IPAddress) -> str | None:
         if any(ip in network for network in self.allowed if network.version == ip.version):
             return None
         inner = _embedded_ipv4(ip)
@@ -122,10 +144,24 @@ class OutboundPolicy:
 
     def check_url(self, url: str) -> None:
         """`check_host` for a URL's host, and no credentials in it. Raises Blocked."""
+        try:
+            why = self._url_refusals[url]
+        except KeyError:
+            if len(self._url_refusals) >= REMEMBERED:
+                self._url_refusals.clear()
+            why = self._url_refusals[url] = self._url_refusal(url)
+        if why is not None:
+            raise Blocked(why)
+
+    def _url_refusal(self, url: str) -> str | None:
         parts = urlsplit(url)
         if parts.username is not None or parts.password is not None:
-            raise Blocked("credentials in the URL (user:password@) are not allowed")
-        self.check_host(parts.hostname or "")
+            return "credentials in the URL (user:password@) are not allowed"
+        try:
+            self.check_host(parts.hostname or "")
+        except Blocked as exc:
+            return str(exc)
+        return None
 
     def resolver(self) -> GuardedResolver:
         return GuardedResolver(self)
@@ -157,6 +193,7 @@ def _is_standard(host: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=REMEMBERED)
 def literal_address(host: str) -> IPAddress | None:
     """The address a host names literally, in any spelling the C library accepts (`127.1`,
     `0x7f000001`, `2130706433`, `0177.0.0.1`), or None for a DNS name."""

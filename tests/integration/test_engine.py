@@ -392,3 +392,14 @@ def test_destination_is_scheme_host_and_port() -> None:
     assert destination("https://example.com/a") == "https://example.com:443"
     assert destination("http://example.com:8080/a?b") == "http://example.com:8080"
     assert destination("http://[::1]:81/") == "http://::1:81"
+
+
+def test_the_engine_runs_on_uvloop_where_it_is_installed() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    engine = DeliveryEngine(
+        max_per_destination=1, on_outcome=Outcomes(), context=DeliveryContext(5, LOCAL), rules=RULES
+    )
+    try:
+        assert isinstance(engine._loop, uvloop.Loop)
+    finally:
+        engine.close(1)

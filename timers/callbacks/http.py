@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -27,13 +26,13 @@ from yarl import URL
 
 from timers import __version__
 from timers.callbacks.base import DeliveryContext, Kind
+from timers.callbacks.urls import MAX_URL_LENGTH, Route, destination, url_problem
 from timers.models import InvalidField, check_json
-from timers.outbound import Blocked, OutboundPolicy, literal_address
+from timers.outbound import Blocked, OutboundPolicy
 from timers.retries import DeliveryResult, retryable_status
 from timers.signing import SIGNATURE_HEADERS, signature_headers
 from timers.worker.destinations import take_slot
 
-MAX_URL_LENGTH = 2048
 # RFC 9110 token characters: what a header field name may contain.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # What a header value can carry on the wire as it is: visible ASCII, spaces and tabs.
@@ -124,7 +123,9 @@ class HttpCallback:
         url = config.get("url")
         if not isinstance(url, str) or not url:
             raise InvalidField(f"{field_prefix}.url", "is required and must be a string")
-        _check_url(url, f"{field_prefix}.url")
+        problem = url_problem(url)
+        if problem is not None:
+            raise InvalidField(f"{field_prefix}.url", problem)
         headers = config.get("headers", {}) or {}
         if not isinstance(headers, Mapping):
             raise InvalidField(f"{field_prefix}.headers", "must be an object of strings")
@@ -158,10 +159,7 @@ class HttpCallback:
         }
 
     def destination(self) -> str:
-        parts = urlsplit(self.url)
-        scheme = parts.scheme.lower()
-        port = parts.port or (443 if scheme == "https" else 80)
-        return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+        return destination(self.url)
 
     async def deliver(self, timer_id: uuid.UUID, context: DeliveryContext) -> DeliveryResult:
         session = context.resource(
@@ -184,29 +182,6 @@ def _parse(config: Any, field_name: str, policy: OutboundPolicy | None) -> HttpC
         except Blocked as exc:
             raise InvalidField(f"{field_name}.url", f"refused: {exc}") from None
     return callback
-
-
-def _check_url(url: str, field_name: str) -> None:
-    if len(url) > MAX_URL_LENGTH:
-        raise InvalidField(field_name, f"must be at most {MAX_URL_LENGTH} characters")
-    if not url.isascii():
-        raise InvalidField(field_name, "must be ASCII (encode non-ASCII host names as IDNA)")
-    if any(c.isspace() for c in url):
-        raise InvalidField(field_name, "must not contain whitespace")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        raise InvalidField(field_name, f"is not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https"):
-        raise InvalidField(field_name, "must be an absolute http:// or https:// URL")
-    if not parts.hostname:
-        raise InvalidField(field_name, "must have a host")
-    host = parts.hostname.rstrip(".")
-    if not host.startswith("[") and ":" not in host:
-        labels = host.split(".")
-        if len(host) > 253 or any(not 0 < len(label) < 64 for label in labels):
-            raise InvalidField(field_name, f"host {parts.hostname!r} is not a valid name")
 
 
 USER_AGENT = f"timers/{__version__}"
@@ -282,31 +257,37 @@ async def deliver(
         policy.check_url(callback.url)
     except Blocked as exc:
         return DeliveryResult(f"blocked: {exc}", retryable=False)
-    url = URL(callback.url)
-    host, port = url.raw_host or "", url.port or 0
+    route = Route.of(callback.url)
+    host, port = route.host, route.port
     body = json.dumps(callback.payload, separators=(",", ":"), ensure_ascii=False).encode()
     headers = request_headers(timer_id, callback, body, signing_secrets)
-    headers["Host"] = url.host_port_subcomponent or host
-    tls_name = host if url.scheme == "https" and literal_address(host) is None else None
+    headers["Host"] = route.host_header
     began = time.monotonic()
-    try:
-        async with asyncio.timeout(timeout):
-            addresses = await policy.addresses(host, port)
-    except TimeoutError:
-        return DeliveryResult(f"timeout after {timeout:g}s")
-    except Blocked as exc:
-        return DeliveryResult(f"blocked: {exc}", retryable=False)
-    except OSError as exc:
-        return DeliveryResult(f"connection error: DNS lookup of {host} failed ({_reason(exc)})")
+    if route.literal is not None:  # no lookup to wait for
+        why = policy.refusal(route.literal)
+        if why is not None:
+            return DeliveryResult(f"blocked: {why}", retryable=False)
+        addresses = [route.literal]
+    else:
+        try:
+            async with asyncio.timeout(timeout):
+                addresses = await policy.addresses(host, port)
+        except TimeoutError:
+            return DeliveryResult(f"timeout after {timeout:g}s")
+        except Blocked as exc:
+            return DeliveryResult(f"blocked: {exc}", retryable=False)
+        except OSError as exc:
+            return DeliveryResult(f"connection error: DNS lookup of {host} failed ({_reason(exc)})")
     left = timeout - (time.monotonic() - began)
     unreachable = None
     try:
         for address in addresses:
             async with take_slot((address, port)):
                 began = time.monotonic()
-                target = url.with_host(str(address))
                 try:
-                    return await _post(session, target, headers, body, tls_name, left)
+                    return await _post(
+                        session, route.at(address), headers, body, route.tls_name, left
+                    )
                 except aiohttp.ClientConnectorError as exc:
                     unreachable = exc  # no connection made: the next address, if there is one
                 left -= time.monotonic() - began
