@@ -247,6 +247,35 @@ def test_a_top_up_makes_the_next_slots_of_live_schedules(world: World) -> None:
     assert schedules.top_up(None, lookahead=3600).made == 0  # two slots ahead: none to make
 
 
+def test_one_top_up_makes_the_slots_of_many_schedules_each_with_its_own_fields(
+    world: World,
+) -> None:
+    schedules = world.store.schedules
+    kinds = [
+        {},
+        {"overlap": "skip", "metadata": {"n": 1}},
+        {"catchup": "all", "catchup_window": 30.0, "retry": {"max_attempts": 2}},
+        {"catchup": "latest", "jitter": 5.0},
+    ]
+    made_for = []
+    for n in range(12):
+        made_for.append(schedules.create(spec(world, name=f"s{n}", **kinds[n % len(kinds)])))
+    if isinstance(world.store, InMemoryStore):
+        world.advance(61)  # every first slot fired: one slot ahead left
+    else:
+        for s in made_for:
+            elapse(world, s.id, 61)
+    done = schedules.top_up([s.id for s in made_for])
+    assert (done.made, done.skipped, done.schedules) == (12, 0, 12)
+    for s in made_for:
+        found = made(world, s.id)
+        assert len(found) == 3, s.spec
+        assert [t.metadata for t in found] == [s.spec.metadata] * 3
+        assert [t.retry for t in found] == [s.spec.retry] * 3
+        assert found[-1].scheduled_for == schedules.get(s.id).materialized_until
+        assert found[-1].callback_config == HOOK
+
+
 def test_each_slot_is_one_timer_whoever_makes_it(world: World) -> None:
     schedules = world.store.schedules
     s = schedules.create(spec(world))

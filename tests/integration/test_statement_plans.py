@@ -1,16 +1,21 @@
-"""The plans of the claim's and the workers' statements when many timers are executing and the
-table's statistics were gathered while none was (as after a burst, or a worker falling behind):
-each finds its rows by primary key, so its cost does not grow with the backlog."""
+"""The statements a store method sends, and their plans: those of the claim and of the workers'
+statements find their rows by primary key when many timers are executing and the table's
+statistics were gathered while none was (as after a burst, or a worker falling behind), so their
+cost does not grow with the backlog; a top-up sends as many statements for one schedule as for
+many."""
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from tests.support.plans import explained
 from tests.support.timers import now
+from timers.schedules.model import ScheduleSpec
+from timers.schedules.slots import Timing
 from timers.storage import NewTimer, Outcome
 from timers.store import TimerStore
 
@@ -84,3 +89,27 @@ def test_the_claim_finds_due_timers_by_primary_key_beside_many_pending_ahead(
     due_scan = plan.split("CTE skipped")[0]  # the CTE that finds and locks the due rows
     assert "timers_pkey" in due_scan, plan
     assert not any(i in plan for i in ("ix_timers_pending_execute_at", "ix_timers_execute_at_id"))
+
+
+def test_a_top_up_sends_the_same_statements_for_one_schedule_or_many(store: TimerStore) -> None:
+    """At :00 a scheduler tops up thousands of schedules at once: statements per schedule (or a
+    statement built anew for each) made that minute's top-ups take longer than the minute."""
+    config = {"type": "http", "url": "http://127.0.0.1:9/hook"}
+    start = now() + timedelta(seconds=30)
+    timing = Timing(start_at=start, every=60.0)
+    made = [store.schedules.create(ScheduleSpec(timing, "http", config)) for _ in range(40)]
+    with store.engine.begin() as conn:  # as if their first slots had fired
+        conn.execute(text("UPDATE schedules SET materialized_until = now() - interval '1 s'"))
+
+    def statements(ids: list[Any]) -> int:
+        sent: list[str] = []
+        listener = lambda *args: sent.append(args[2])  # noqa: E731
+        event.listen(store.engine, "before_cursor_execute", listener)
+        try:
+            done = store.schedules.top_up(ids)
+        finally:
+            event.remove(store.engine, "before_cursor_execute", listener)
+        assert done.schedules == len(ids) and done.made >= len(ids)
+        return len(sent)
+
+    assert statements([s.id for s in made[:1]]) == statements([s.id for s in made[1:]])

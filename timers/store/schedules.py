@@ -5,6 +5,7 @@ they become, is `timers.storage.occurrences` (shared with the in-memory twin).""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,11 +14,10 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from timers.models import Timer, TimerStatus, uuid7
 from timers.schedules.model import Schedule, ScheduleSpec
-from timers.schedules.plan import Plan, plan
+from timers.schedules.plan import plan
 from timers.schema import schedules, timers
 from timers.storage import (
     SCHEDULES_PER_LOAD,
@@ -36,6 +36,8 @@ PENDING = TimerStatus.PENDING.value
 NAME_INDEX = "ux_schedules_owner_name"  # (owner, name), unique where a name is given
 
 NOW = select(func.now())
+INSERT_OCCURRENCES = text(queries["insert_occurrences"])
+ADVANCE = text(queries["advance_schedules"])
 DROP_PENDING = text(queries["drop_pending_occurrences"]).bindparams(
     bindparam("sid", type_=UUID(as_uuid=True))
 )
@@ -94,7 +96,7 @@ class ScheduleStatements(Connected):
             row = conn.execute(schedules.insert().values(**values).returning(schedules))
             schedule = Schedule.from_row(row.mappings().one())
             if not spec.paused:
-                self._top_up_one(conn, schedule, now)
+                _make_slots(conn, [schedule], now)
             return self._get(conn, schedule.id, None)
 
     def get(self, schedule_id: uuid.UUID, owner: str | None = None) -> Schedule:
@@ -161,7 +163,7 @@ class ScheduleStatements(Connected):
         )
         schedule = Schedule.from_row(row.mappings().one())
         if not schedule.spec.paused:
-            self._top_up_one(conn, schedule, now)
+            _make_slots(conn, [schedule], now)
         return self._get(conn, schedule_id, None)
 
     def delete(self, schedule_id: uuid.UUID, owner: str | None) -> int:
@@ -220,37 +222,48 @@ class ScheduleStatements(Connected):
             query = query.where(schedules.c.id == func.any(ids))
         query = query.order_by(schedules.c.materialized_until).limit(SCHEDULES_PER_LOAD)
         query = query.with_for_update(skip_locked=True)
-        made = skipped = 0
         with self._transaction() as conn:
             now = conn.execute(NOW).scalar_one()
             rows = conn.execute(query).mappings().all()
-            for row in rows:
-                done = self._top_up_one(conn, Schedule.from_row(row), now)
-                made += len(done.occurrences)
-                skipped += done.skipped
+            made, skipped = _make_slots(conn, [Schedule.from_row(row) for row in rows], now)
         return ToppedUp(made=made, skipped=skipped, schedules=len(rows))
 
-    @staticmethod
-    def _top_up_one(conn: Any, schedule: Schedule, now: datetime) -> Plan:
-        planned = plan(schedule, now)
-        rows = planned_rows(schedule, planned)
-        if rows:
-            conn.execute(
-                pg_insert(timers)
-                .values(rows)
-                .on_conflict_do_nothing(
-                    index_elements=["schedule_id", "scheduled_for"],
-                    index_where=timers.c.schedule_id.is_not(None),
-                )
-            )
+
+def _make_slots(conn: Any, made_for: Sequence[Schedule], now: datetime) -> tuple[int, int]:
+    """Insert the occurrences `plan` makes for these schedules at `now` and advance their
+    `materialized_until`, two statements whatever their number; (occurrences made, slots
+    skipped)."""
+    if not made_for:
+        return 0, 0
+    planned = [(schedule, plan(schedule, now)) for schedule in made_for]
+    rows = [row for schedule, p in planned for row in planned_rows(schedule, p)]
+    if rows:
         conn.execute(
-            schedules.update()
-            .where(schedules.c.id == schedule.id)
-            .values(
-                materialized_until=func.greatest(
-                    schedules.c.materialized_until, planned.materialized_until
-                ),
-                skipped=schedules.c.skipped + planned.skipped,
-            )
+            INSERT_OCCURRENCES,
+            {
+                "ids": [r["id"] for r in rows],
+                "execute_ats": [r["execute_at"] for r in rows],
+                "callback_types": [r["callback_type"] for r in rows],
+                "callback_configs": [_json_text(r["callback_config"]) for r in rows],
+                "metadatas": [_json_text(r["metadata"]) for r in rows],
+                "retries": [_json_text(r["retry"]) for r in rows],
+                "owners": [r["owner"] for r in rows],
+                "schedule_ids": [r["schedule_id"] for r in rows],
+                "scheduled_fors": [r["scheduled_for"] for r in rows],
+                "late_limits": [r["late_limit"] for r in rows],
+                "skip_if_runnings": [r["skip_if_running"] for r in rows],
+            },
         )
-        return planned
+    conn.execute(
+        ADVANCE,
+        {
+            "ids": [schedule.id for schedule, _ in planned],
+            "untils": [p.materialized_until for _, p in planned],
+            "skipped": [p.skipped for _, p in planned],
+        },
+    )
+    return len(rows), sum(p.skipped for _, p in planned)
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)

@@ -182,3 +182,30 @@ SELECT id, 0, NULL, schedule_id, false FROM skipped
 -- The pending occurrences of schedule `:sid`, deleted as the changes that re-make them remove them
 -- (a new spec, a pause): never fired, nothing to keep, so their slots can be made again.
 DELETE FROM timers WHERE schedule_id = :sid AND status = 'pending'
+
+-- insert_occurrences --
+-- The occurrences a top-up makes, of any number of schedules, from parallel arrays (their JSON
+-- given as text), one statement for the whole batch; a slot another process made first is left
+-- alone (unique per schedule and slot).
+INSERT INTO timers (id, execute_at, callback_type, callback_config, metadata, retry, owner, status,
+                    schedule_id, scheduled_for, late_limit, skip_if_running)
+SELECT t.id, t.execute_at, t.callback_type, CAST(t.callback_config AS jsonb),
+       CAST(t.metadata AS jsonb), CAST(t.retry AS jsonb), t.owner, 'pending',
+       t.schedule_id, t.scheduled_for, t.late_limit, t.skip_if_running
+FROM unnest(CAST(:ids AS uuid[]), CAST(:execute_ats AS timestamptz[]),
+            CAST(:callback_types AS text[]), CAST(:callback_configs AS text[]),
+            CAST(:metadatas AS text[]), CAST(:retries AS text[]), CAST(:owners AS text[]),
+            CAST(:schedule_ids AS uuid[]), CAST(:scheduled_fors AS timestamptz[]),
+            CAST(:late_limits AS float8[]), CAST(:skip_if_runnings AS boolean[]))
+  AS t(id, execute_at, callback_type, callback_config, metadata, retry, owner,
+       schedule_id, scheduled_for, late_limit, skip_if_running)
+ON CONFLICT (schedule_id, scheduled_for) WHERE schedule_id IS NOT NULL DO NOTHING
+
+-- advance_schedules --
+-- After a top-up: each schedule's latest slot examined (never moved back) and its missed slots
+-- counted, from parallel arrays, one statement for the whole batch.
+UPDATE schedules s
+SET materialized_until = GREATEST(s.materialized_until, u.until), skipped = s.skipped + u.skipped
+FROM unnest(CAST(:ids AS uuid[]), CAST(:untils AS timestamptz[]), CAST(:skipped AS bigint[]))
+  AS u(id, until, skipped)
+WHERE s.id = u.id
