@@ -251,7 +251,7 @@ def test_one_top_up_makes_the_slots_of_many_schedules_each_with_its_own_fields(
     world: World,
 ) -> None:
     schedules = world.store.schedules
-    kinds = [
+    kinds: list[dict[str, Any]] = [
         {},
         {"overlap": "skip", "metadata": {"n": 1}},
         {"catchup": "all", "catchup_window": 30.0, "retry": {"max_attempts": 2}},
