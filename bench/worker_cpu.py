@@ -41,7 +41,7 @@ def one_round(bench: Bench, kind: str, count: int, url: str) -> tuple[float, flo
             "DATABASE_URL": database,
             "REDIS_URL": bench.broker,
             "TIMERS_ALLOWED_NETWORKS": "127.0.0.0/8",
-            "TIMERS_TASK_BROKER_URL": bench.broker,
+            "TIMERS_TASK_BROKER_URL": bench.user_broker,
             "TIMERS_CELERY_TASKS": "bench.*",
             "TIMERS_CELERY_QUEUES": QUEUE,
         }
@@ -95,7 +95,7 @@ def main() -> None:
                     f"{args.count / wall:,.0f}/s"
                 )
     finally:
-        redis.Redis.from_url(bench.broker).delete(QUEUE)
+        redis.Redis.from_url(bench.user_broker).delete(QUEUE)
         bench.stop_all()
         bench.services.admin_execute('DROP DATABASE IF EXISTS "bench_worker_cpu" WITH (FORCE)')
 

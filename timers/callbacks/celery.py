@@ -22,10 +22,11 @@ least once, like every callback: a task that must not run twice checks its own i
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Literal
@@ -222,7 +223,10 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def _matches(name: str, patterns: Iterable[str]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    """Whether `name` matches one of the globs (answers remembered: a worker checks the same
+    few task and queue names at every delivery)."""
     return any(fnmatchcase(name, pattern) for pattern in patterns)
 
 

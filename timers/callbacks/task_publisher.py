@@ -100,6 +100,10 @@ class Publisher:
         reasons: list[str | None] = []
         try:
             with self.app.producer_or_acquire() as producer, _batched(producer, len(batch)):
+                # Each queue is declared with its batch's first message sent (`send_task`
+                # declares it with every message: kombu remembers it per channel, but only
+                # after a costly copy of the queue each time).
+                declared: set[str] = set()
                 for publication in batch:
                     callback, task_id = publication.callback, str(publication.timer_id)
                     message = amqp.create_task_message(
@@ -109,7 +113,10 @@ class Publisher:
                         callback.kwargs,
                         reply_to=self.app.thread_oid,
                     )
-                    options: dict[str, Any] = {"queue": callback.queue or DEFAULT_QUEUE}
+                    queue = callback.queue or DEFAULT_QUEUE
+                    options: dict[str, Any] = {"queue": queue}
+                    if queue in declared:
+                        options["declare"] = []
                     if callback.priority is not None:
                         options["priority"] = callback.priority
                     if callback.headers:
@@ -121,6 +128,7 @@ class Publisher:
                     except Exception as exc:  # the broker refused it: retried by deliver
                         reasons.append(_reason(exc))
                     else:
+                        declared.add(queue)  # once it was sent: a refused one declared nothing
                         reasons.append(None)
         except Exception as exc:  # no connection, or the batch could not be flushed
             return [_reason(exc)] * len(batch)
