@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -82,6 +82,25 @@ def _ping_when_idle(engine: Engine, seconds: float) -> None:
                 cursor.execute(queries["ping"])
         except psycopg2.Error as exc:
             raise DisconnectionError(str(exc)) from exc
+
+
+def new_timer_arrays(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """The parameters of a statement that inserts new timers from parallel arrays
+    (`insert_timers`, `insert_occurrences`), from their rows (`NewTimer.row_values`), the JSON as
+    text."""
+    return {
+        "ids": [row["id"] for row in rows],
+        "execute_ats": [row["execute_at"] for row in rows],
+        "callback_types": [row["callback_type"] for row in rows],
+        "callback_configs": [_json_text(row["callback_config"]) for row in rows],
+        "metadatas": [_json_text(row["metadata"]) for row in rows],
+        "retries": [_json_text(row["retry"]) for row in rows],
+        "owners": [row["owner"] for row in rows],
+    }
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 def load_json(text: str) -> Any:

@@ -33,6 +33,7 @@ from timers.store.connection import (
     database_errors,
     decoded,
     describe_database_error,
+    new_timer_arrays,
     owned_by,
 )
 from timers.store.sql import queries
@@ -270,15 +271,7 @@ class TimerStatements(Connected):
         if not batch:
             return []
         rows = [new.row_values() for new in batch]
-        params = {
-            "ids": [row["id"] for row in rows],
-            "execute_ats": [row["execute_at"] for row in rows],
-            "callback_types": [row["callback_type"] for row in rows],
-            "callback_configs": [_json_text(row["callback_config"]) for row in rows],
-            "metadatas": [_json_text(row["metadata"]) for row in rows],
-            "retries": [_json_text(row["retry"]) for row in rows],
-            "owners": [row["owner"] for row in rows],
-        }
+        params = new_timer_arrays(rows)
         with self._transaction() as conn:
             chosen = {r["id"]: dict(r) for r in conn.execute(INSERT_ARRAYS, params).mappings()}
         # In the order asked for (RETURNING promises no order of its own), each the row written:
@@ -351,7 +344,3 @@ class TimerStatements(Connected):
         """Run `SELECT 1`; raises if the database can't be reached."""
         with self._statement() as conn:
             conn.execute(PING)
-
-
-def _json_text(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)

@@ -5,7 +5,6 @@ they become, is `timers.storage.occurrences` (shared with the in-memory twin).""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from timers.storage import (
     ToppedUp,
 )
 from timers.storage.occurrences import made_until_at_creation, planned_rows, triggered_row
-from timers.store.connection import Connected, seconds
+from timers.store.connection import Connected, new_timer_arrays, seconds
 from timers.store.lifecycle import LIVE_SCHEDULE
 from timers.store.sql import queries
 
@@ -241,13 +240,7 @@ def _make_slots(conn: Any, made_for: Sequence[Schedule], now: datetime) -> tuple
         conn.execute(
             INSERT_OCCURRENCES,
             {
-                "ids": [r["id"] for r in rows],
-                "execute_ats": [r["execute_at"] for r in rows],
-                "callback_types": [r["callback_type"] for r in rows],
-                "callback_configs": [_json_text(r["callback_config"]) for r in rows],
-                "metadatas": [_json_text(r["metadata"]) for r in rows],
-                "retries": [_json_text(r["retry"]) for r in rows],
-                "owners": [r["owner"] for r in rows],
+                **new_timer_arrays(rows),
                 "schedule_ids": [r["schedule_id"] for r in rows],
                 "scheduled_fors": [r["scheduled_for"] for r in rows],
                 "late_limits": [r["late_limit"] for r in rows],
@@ -263,7 +256,3 @@ def _make_slots(conn: Any, made_for: Sequence[Schedule], now: datetime) -> tuple
         },
     )
     return len(rows), sum(p.skipped for _, p in planned)
-
-
-def _json_text(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
