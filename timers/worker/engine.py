@@ -52,7 +52,7 @@ MAX_IN_FLIGHT = 10_000
 
 def new_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop where it is installed (a dependency except on Windows): its callbacks,
-    tasks and sockets cost the engine about a third less CPU per delivery than asyncio's own."""
+    tasks and sockets took a sixth off the worker's CPU per `http` delivery (bench.worker_cpu)."""
     try:
         import uvloop
     except ImportError:
