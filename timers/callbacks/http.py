@@ -263,21 +263,15 @@ async def deliver(
     headers = request_headers(timer_id, callback, body, signing_secrets)
     headers["Host"] = route.host_header
     began = time.monotonic()
-    if route.literal is not None:  # no lookup to wait for
-        why = policy.refusal(route.literal)
-        if why is not None:
-            return DeliveryResult(f"blocked: {why}", retryable=False)
-        addresses = [route.literal]
-    else:
-        try:
-            async with asyncio.timeout(timeout):
-                addresses = await policy.addresses(host, port)
-        except TimeoutError:
-            return DeliveryResult(f"timeout after {timeout:g}s")
-        except Blocked as exc:
-            return DeliveryResult(f"blocked: {exc}", retryable=False)
-        except OSError as exc:
-            return DeliveryResult(f"connection error: DNS lookup of {host} failed ({_reason(exc)})")
+    try:
+        async with asyncio.timeout(timeout):
+            addresses = await policy.addresses(host, port)
+    except TimeoutError:
+        return DeliveryResult(f"timeout after {timeout:g}s")
+    except Blocked as exc:
+        return DeliveryResult(f"blocked: {exc}", retryable=False)
+    except OSError as exc:
+        return DeliveryResult(f"connection error: DNS lookup of {host} failed ({_reason(exc)})")
     left = timeout - (time.monotonic() - began)
     unreachable = None
     try:

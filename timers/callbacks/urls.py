@@ -56,27 +56,24 @@ def destination(url: str) -> str:
 
 @dataclass(frozen=True)
 class Route:
-    """Where a URL's requests go: its host and port, the `Host` header, the name for TLS (SNI
-    and the certificate check; None for http and for an address), and the address a literal
-    host spells."""
+    """Where a URL's requests go: its host and port, the `Host` header, and the name for TLS
+    (SNI and the certificate check; None for http and for an address)."""
 
     url: URL
     host: str
     port: int
     host_header: str
     tls_name: str | None
-    literal: IPAddress | None
 
     @staticmethod
     @functools.lru_cache(maxsize=REMEMBERED)
     def of(url: str) -> Route:
         parsed = URL(url)
         host = parsed.raw_host or ""
-        literal = literal_address(host.strip("[]"))
-        tls_name = host if parsed.scheme == "https" and literal is None else None
-        return Route(
-            parsed, host, parsed.port or 0, parsed.host_port_subcomponent or host, tls_name, literal
-        )
+        literal = literal_address(host.strip("[]")) is not None
+        tls_name = host if parsed.scheme == "https" and not literal else None
+        host_header = parsed.host_port_subcomponent or host
+        return Route(parsed, host, parsed.port or 0, host_header, tls_name)
 
     @functools.lru_cache(maxsize=REMEMBERED)  # noqa: B019 - routes live as long as the process
     def at(self, address: IPAddress) -> URL:
