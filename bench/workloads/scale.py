@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 
 from bench.harness import Bench, copy_database, database_exists, drop_database, say
 from bench.workloads.filling import Mix, filled_database
+from tests.support.plans import statements_sent
 from timers.config import settings_from_env
 from timers.migrations import upgrade
 from timers.storage import RecoveryRules
@@ -94,23 +94,15 @@ def loader_query_plan(store: TimerStore) -> tuple[float, int, bool]:
     statement), run under EXPLAIN ANALYZE in a transaction rolled back: (execution ms, rows,
     whether the partial index on pending `execute_at` serves it)."""
     settings = settings_from_env({})  # the defaults
-    seen: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(("SELECT", "WITH")):
-            seen.append((statement, params))
-
     now = datetime.now(UTC)
-    event.listen(store.engine, "before_cursor_execute", capture)
-    try:
+    with statements_sent(store) as sent:
         store.load_near_term(
             None,
             now + timedelta(seconds=settings.lookahead),
             recovery=RecoveryRules(settings.enqueue_timeout, settings.delivery_lease, True),
             schedules_within=settings.lookahead,
         )
-    finally:
-        event.remove(store.engine, "before_cursor_execute", capture)
+    seen = [(st, p) for st, p in sent if st.lstrip().upper().startswith(("SELECT", "WITH"))]
     statement, params = seen[-1]
     raw = store.engine.raw_connection()
     try:

@@ -10,9 +10,9 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import text
 
-from tests.support.plans import explained
+from tests.support.plans import explained, statements_sent
 from tests.support.timers import now
 from timers.schedules.model import ScheduleSpec
 from timers.schedules.slots import Timing
@@ -102,13 +102,8 @@ def test_a_top_up_sends_the_same_statements_for_one_schedule_or_many(store: Time
         conn.execute(text("UPDATE schedules SET materialized_until = now() - interval '1 s'"))
 
     def statements(ids: list[Any]) -> int:
-        sent: list[str] = []
-        listener = lambda *args: sent.append(args[2])  # noqa: E731
-        event.listen(store.engine, "before_cursor_execute", listener)
-        try:
+        with statements_sent(store) as sent:
             done = store.schedules.top_up(ids)
-        finally:
-            event.remove(store.engine, "before_cursor_execute", listener)
         assert done.schedules == len(ids) and done.made >= len(ids)
         return len(sent)
 
