@@ -250,6 +250,13 @@ class Claims(list[Claimed]):
         super().__init__(claimed)
         self.skipped_schedules = tuple(dict.fromkeys(skipped_schedules))
 
+    def add(self, more: list[Claimed]) -> None:
+        """Take in another claim's timers (and the schedules it skipped)."""
+        self.extend(more)
+        if isinstance(more, Claims) and more.skipped_schedules:
+            skipped = (*self.skipped_schedules, *more.skipped_schedules)
+            self.skipped_schedules = tuple(dict.fromkeys(skipped))
+
 
 _uuid7_lock = threading.Lock()
 _uuid7_last = 0

@@ -175,3 +175,27 @@ def test_a_claims_next_slots_are_made_on_the_keepers_thread(store: InMemoryStore
     slots = [at for at, _ in statuses(store, s.id)]
     assert len(slots) == made_before + 1  # the slot after the two that were ahead
     assert slots == sorted(slots) and slots[-1] == start + 3 * SECOND
+
+
+def test_a_tick_asks_for_next_slots_once_after_its_last_batch(store: InMemoryStore) -> None:
+    """A herd claimed in several batches is topped up once, with every schedule it took, after
+    the last batch was enqueued (so the top-up never holds up the next batch's claim)."""
+    assert isinstance(store.clock, ManualClock)
+    made = [schedule(store, 0.5, 60.0) for _ in range(5)]
+    store.clock.advance(1.0)
+    asked: list[tuple[int, list[uuid.UUID]]] = []
+    cache, enqueuer = TimerCache(), RecordingEnqueuer()
+    loop = ExecutionLoop(
+        store,
+        cache,
+        enqueuer,
+        clock=store.clock,
+        batch_size=2,
+        after_claim=lambda claims: asked.append(
+            (len(enqueuer.sent), sorted(c.schedule_id for c in claims if c.schedule_id))
+        ),
+    )
+    due = store.page(where=TimerFilter(status=TimerStatus.PENDING)).timers
+    cache.upsert(store.pending_by_ids([t.id for t in due if t.execute_at <= store.clock()]))
+    assert loop.tick() == 5
+    assert asked == [(5, sorted(s.id for s in made))]

@@ -141,3 +141,32 @@ def test_jitter_is_the_same_everywhere_and_within_its_bound() -> None:
     assert all(0 <= d <= 30 for d in spread)
     assert 10 < sum(spread) / len(spread) < 20  # spread over the whole window, not bunched
     assert jitter_for(schedule, slot, 0) == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone"),
+    [
+        ("30 2 * * *", "America/New_York"),
+        ("*/20 * * * *", "America/New_York"),
+        ("15 2 * * *", "Australia/Lord_Howe"),
+        ("0 */7 * * 1-5", "Pacific/Chatham"),
+        ("*/10 * * * * *", "UTC"),
+    ],
+)
+def test_slots_worked_out_a_few_at_a_time_and_remembered_are_the_calendars_own(
+    cron: str, zone: str
+) -> None:
+    # Slots come from remembered chunks of a few (shared by every schedule with the same
+    # expression and zone). Read from different starting points, inside chunks and at their
+    # ends, across the spring change (New York 2026-03-08, Lord Howe and Chatham 2026-04-05) and
+    # for the daily ones the autumn one too, they are what one uninterrupted walk gives.
+    from itertools import islice
+
+    from timers.schedules.slots import CHUNK, _cron_walk
+
+    start = datetime(2026, 3, 6, tzinfo=UTC)
+    walked = list(islice(_cron_walk(cron, ZoneInfo(zone), start), 400))
+    timing = Timing(start_at=start - timedelta(days=1), cron=cron, timezone=zone)
+    assert timing.next_slots(start, 400) == walked
+    for k in (0, 1, CHUNK - 1, CHUNK, 37, 250):
+        assert timing.next_slots(walked[k], 40) == walked[k + 1 : k + 41]

@@ -70,17 +70,27 @@ class ExecutionLoop:
             return 0
         log.info("Executing %d due timers", len(due))
         enqueued = 0
-        for start in range(0, len(due), self.batch_size):
-            if start and self.stopping():
-                break
-            sent, refused = self._fire([t.id for t in due[start : start + self.batch_size]])
-            enqueued += sent
-            if refused:
-                break
+        # The schedules among them have their next slots made once the tick's last batch is
+        # enqueued: a herd (10,000 schedules due at :00) is claimed at the claim's pace, and each
+        # schedule has its next slot made already, so a top-up a moment later changes no firing.
+        claims = Claims()
+        try:
+            for start in range(0, len(due), self.batch_size):
+                if start and self.stopping():
+                    break
+                sent, refused = self._fire(
+                    [t.id for t in due[start : start + self.batch_size]], claims
+                )
+                enqueued += sent
+                if refused:
+                    break
+        finally:
+            self._after_claim(claims)
         return enqueued
 
-    def _fire(self, ids: list[uuid.UUID]) -> tuple[int, bool]:
-        """Claim and enqueue these timers: how many were enqueued, and whether the broker refused."""
+    def _fire(self, ids: list[uuid.UUID], claims: Claims) -> tuple[int, bool]:
+        """Claim and enqueue these timers: how many were enqueued, and whether the broker refused.
+        What the claim took (and the schedules it skipped) is added to `claims`."""
         began = time.monotonic()
         try:
             claimed = self.store.claim_due(ids)
@@ -94,10 +104,10 @@ class ExecutionLoop:
             return 0, False
         self.metrics.claim_duration.observe(time.monotonic() - began)
         self.cache.remove(ids)
+        claims.add(claimed)
         if len(claimed) < len(ids):
             self._refresh_unclaimed(set(ids) - {t.id for t in claimed})
         if not claimed:
-            self._after_claim(claimed)
             return 0, False
         try:
             failed = set(self.enqueuer.enqueue(claimed))
@@ -112,13 +122,11 @@ class ExecutionLoop:
         self.metrics.enqueued.inc(len(claimed) - len(failed))
         if failed:
             self._release([(t.id, t.claim) for t in claimed if t.id in failed])
-        self._after_claim(claimed)
         return len(claimed) - len(failed), bool(failed)
 
-    def _after_claim(self, claimed: list[Claimed]) -> None:
+    def _after_claim(self, claimed: Claims) -> None:
         # Also when every due occurrence was skipped: `claimed` then names their schedules.
-        skipped = claimed.skipped_schedules if isinstance(claimed, Claims) else ()
-        if self.after_claim is None or not (claimed or skipped):
+        if self.after_claim is None or not (claimed or claimed.skipped_schedules):
             return
         try:
             self.after_claim(claimed)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 
@@ -15,6 +16,8 @@ from timers.models import Claimed, Claims
 from timers.storage import SCHEDULES_PER_LOAD, ScheduleSlots, ToppedUp
 
 log = logging.getLogger(__name__)
+
+GATHER = 0.25  # seconds the background top-up waits for more claims to join it
 
 
 class ScheduleKeeper:
@@ -36,10 +39,12 @@ class ScheduleKeeper:
             "Occurrences (timers) made from schedule slots by this scheduler.",
             registry=registry,
         )
-        # With `background`, the next slots after a claim are made on a thread of their own: the
-        # claim that took the occurrences goes on to the next batch at once (10,000 schedules due
-        # at :00 are claimed at the claim's pace, not the top-up's), and the next slots are made
-        # ahead anyway, so a top-up a moment later changes no firing time.
+        # With `background`, the next slots after a claim are made on a thread of their own, in
+        # one top-up for what the claims of `GATHER` seconds took: the execution loop goes on to
+        # its next claim at once, a jittered herd (a few occurrences per tick) is topped up in
+        # fewer, larger statements, and the next slots are made ahead anyway (the following slot
+        # exists already, even for a 1-second schedule), so a top-up a moment later changes no
+        # firing time.
         self._waiting: set[uuid.UUID] = set()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -70,6 +75,8 @@ class ScheduleKeeper:
             with self._wake:
                 while not self._waiting:
                     self._wake.wait()
+            time.sleep(GATHER)
+            with self._wake:
                 ids, self._waiting, self._busy = sorted(self._waiting), set(), True
             try:
                 for start in range(0, len(ids), SCHEDULES_PER_LOAD):

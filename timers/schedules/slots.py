@@ -26,12 +26,19 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import islice
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 
 MINUTE = timedelta(minutes=1)
+# Cron slots are worked out this many at a time and remembered by (expression, zone, instant):
+# schedules that share an expression and fire together (10,000 `* * * * *` at :00) are planned
+# from one walk of the calendar instead of one each.
+CHUNK = 4
+REMEMBERED = 4096
 
 
 class InvalidSchedule(ValueError):
@@ -99,12 +106,21 @@ def check_timing(timing: Timing) -> None:
                 "cron",
                 "must have 5 fields (minute hour day month weekday), or 6 with seconds first",
             )
-        try:
-            CronSim(timing.cron, datetime(2000, 1, 1))
-        except CronSimError as exc:
-            raise InvalidSchedule("cron", f"{timing.cron!r}: {exc}") from None
+        problem = _cron_problem(timing.cron)
+        if problem is not None:
+            raise InvalidSchedule("cron", f"{timing.cron!r}: {problem}")
     if timing.end_at is not None and timing.end_at <= timing.start_at:
         raise InvalidSchedule("end_at", "must be later than start_at")
+
+
+@lru_cache(maxsize=REMEMBERED)
+def _cron_problem(expression: str) -> str | None:
+    """Why cronsim refuses an expression, or None."""
+    try:
+        CronSim(expression, datetime(2000, 1, 1))
+    except CronSimError as exc:
+        return str(exc)
+    return None
 
 
 def _every_after(timing: Timing, after: datetime) -> Iterator[datetime]:
@@ -126,11 +142,24 @@ def wall_clock(expression: str) -> bool:
 
 def _cron_after(timing: Timing, after: datetime) -> Iterator[datetime]:
     assert timing.cron is not None
-    zone = timing.zone
     after = max(after, timing.start_at - timedelta(microseconds=1)).astimezone(UTC)
-    if not wall_clock(timing.cron):
+    while chunk := _cron_chunk(timing.cron, timing.timezone, after):
+        yield from chunk
+        after = chunk[-1]
+
+
+@lru_cache(maxsize=REMEMBERED)
+def _cron_chunk(expression: str, timezone: str, after: datetime) -> tuple[datetime, ...]:
+    """The next `CHUNK` slots of a cron expression in a zone strictly after `after` (UTC); fewer
+    when it has no more."""
+    found = _cron_walk(expression, ZoneInfo(timezone), after)
+    return tuple(islice(found, CHUNK))
+
+
+def _cron_walk(expression: str, zone: ZoneInfo, after: datetime) -> Iterator[datetime]:
+    if not wall_clock(expression):
         # Real time: cronsim walks aware instants, so each matching instant comes once.
-        for slot in CronSim(timing.cron, after.astimezone(zone)):
+        for slot in CronSim(expression, after.astimezone(zone)):
             yield slot.astimezone(UTC)
         return
     # Wall-clock times: walk the calendar in local time, then place each time on the clock.
@@ -138,7 +167,7 @@ def _cron_after(timing: Timing, after: datetime) -> Iterator[datetime]:
     # gap land on the same minute, which fires once.
     local = after.astimezone(zone).replace(tzinfo=None)
     last = after
-    for wall in CronSim(timing.cron, local - timedelta(hours=3)):
+    for wall in CronSim(expression, local - timedelta(hours=3)):
         slot = placed(wall, zone)
         if slot > last:
             last = slot
