@@ -84,6 +84,29 @@ def test_tasks_due_together_are_each_published_once_as_send_task_would(broker_ur
         assert message["headers"]["task"] == "shop.tasks.expire_order"
         assert message["headers"]["root_id"] == str(timer_id)
         assert message["correlation_id"] == str(timer_id)
+    first = by_id[str(calls[0][1])]["headers"]  # the same arguments as the reference
+    for header in ("argsrepr", "kwargsrepr", "origin", "lang", "timelimit", "retries"):
+        assert first[header] == reference["headers"][header], header
+
+
+def test_long_arguments_are_shown_shortened_as_celery_shows_them(broker_url: str) -> None:
+    publisher = Publisher(broker_url, timeout=5)
+    args = [{"order": [1, [2, [3, [4, [5]]]]]}, "x" * 3000]
+    kwargs = {"note": "y" * 2000, "deep": {"a": {"b": {"c": {"d": 1}}}}}
+    call = CeleryCallback("shop.tasks.expire_order", args, kwargs, QUEUE)
+    try:
+        assert publish_all(publisher, [(call, uuid.uuid4())]) == [None]
+        publisher.app.send_task(
+            "shop.tasks.expire_order", args=args, kwargs=kwargs, queue=QUEUE, task_id="x"
+        )
+    finally:
+        publisher.close()
+    ours, reference = (m["headers"] for m in queued(broker_url, QUEUE))
+    assert len(ours["argsrepr"]) < 1100 and len(ours["kwargsrepr"]) < 1100
+    assert (ours["argsrepr"], ours["kwargsrepr"]) == (
+        reference["argsrepr"],
+        reference["kwargsrepr"],
+    )
 
 
 def test_a_timers_headers_go_where_send_task_puts_them(broker_url: str) -> None:

@@ -47,6 +47,7 @@ class Publisher:
 
     def __init__(self, broker_url: str, timeout: float) -> None:
         from celery import Celery
+        from celery.utils.nodenames import anon_nodename
 
         self.app: Celery = Celery("timers-publisher", broker=broker_url, set_as_current=False)
         conf = self.app.conf
@@ -61,6 +62,9 @@ class Publisher:
             "read_timeout": timeout,  # AMQP
             "write_timeout": timeout,
         }
+        # Celery names the sender in each message (`origin`): this process, worked out once
+        # (Celery asks the host name for every message).
+        self.origin = anon_nodename()
         self._waiting: list[_Publication] = []
         self._ready = threading.Condition()
         self._closed = False
@@ -97,6 +101,7 @@ class Publisher:
     def _publish(self, batch: list[_Publication]) -> list[str | None]:
         """Publish these; for each, None if the broker took it, else the reason it did not."""
         amqp = self.app.amqp
+        levels = self.app.conf.task_repr_maxlevels
         reasons: list[str | None] = []
         try:
             with self.app.producer_or_acquire() as producer, _batched(producer, len(batch)):
@@ -112,6 +117,9 @@ class Publisher:
                         callback.args,
                         callback.kwargs,
                         reply_to=self.app.thread_oid,
+                        argsrepr=shown(callback.args, amqp.argsrepr_maxsize, levels),
+                        kwargsrepr=shown(callback.kwargs, amqp.kwargsrepr_maxsize, levels),
+                        origin=self.origin,
                     )
                     queue = callback.queue or DEFAULT_QUEUE
                     options: dict[str, Any] = {"queue": queue}
@@ -147,6 +155,18 @@ class _Publication:
     callback: TaskCall
     timer_id: uuid.UUID
     done: Future[str | None] = field(default_factory=Future)
+
+
+def shown(value: list[Any] | dict[str, Any], limit: int, levels: int) -> str:
+    """The arguments as Celery's `argsrepr`/`kwargsrepr` headers show them (Flower, the worker's
+    log): their repr, or Celery's own shortened one past `limit` characters. Celery works the
+    shortened one out for every message, which cost more than the rest of the message."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    from celery.utils.saferepr import saferepr
+
+    return saferepr(value, limit, maxlevels=levels)
 
 
 def _batched(producer: Any, size: int) -> AbstractContextManager[Any]:
