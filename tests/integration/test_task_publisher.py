@@ -4,6 +4,8 @@ as Celery's own `send_task` would have written it."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -130,3 +132,39 @@ def test_a_publisher_without_a_broker_says_why_for_each_task() -> None:
     finally:
         publisher.close()
     assert all(reason and "refused" in reason.lower() for reason in reasons), reasons
+
+
+def test_a_task_whose_delivery_stopped_waiting_before_its_turn_is_never_sent(
+    broker_url: str,
+) -> None:
+    publisher = Publisher(broker_url, timeout=5)
+    first, late = uuid.uuid4(), uuid.uuid4()
+    call = CeleryCallback("shop.tasks.expire_order", [1], {}, QUEUE)
+    # The publishing thread is held inside the first batch until the second delivery gave up.
+    holding, release = threading.Event(), threading.Event()
+    real = publisher._publish
+
+    def held(batch: list[Any]) -> list[str | None]:
+        holding.set()
+        release.wait(10)
+        return real(batch)
+
+    publisher._publish = held  # type: ignore[method-assign]
+
+    async def run() -> tuple[str | None, bool]:
+        sent = asyncio.ensure_future(publisher.publish(call, first))
+        await asyncio.get_running_loop().run_in_executor(None, holding.wait, 10)
+        try:
+            await asyncio.wait_for(publisher.publish(call, late), 0.2)
+            gave_up = False
+        except TimeoutError:
+            gave_up = True
+        release.set()
+        return await sent, gave_up
+
+    try:
+        assert asyncio.run(run()) == (None, True)
+        time.sleep(0.5)  # the thread's next turn, which finds the late one abandoned
+    finally:
+        publisher.close()
+    assert [m["headers"]["id"] for m in queued(broker_url, QUEUE)] == [str(first)]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import Future
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 DEFAULT_QUEUE = "celery"  # where Celery sends a task no route names
@@ -73,14 +73,19 @@ class Publisher:
 
     async def publish(self, callback: TaskCall, timer_id: uuid.UUID) -> str | None:
         """Publish the task; None once the broker took it, else why not."""
-        publication = _Publication(callback, timer_id)
+        publication = _Publication(callback, timer_id, asyncio.get_running_loop().create_future())
         with self._ready:
             if self._closed:
                 return "the publisher is closed"
             self._waiting.append(publication)
             self._ready.notify()
-        # Cancelling the wait (the delivery's deadline) cancels the publication if not yet begun.
-        return await asyncio.wrap_future(publication.done)
+        try:
+            return await publication.done
+        except asyncio.CancelledError:
+            # The delivery stopped waiting (its deadline): if not yet taken, it is never sent.
+            with self._ready:
+                publication.abandoned = True
+            raise
 
     def _run(self) -> None:
         while True:
@@ -89,14 +94,12 @@ class Publisher:
                     self._ready.wait()
                 if self._closed:
                     abandoned, self._waiting = self._waiting, []
-                    for publication in abandoned:
-                        publication.done.cancel()
+                    _settle([(p, "the publisher is closed") for p in abandoned])
                     return
-                batch, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
-            # A publication whose delivery stopped waiting is dropped here, never sent late.
-            batch = [p for p in batch if p.done.set_running_or_notify_cancel()]
-            for publication, reason in zip(batch, self._publish(batch), strict=True):
-                publication.done.set_result(reason)
+                taken, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
+                # A publication whose delivery stopped waiting is dropped here, never sent late.
+                batch = [p for p in taken if not p.abandoned]
+            _settle(list(zip(batch, self._publish(batch), strict=True)))
 
     def _publish(self, batch: list[_Publication]) -> list[str | None]:
         """Publish these; for each, None if the broker took it, else the reason it did not."""
@@ -154,7 +157,27 @@ class Publisher:
 class _Publication:
     callback: TaskCall
     timer_id: uuid.UUID
-    done: Future[str | None] = field(default_factory=Future)
+    done: asyncio.Future[str | None]  # on the delivery's loop
+    abandoned: bool = False  # its delivery stopped waiting (set under the publisher's lock)
+
+
+def _settle(answers: list[tuple[_Publication, str | None]]) -> None:
+    """Hand the answers to the loops their deliveries wait on: one wake-up per loop for a whole
+    batch (a thread-safe future per message cost the loop more than the message itself)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[str | None], str | None]]]
+    by_loop = {}
+    for publication, reason in answers:
+        by_loop.setdefault(publication.done.get_loop(), []).append((publication.done, reason))
+    for loop, results in by_loop.items():
+        # A closed loop: nobody waits for these any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_set_results, results)
+
+
+def _set_results(results: list[tuple[asyncio.Future[str | None], str | None]]) -> None:
+    for done, reason in results:
+        if not done.done():  # not cancelled meanwhile
+            done.set_result(reason)
 
 
 def shown(value: list[Any] | dict[str, Any], limit: int, levels: int) -> str:
