@@ -99,7 +99,8 @@ class Publisher:
                 taken, self._waiting = self._waiting[:BATCH], self._waiting[BATCH:]
                 # A publication whose delivery stopped waiting is dropped here, never sent late.
                 batch = [p for p in taken if not p.abandoned]
-            _settle(list(zip(batch, self._publish(batch), strict=True)))
+            if batch:
+                _settle(list(zip(batch, self._publish(batch), strict=True)))
 
     def _publish(self, batch: list[_Publication]) -> list[str | None]:
         """Publish these; for each, None if the broker took it, else the reason it did not."""
@@ -182,14 +183,43 @@ def _set_results(results: list[tuple[asyncio.Future[str | None], str | None]]) -
 
 def shown(value: list[Any] | dict[str, Any], limit: int, levels: int) -> str:
     """The arguments as Celery's `argsrepr`/`kwargsrepr` headers show them (Flower, the worker's
-    log): their repr, or Celery's own shortened one past `limit` characters. Celery works the
-    shortened one out for every message, which cost more than the rest of the message."""
-    text = repr(value)
-    if len(text) <= limit:
-        return text
+    log), exactly: Celery's `saferepr` (no arguments shown as `()`), which cost more than the rest
+    of the message, so plain values nested at most `levels` deep, whose repr is the same and
+    within `limit` characters, take the repr."""
+    if not value:
+        return "{}" if isinstance(value, dict) else "()"
+    if _plain(value, levels):
+        text = repr(value)
+        if len(text) <= limit:
+            return text
     from celery.utils.saferepr import saferepr
 
     return saferepr(value, limit, maxlevels=levels)
+
+
+def _plain(value: Any, levels: int) -> bool:
+    """Whether `saferepr` shows this container as `repr` does: numbers, booleans, None and
+    printable ASCII strings without quotes or backslashes, nested at most `levels` deep."""
+    if isinstance(value, dict):
+        if not all(isinstance(key, str) and _plain_text(key) for key in value):
+            return False
+        items: Any = value.values()
+    else:
+        items = value
+    for item in items:
+        if isinstance(item, (list, dict)):
+            if levels <= 1 or not _plain(item, levels - 1):
+                return False
+        elif isinstance(item, str):
+            if not _plain_text(item):
+                return False
+        elif not (item is None or isinstance(item, (bool, int, float))):
+            return False
+    return True
+
+
+def _plain_text(text: str) -> bool:
+    return text.isascii() and text.isprintable() and "'" not in text and "\\" not in text
 
 
 def _batched(producer: Any, size: int) -> AbstractContextManager[Any]:
