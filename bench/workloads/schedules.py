@@ -12,7 +12,8 @@ Each slot is one row: timers by occurrence (task id = timer id; lateness is meas
 minute being the one the send or run falls in (one over 60 s late would be counted against the
 next minute). `twice` counts duplicates, `never` the slots not run within 60 s (+ jitter) of the
 last. Each system has a `sent` row (when its scheduler handed the task to the broker) and a `ran`
-row (when the user's worker ran it), and `floor` is the user's worker alone draining the herd
+row (when the user's worker ran it), and the `floor` rows are the worker's own publisher handing
+the herd over with no scheduler and no database, and the user's worker draining it
 (bench/workloads/herd.py). `--schedules-herds` picks among herd, jitter, beat and floor.
 
 Stored: `stored` schedules (default 100,000) of one principal, each `0 3 * * *` (stored, not

@@ -207,6 +207,30 @@ def test_a_herds_next_slots_wait_while_the_slots_made_ahead_are_far_off(
     assert len(statuses(store, minutely.id)) == counts[minutely.id] + 1
 
 
+def test_a_load_leaves_the_next_slots_the_keeper_waits_to_make(store: InMemoryStore) -> None:
+    """A load during the wait (its sweep finds the schedule's latest slot within the lookahead)
+    leaves the slot to the keeper: a herd's next slots are not made by a load in the seconds
+    its occurrences are handed over either."""
+    assert isinstance(store.clock, ManualClock)
+    minutely = schedule(store, 0.5, 60.0)
+    scheduler = Scheduler(store, background=True, defer=2.0)
+    store.clock.advance(1.0)
+    count = len(statuses(store, minutely.id))
+    scheduler.cache.upsert(store.pending_by_ids([made_first(store, minutely.id)]))
+    assert scheduler.loop.tick() == 1
+    scheduler.loader.load()
+    assert len(statuses(store, minutely.id)) == count  # still waiting
+    assert wait_until(scheduler.keeper.idle, 10)
+    assert len(statuses(store, minutely.id)) == count + 1
+    scheduler.loader.load()  # nothing waits now: a sweep would make what is missing
+    assert len(statuses(store, minutely.id)) == count + 1
+
+
+def made_first(store: InMemoryStore, schedule_id: uuid.UUID) -> uuid.UUID:
+    page = store.page(where=TimerFilter(schedule_id=schedule_id, status=TimerStatus.PENDING))
+    return min(page.timers, key=lambda t: t.execute_at).id
+
+
 def test_a_tick_asks_for_next_slots_once_after_its_last_batch(store: InMemoryStore) -> None:
     """A herd claimed in several batches is topped up once, with every schedule it took, after
     the last batch was enqueued (so the top-up never holds up the next batch's claim)."""

@@ -130,8 +130,14 @@ class ScheduleKeeper:
     def sweep(self, due: Sequence[uuid.UUID]) -> None:
         """Make the next slots of the schedules a load found due for them; when it found as many
         as a load reports, go on with every other schedule that needs them, 1,000 a statement,
-        until none is left (after a restart with many schedules)."""
-        done = self.store.top_up(list(due), self.lookahead)
+        until none is left (after a restart with many schedules). A schedule whose top-up waits
+        on the keeper's thread is left to it: its next slot is made already, and a load in the
+        seconds after a herd's claim would otherwise make the herd's next slots in them."""
+        with self._wake:
+            due = [schedule_id for schedule_id in due if schedule_id not in self._waiting]
+        if not due:
+            return
+        done = self.store.top_up(due, self.lookahead)
         self._count(done)
         while len(due) >= SCHEDULES_PER_LOAD and done.made:
             done = self.store.top_up(None, self.lookahead)
