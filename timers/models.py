@@ -238,9 +238,6 @@ class Claimed(NamedTuple):
     claim: int
     execute_at: datetime
     schedule_id: uuid.UUID | None = None  # an occurrence's schedule (its next slots follow)
-    # ... and that schedule's latest slot made when it was claimed: made already, its next slots
-    # are needed by then
-    made_until: datetime | None = None
 
 
 class Claims(list[Claimed]):

@@ -313,20 +313,6 @@ def test_a_load_names_the_schedules_due_for_their_next_slots(world: World) -> No
 # -- what the claim decides about occurrences -----------------------------------------------------
 
 
-def test_a_claimed_occurrence_comes_with_its_schedules_latest_slot_made(world: World) -> None:
-    """What the keeper times the next top-up by: made already, the next slots are needed then."""
-    s = world.store.schedules.create(spec(world, start_in=-0.05, every=3600))
-    first, *ahead = made(world, s.id)
-    plain = world.store.create(
-        NewTimer(execute_at=world.now(), callback_type="http", callback_config=HOOK)
-    )
-    claimed = {c.id: c for c in world.store.claim_due([first.id, plain.id])}
-    assert claimed[first.id].schedule_id == s.id
-    assert claimed[first.id].made_until == world.store.schedules.get(s.id).materialized_until
-    assert claimed[first.id].made_until == ahead[-1].scheduled_for
-    assert claimed[plain.id].schedule_id is None and claimed[plain.id].made_until is None
-
-
 def test_the_claim_skips_an_occurrence_later_than_its_limit(world: World) -> None:
     s = world.store.schedules.create(spec(world, every=3600))
     first, second = made(world, s.id)

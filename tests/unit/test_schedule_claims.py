@@ -22,7 +22,7 @@ from timers.models import TimerStatus
 from timers.scheduler.cache import TimerCache
 from timers.scheduler.execution import ExecutionLoop
 from timers.scheduler.loader import MemoryLoader
-from timers.schedules.keeper import DEFER, ScheduleKeeper
+from timers.schedules.keeper import ScheduleKeeper
 from timers.schedules.model import Schedule, ScheduleSpec
 from timers.schedules.slots import Timing
 from timers.storage import TimerFilter
@@ -38,17 +38,10 @@ class Scheduler:
     schedule keeper, and what it enqueued."""
 
     def __init__(
-        self,
-        store: InMemoryStore,
-        *,
-        sweep: bool = True,
-        background: bool = False,
-        defer: float = DEFER,
+        self, store: InMemoryStore, *, sweep: bool = True, background: bool = False
     ) -> None:
         clock = store.clock
-        self.keeper = ScheduleKeeper(
-            store.schedules, background=background, clock=clock, defer=defer
-        )
+        self.keeper = ScheduleKeeper(store.schedules, background=background)
         self.cache = TimerCache()
         self.enqueuer = RecordingEnqueuer()
         self.loader = MemoryLoader(
@@ -182,53 +175,6 @@ def test_a_claims_next_slots_are_made_on_the_keepers_thread(store: InMemoryStore
     slots = [at for at, _ in statuses(store, s.id)]
     assert len(slots) == made_before + 1  # the slot after the two that were ahead
     assert slots == sorted(slots) and slots[-1] == start + 3 * SECOND
-
-
-def test_a_herds_next_slots_wait_while_the_slots_made_ahead_are_far_off(
-    store: InMemoryStore,
-) -> None:
-    """A minute schedule claimed at its slot has its next slot made already, a minute off: the
-    keeper leaves the slot after it for `defer` seconds (out of the seconds in which a herd of
-    such occurrences is handed over), then makes it. A 1-second schedule's is made at once."""
-    assert isinstance(store.clock, ManualClock)
-    minutely = schedule(store, 0.5, 60.0)
-    secondly = schedule(store, 0.5, 1.0)
-    scheduler = Scheduler(store, background=True, defer=2.0)
-    store.clock.advance(1.0)  # both first slots due
-    counts = {s.id: len(statuses(store, s.id)) for s in (minutely, secondly)}
-    due = store.page(where=TimerFilter(status=TimerStatus.PENDING)).timers
-    scheduler.cache.upsert(
-        store.pending_by_ids([t.id for t in due if t.execute_at <= store.clock()])
-    )
-    assert scheduler.loop.tick() == 2
-    assert wait_until(lambda: len(statuses(store, secondly.id)) == counts[secondly.id] + 1, 10)
-    assert len(statuses(store, minutely.id)) == counts[minutely.id]  # still waiting
-    assert wait_until(scheduler.keeper.idle, 10)
-    assert len(statuses(store, minutely.id)) == counts[minutely.id] + 1
-
-
-def test_a_load_leaves_the_next_slots_the_keeper_waits_to_make(store: InMemoryStore) -> None:
-    """A load during the wait (its sweep finds the schedule's latest slot within the lookahead)
-    leaves the slot to the keeper: a herd's next slots are not made by a load in the seconds
-    its occurrences are handed over either."""
-    assert isinstance(store.clock, ManualClock)
-    minutely = schedule(store, 0.5, 60.0)
-    scheduler = Scheduler(store, background=True, defer=2.0)
-    store.clock.advance(1.0)
-    count = len(statuses(store, minutely.id))
-    scheduler.cache.upsert(store.pending_by_ids([made_first(store, minutely.id)]))
-    assert scheduler.loop.tick() == 1
-    scheduler.loader.load()
-    assert len(statuses(store, minutely.id)) == count  # still waiting
-    assert wait_until(scheduler.keeper.idle, 10)
-    assert len(statuses(store, minutely.id)) == count + 1
-    scheduler.loader.load()  # nothing waits now: a sweep would make what is missing
-    assert len(statuses(store, minutely.id)) == count + 1
-
-
-def made_first(store: InMemoryStore, schedule_id: uuid.UUID) -> uuid.UUID:
-    page = store.page(where=TimerFilter(schedule_id=schedule_id, status=TimerStatus.PENDING))
-    return min(page.timers, key=lambda t: t.execute_at).id
 
 
 def test_a_tick_asks_for_next_slots_once_after_its_last_batch(store: InMemoryStore) -> None:

@@ -8,19 +8,16 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter
 
-from timers.models import Claimed, Claims, utc_now
+from timers.models import Claimed, Claims
 from timers.storage import SCHEDULES_PER_LOAD, ScheduleSlots, ToppedUp
 
 log = logging.getLogger(__name__)
 
-GATHER = 0.25  # seconds a top-up waits at least, for more claims to join it
-DEFER = 10.0  # seconds at most it waits while the next slots of its schedules are made already...
-MARGIN = 5.0  # ... and it is made at least this long before the latest slot made comes due
+GATHER = 0.25  # seconds the background top-up waits for more claims to join it
 
 
 class ScheduleKeeper:
@@ -34,27 +31,21 @@ class ScheduleKeeper:
         lookahead: float = 60.0,
         registry: CollectorRegistry | None = None,
         background: bool = False,
-        clock: Callable[[], datetime] = utc_now,
-        defer: float = DEFER,
     ) -> None:
         self.store = store
         self.lookahead = lookahead
-        self.clock = clock
-        self.defer = defer
         self.made = Counter(
             "timers_schedule_occurrences_made",
             "Occurrences (timers) made from schedule slots by this scheduler.",
             registry=registry,
         )
-        # With `background`, the next slots after a claim are made on a thread of their own: the
-        # execution loop goes on to its next claim at once, and claims that come due together are
-        # topped up together (at least `GATHER` seconds after the claim), in fewer, larger
-        # statements. A claimed occurrence's schedule has its next slot made already (the claim
-        # says until when), so its top-up can wait until `MARGIN` seconds before that slot, up to
-        # `defer` seconds: the occurrences of a herd (10,000 minute schedules due at :00) are
-        # handed over before the 10,000 next slots are made, not while. A top-up lost with its
-        # scheduler is made by the next claim of the schedule or by any scheduler's next load.
-        self._waiting: dict[uuid.UUID, float] = {}  # schedule -> monotonic time to make its slots
+        # With `background`, the next slots after a claim are made on a thread of their own, in
+        # one top-up for what the claims of `GATHER` seconds took: the execution loop goes on to
+        # its next claim at once, a jittered herd (a few occurrences per tick) is topped up in
+        # fewer, larger statements, and the next slots are made ahead anyway (the following slot
+        # exists already, even for a 1-second schedule), so a top-up a moment later changes no
+        # firing time.
+        self._waiting: set[uuid.UUID] = set()
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._busy = False
@@ -64,22 +55,14 @@ class ScheduleKeeper:
         """Make the next slots of the schedules whose occurrences were just claimed, or skipped
         by the claim (`Claims.skipped_schedules`): at once, or on the keeper's thread."""
         skipped = claimed.skipped_schedules if isinstance(claimed, Claims) else ()
-        if not self.background:
-            ids = {c.schedule_id for c in claimed if c.schedule_id is not None} | set(skipped)
-            if ids:
-                self._count(self.store.top_up(sorted(ids), self.lookahead))
+        ids = {c.schedule_id for c in claimed if c.schedule_id is not None} | set(skipped)
+        if not ids:
             return
-        now, today = time.monotonic(), self.clock()
-        due: dict[uuid.UUID, float] = dict.fromkeys(skipped, now + GATHER)
-        for c in claimed:
-            if c.schedule_id is not None:
-                at = now + self._wait(c, today)
-                due[c.schedule_id] = min(due.get(c.schedule_id, at), at)
-        if not due:
+        if not self.background:
+            self._count(self.store.top_up(sorted(ids), self.lookahead))
             return
         with self._wake:
-            for schedule_id, at in due.items():
-                self._waiting[schedule_id] = min(self._waiting.get(schedule_id, at), at)
+            self._waiting |= ids
             self._wake.notify()
             if self._thread is None:
                 self._thread = threading.Thread(
@@ -87,24 +70,14 @@ class ScheduleKeeper:
                 )
                 self._thread.start()
 
-    def _wait(self, claimed: Claimed, now: datetime) -> float:
-        """How long the top-up after this claimed occurrence may wait (seconds)."""
-        if claimed.made_until is None:
-            return GATHER
-        ahead = (claimed.made_until - now).total_seconds() - MARGIN
-        return min(self.defer, max(GATHER, ahead))
-
     def _top_up_waiting(self) -> None:
         while True:
             with self._wake:
-                while (wait := self._until_due()) != 0:
-                    self._wake.wait(wait)
-                # With those due, those that would be due within GATHER: one statement for both.
-                soon = time.monotonic() + GATHER
-                ids = sorted(i for i, at in self._waiting.items() if at <= soon)
-                for schedule_id in ids:
-                    del self._waiting[schedule_id]
-                self._busy = True
+                while not self._waiting:
+                    self._wake.wait()
+            time.sleep(GATHER)
+            with self._wake:
+                ids, self._waiting, self._busy = sorted(self._waiting), set(), True
             try:
                 for start in range(0, len(ids), SCHEDULES_PER_LOAD):
                     chunk = ids[start : start + SCHEDULES_PER_LOAD]
@@ -116,12 +89,6 @@ class ScheduleKeeper:
                 with self._wake:
                     self._busy = False
 
-    def _until_due(self) -> float | None:
-        """Seconds until the first waiting top-up is due (0: now; None: none is waiting)."""
-        if not self._waiting:
-            return None
-        return max(0.0, min(self._waiting.values()) - time.monotonic())
-
     def idle(self) -> bool:
         """Whether no top-up is waiting (tests wait on it)."""
         with self._wake:
@@ -130,14 +97,8 @@ class ScheduleKeeper:
     def sweep(self, due: Sequence[uuid.UUID]) -> None:
         """Make the next slots of the schedules a load found due for them; when it found as many
         as a load reports, go on with every other schedule that needs them, 1,000 a statement,
-        until none is left (after a restart with many schedules). A schedule whose top-up waits
-        on the keeper's thread is left to it: its next slot is made already, and a load in the
-        seconds after a herd's claim would otherwise make the herd's next slots in them."""
-        with self._wake:
-            due = [schedule_id for schedule_id in due if schedule_id not in self._waiting]
-        if not due:
-            return
-        done = self.store.top_up(due, self.lookahead)
+        until none is left (after a restart with many schedules)."""
+        done = self.store.top_up(list(due), self.lookahead)
         self._count(done)
         while len(due) >= SCHEDULES_PER_LOAD and done.made:
             done = self.store.top_up(None, self.lookahead)

@@ -97,8 +97,7 @@ class SchedulerStatements(Connected):
     def claim_due(self, timer_ids: Sequence[uuid.UUID]) -> list[Claimed]:
         """Flip to `executing` those of `timer_ids` that are still `pending` and due by the
         database's clock, in one statement; return exactly the rows it flipped, each as its id,
-        new claim number (`claims` + 1; the `attempts` column) and `execute_at` (no JSON column is
-        read back), and an occurrence's schedule and its latest slot made.
+        new claim number (`claims` + 1; the `attempts` column) and `execute_at` (no JSON column is read back).
 
         A timer canceled, postponed or claimed by another scheduler since it was cached is not
         touched, so only the returned timers may be enqueued. Nor is one that another transaction
@@ -112,7 +111,7 @@ class SchedulerStatements(Connected):
         with self._statement() as conn:
             rows = conn.execute(CLAIM_DUE, {"ids": list(timer_ids)}).all()
         return Claims(
-            [Claimed(row[0], row[1], row[2], row[3], row[5]) for row in rows if row[4]],
+            [Claimed(row[0], row[1], row[2], row[3]) for row in rows if row[4]],
             [row[3] for row in rows if not row[4]],
         )
 

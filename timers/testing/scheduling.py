@@ -148,16 +148,9 @@ class InMemoryScheduling(TimerTable):
                     )
                 )
             return Claims(
-                [
-                    Claimed(t.id, t.claims, t.execute_at, t.schedule_id, self._made_until(t))
-                    for t in claimed
-                ],
+                [Claimed(t.id, t.claims, t.execute_at, t.schedule_id) for t in claimed],
                 skipped,
             )
-
-    def _made_until(self, occurrence: Timer) -> datetime | None:
-        schedule = self._schedules.get(occurrence.schedule_id) if occurrence.schedule_id else None
-        return None if schedule is None else schedule["materialized_until"]
 
     def _skip_reason(self, occurrence: Timer, schedule_id: uuid.UUID, now: datetime) -> str | None:
         """Why the claim skips this due occurrence of a schedule instead of claiming it, or

@@ -127,8 +127,7 @@ SELECT (SELECT held FROM lock) AS held,
 -- due: the latest fires however late) and, under `latest`, when a later occurrence of a `latest` schedule is due, or with
 -- `skip_if_running` while another of its schedule is executing or waiting to retry; each row it
 -- skipped is returned too (`claimed` false), so its schedule's next slots can follow at once. A
--- claimed occurrence comes with its schedule's latest slot made (`materialized_until`): its next
--- slots are needed by then. A timer of no schedule pays only the `schedule_id IS NOT NULL` checks.
+-- timer of no schedule pays only the `schedule_id IS NOT NULL` check.
 WITH due AS (
     SELECT id, schedule_id, scheduled_for, late_limit, skip_if_running,
         -- later than its limit; never one claimed before (a lost claim recovered, a released
@@ -175,12 +174,9 @@ WITH due AS (
       AND id NOT IN (SELECT id FROM skipped)
     RETURNING id, attempts, execute_at, schedule_id
 )
-SELECT c.id, c.attempts, c.execute_at, c.schedule_id, true AS claimed,
-       CASE WHEN c.schedule_id IS NOT NULL THEN
-           (SELECT s.materialized_until FROM schedules s WHERE s.id = c.schedule_id) END
-FROM claimed c
+SELECT id, attempts, execute_at, schedule_id, true AS claimed FROM claimed
 UNION ALL
-SELECT id, 0, NULL, schedule_id, false, NULL FROM skipped
+SELECT id, 0, NULL, schedule_id, false FROM skipped
 
 -- drop_pending_occurrences --
 -- The pending occurrences of schedule `:sid`, deleted as the changes that re-make them remove them
