@@ -168,3 +168,33 @@ def test_a_task_whose_delivery_stopped_waiting_before_its_turn_is_never_sent(
     finally:
         publisher.close()
     assert [m["headers"]["id"] for m in queued(broker_url, QUEUE)] == [str(first)]
+
+
+def test_a_batch_that_raised_is_answered_and_the_publisher_goes_on(
+    broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong with one batch (here, once, before any message is sent) is that
+    batch's answer, and the publishing thread goes on: the next tasks are published."""
+    publisher = Publisher(broker_url, timeout=5)
+    publish = publisher._publish
+    calls = iter([RuntimeError("the broker's client broke")])
+
+    def once(batch: Any) -> list[str | None]:
+        for exc in calls:
+            raise exc
+        return publish(batch)
+
+    monkeypatch.setattr(publisher, "_publish", once)
+    first = (CeleryCallback("shop.tasks.expire_order", [1], {}, QUEUE), uuid.uuid4())
+    second = (CeleryCallback("shop.tasks.expire_order", [2], {}, QUEUE), uuid.uuid4())
+
+    def answer(call: tuple[CeleryCallback, uuid.UUID]) -> str | None:
+        # A thread that died would leave it waiting forever.
+        return asyncio.run(asyncio.wait_for(publisher.publish(*call), 10))
+
+    try:
+        assert answer(first) == "the broker's client broke"
+        assert answer(second) is None
+    finally:
+        publisher.close()
+    assert [m["headers"]["id"] for m in queued(broker_url, QUEUE)] == [str(second[1])]

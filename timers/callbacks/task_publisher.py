@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import uuid
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 DEFAULT_QUEUE = "celery"  # where Celery sends a task no route names
 BATCH = 500  # messages per publishing batch (one Redis pipeline)
@@ -100,7 +103,14 @@ class Publisher:
                 # A publication whose delivery stopped waiting is dropped here, never sent late.
                 batch = [p for p in taken if not p.abandoned]
             if batch:
-                _settle(list(zip(batch, self._publish(batch), strict=True)))
+                try:
+                    reasons = self._publish(batch)
+                except Exception as exc:
+                    # This batch's answer: the thread goes on, or every later task would wait in
+                    # vain until the worker restarts.
+                    log.exception("publishing %d tasks failed", len(batch))
+                    reasons = [_reason(exc)] * len(batch)
+                _settle(list(zip(batch, reasons, strict=True)))
 
     def _publish(self, batch: list[_Publication]) -> list[str | None]:
         """Publish these; for each, None if the broker took it, else the reason it did not."""
