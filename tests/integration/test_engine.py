@@ -17,11 +17,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis
 from aiohttp.abc import AbstractResolver
 
 from tests.support.receiver import Receiver, wait_until
+from tests.support.services import TASK_BROKER_DATABASE, Services
 from timers.callbacks import CallbackRules, DeliveryContext
 from timers.callbacks.http import HttpCallback, deliver
+from timers.callbacks.task_publisher import Publisher
 from timers.models import Timer, TimerStatus, uuid7
 from timers.outbound import GuardedResolver, Network, OutboundPolicy
 from timers.worker.engine import DeliveryEngine, Outcome
@@ -382,6 +385,39 @@ def test_a_broker_that_never_answers_fails_the_tasks_at_the_callback_timeout() -
     for timer in tasks:
         error = outcomes.items[str(timer.id)].error or ""
         assert error.startswith(f"could not publish the task within {timeout}s: "), error
+
+
+def test_celery_tasks_are_not_held_to_the_per_destination_cap(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cap keeps one receiver from taking every connection; `celery` callbacks all go
+    through the process's one publisher, in batches, so a cap would only shrink the batches (at
+    the :00 herd, to 64 messages)."""
+    url = services.redis_database(TASK_BROKER_DATABASE)
+    batches: list[int] = []
+    publish = Publisher._publish
+
+    def recorded(self: Publisher, batch: Any) -> list[str | None]:
+        batches.append(len(batch))
+        return publish(self, batch)
+
+    monkeypatch.setattr(Publisher, "_publish", recorded)
+    outcomes = Outcomes()
+    engine = DeliveryEngine(
+        max_per_destination=2,
+        on_outcome=outcomes,
+        context=DeliveryContext(timeout=10, policy=LOCAL, task_broker_url=url),
+        rules=SHOP,
+    )
+    tasks = [started_task() for _ in range(40)]
+    try:
+        engine.submit(tasks)
+        assert wait_until(lambda: len(outcomes) == len(tasks), 20)
+    finally:
+        engine.close(5)
+        redis.Redis.from_url(url).flushdb()
+    assert [o.error for o in outcomes.items.values()] == [None] * len(tasks)
+    assert sum(batches) == len(tasks) and max(batches) > 2, batches
 
 
 def test_destination_is_scheme_host_and_port() -> None:

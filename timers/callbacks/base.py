@@ -26,8 +26,9 @@ class Callback(Protocol):
         """The config as stored (`callback_config`)."""
         ...
 
-    def destination(self) -> str:
-        """Who receives it, for the per-destination cap (e.g. scheme, host and port)."""
+    def destination(self) -> str | None:
+        """Who receives it, for the per-destination cap (e.g. scheme, host and port); None for
+        a kind whose deliveries need no cap of their own."""
         ...
 
     async def deliver(

@@ -188,8 +188,12 @@ class CeleryCallback:
             config["headers"] = self.headers
         return config
 
-    def destination(self) -> str:
-        return f"celery:{self.queue or DEFAULT_QUEUE}"
+    def destination(self) -> None:
+        # No cap: every `celery` callback of a worker process goes through its one publisher,
+        # in batches over one connection (a broker that hangs holds them all alike), so a cap
+        # would only shrink the batches: at the :00 herd, to 64 messages, and the hand-over's
+        # p99 read 9.3 and 8.9 s with it, 7.4 and 7.5 s without (bench, alternating).
+        return None
 
     async def deliver(
         self, timer_id: uuid.UUID, context: DeliveryContext

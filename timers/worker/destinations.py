@@ -55,6 +55,9 @@ class _Hold:
             del self._gates[self._key]
 
 
+_UNCAPPED: AbstractAsyncContextManager[None] = nullcontext()
+
+
 class DestinationSlots:
     """At most `limit` holders per key at once (use on one event loop)."""
 
@@ -62,10 +65,10 @@ class DestinationSlots:
         self.limit = limit
         self._gates: dict[Hashable, _Gate] = {}
 
-    def take(self, key: Hashable) -> AbstractAsyncContextManager[None]:
+    def take(self, key: Hashable | None) -> AbstractAsyncContextManager[None]:
         """Hold one of `key`'s slots for the body of the `async with`, waiting for one if all
-        are taken."""
-        return _Hold(self._gates, key, self.limit)
+        are taken (a key of None: no cap, no wait)."""
+        return _UNCAPPED if key is None else _Hold(self._gates, key, self.limit)
 
 
 _current: ContextVar[DestinationSlots | None] = ContextVar("destination_slots", default=None)

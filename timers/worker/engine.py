@@ -13,8 +13,9 @@ the same synchronous psycopg2 store as everywhere else (outcomes are written by 
 Limits, all per worker process:
 - at most `max_per_destination` deliveries at once to one receiver (for HTTP: scheme, host and
   port, and also the address and port the host resolved to, see `timers.worker.destinations`; for
-  Celery tasks: the queue): one slow receiver cannot take every connection; its other timers wait
-  their turn (their leases are renewed meanwhile, and their deadline starts when they are sent);
+  NATS: the server): one slow receiver cannot take every connection; its other timers wait their
+  turn (their leases are renewed meanwhile, and their deadline starts when they are sent). Celery
+  tasks have no cap: they all go through the process's one publisher, in batches;
 - at most `MAX_IN_FLIGHT` deliveries in all; past that, starting more blocks the task (backpressure
   to the broker instead of unbounded memory);
 - each delivery has one deadline (`context.timeout`), kept by its kind (see `timers.callbacks`).
