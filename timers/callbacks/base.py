@@ -7,7 +7,7 @@ package (`timers.callbacks`) imports the kinds and lists them in `KINDS`.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -26,9 +26,9 @@ class Callback(Protocol):
         """The config as stored (`callback_config`)."""
         ...
 
-    def destination(self) -> str | None:
-        """Who receives it, for the per-destination cap (e.g. scheme, host and port); None for
-        a kind whose deliveries need no cap of their own."""
+    def destination(self) -> Hashable:
+        """Who receives it, for the per-destination cap (e.g. scheme, host and port; an
+        `OwnCap` for a receiver with a cap of its own)."""
         ...
 
     async def deliver(

@@ -91,6 +91,7 @@ class Publisher:
             raise
 
     def _run(self) -> None:
+        failing: str | None = None  # why the last batch raised, if it did
         while True:
             with self._ready:
                 while not self._waiting and not self._closed:
@@ -105,11 +106,14 @@ class Publisher:
             if batch:
                 try:
                     reasons = self._publish(batch)
+                    failing = None
                 except Exception as exc:
                     # This batch's answer: the thread goes on, or every later task would wait in
-                    # vain until the worker restarts.
-                    log.exception("publishing %d tasks failed", len(batch))
+                    # vain until the worker restarts. Logged once while it keeps failing alike.
                     reasons = [_reason(exc)] * len(batch)
+                    if reasons[0] != failing:
+                        log.exception("publishing %d tasks failed", len(batch))
+                    failing = reasons[0]
                 _settle(list(zip(batch, reasons, strict=True)))
 
     def _publish(self, batch: list[_Publication]) -> list[str | None]:

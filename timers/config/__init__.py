@@ -173,8 +173,8 @@ class Settings:
         "without a gap", "none (unsigned)", repr=False)
     max_in_flight_per_host: int = setting("TIMERS_MAX_IN_FLIGHT_PER_HOST", _count, 64,
         "deliveries at once from one worker process to one receiver (scheme, host and "
-        "port; the NATS server); the rest wait their turn. `celery` tasks have no cap: a "
-        "process publishes them all in batches")
+        "port; the NATS server); the rest wait their turn. `celery` tasks share a cap of "
+        "their own, 1,000 a process (two publishing batches)")
     enqueue_timeout: float = setting("TIMERS_ENQUEUE_TIMEOUT", _seconds, 15.0,
         "seconds after which a claimed timer that no worker has started is fired again, if "
         "the callback queue is idle (a message merely waiting in a long queue is not lost)")

@@ -15,6 +15,7 @@ import asyncio
 from collections.abc import Hashable, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
+from typing import NamedTuple
 
 
 class _Gate:
@@ -55,7 +56,11 @@ class _Hold:
             del self._gates[self._key]
 
 
-_UNCAPPED: AbstractAsyncContextManager[None] = nullcontext()
+class OwnCap(NamedTuple):
+    """A destination with a cap of its own, whatever the engine's per-destination cap."""
+
+    name: str
+    limit: int
 
 
 class DestinationSlots:
@@ -65,10 +70,11 @@ class DestinationSlots:
         self.limit = limit
         self._gates: dict[Hashable, _Gate] = {}
 
-    def take(self, key: Hashable | None) -> AbstractAsyncContextManager[None]:
+    def take(self, key: Hashable) -> AbstractAsyncContextManager[None]:
         """Hold one of `key`'s slots for the body of the `async with`, waiting for one if all
-        are taken (a key of None: no cap, no wait)."""
-        return _UNCAPPED if key is None else _Hold(self._gates, key, self.limit)
+        are taken (an `OwnCap` key: its own number of slots)."""
+        limit = key.limit if isinstance(key, OwnCap) else self.limit
+        return _Hold(self._gates, key, limit)
 
 
 _current: ContextVar[DestinationSlots | None] = ContextVar("destination_slots", default=None)

@@ -15,7 +15,8 @@ Limits, all per worker process:
   port, and also the address and port the host resolved to, see `timers.worker.destinations`; for
   NATS: the server): one slow receiver cannot take every connection; its other timers wait their
   turn (their leases are renewed meanwhile, and their deadline starts when they are sent). Celery
-  tasks have no cap: they all go through the process's one publisher, in batches;
+  tasks share one cap of their own, two publishing batches (`timers.callbacks.celery`): they all
+  go through the process's one publisher;
 - at most `MAX_IN_FLIGHT` deliveries in all; past that, starting more blocks the task (backpressure
   to the broker instead of unbounded memory);
 - each delivery has one deadline (`context.timeout`), kept by its kind (see `timers.callbacks`).
