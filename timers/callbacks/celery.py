@@ -57,8 +57,7 @@ RETRY_EVERY = 0.5  # seconds between attempts to publish while the broker refuse
 # Every `celery` callback of a worker process goes through its one publisher, in batches over one
 # connection (a broker that hangs holds them all alike), so they share one cap of their own: two
 # batches, one gathering while the other goes out. A cap per queue isolated nothing, and the
-# deployment's 64 cut a herd's batches to 64: the :00 herd's hand-over p99 read 9.3 and 8.9 s with
-# it, 7.4 and 7.5 s with 1,000 (bench, alternating). A broker that refuses has at most this many
+# deployment's 64 cut a herd's batches to 64 messages. A broker that refuses has at most this many
 # deliveries of a process trying again at once.
 PUBLISHING = OwnCap("celery", 2 * BATCH)
 # Never sent, whatever TIMERS_CELERY_TASKS says: Celery's own tasks and this service's.
