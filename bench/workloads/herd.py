@@ -278,7 +278,7 @@ def _floor(bench: Bench, count: int) -> list[Cell]:
     summarize(ran, due, _runs_by_id(bench), gave_up_at)
     sent.notes.append(
         f"{count} tasks handed to the user's broker at one slot by the worker's own publisher, "
-        "in one process, with no scheduler and no database: the fastest hand-over here"
+        "in one process, with no scheduler and no database: the hand-over alone"
     )
     ran.notes.append("run by the same user worker: what the user's worker alone adds")
     return [sent, ran]
